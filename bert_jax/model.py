@@ -1,0 +1,337 @@
+"""BERT encoder in Flax linen: embeddings, post-LN Transformer layers, pooler.
+
+`BertModel(config).apply({'params': p}, input_ids, token_type_ids,
+attention_mask, deterministic=...)` returns `(sequence_output [B, T, H],
+pooled_output [B, H])` in `config.dtype`. Parameters are kept in
+`config.param_dtype` (fp32); softmax runs in fp32 whatever the compute dtype.
+
+Parameter names follow HF's BERT closely so weight conversion is a table
+(see checkpoints.py): `embeddings/{word,position,token_type}_embeddings`,
+`encoder/layer_{i}/attention/{query,key,value,output}`,
+`attention_LayerNorm`, `intermediate`, `output`, `output_LayerNorm`,
+`pooler/dense`. With `scan_layers=True` the layers live under
+`encoder/layers/...` with a leading axis of size `num_hidden_layers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+Array = jax.Array
+
+# Activations by HF's `hidden_act` names. BERT uses the exact (erf) GELU.
+ACTIVATIONS = {
+    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+    'gelu_new': lambda x: jax.nn.gelu(x, approximate=True),
+    'gelu_pytorch_tanh': lambda x: jax.nn.gelu(x, approximate=True),
+    'relu': jax.nn.relu,
+    'silu': jax.nn.silu,
+    'swish': jax.nn.silu,
+}
+
+# Named rematerialisation policies (what to keep from the forward pass).
+# 'none' disables remat; 'full' recomputes everything inside a layer.
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.dots_saveable,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # Keep the projections' outputs (named below), recompute attention and GELU.
+    'save_proj': jax.checkpoint_policies.save_only_these_names(
+        'query_proj', 'key_proj', 'value_proj', 'attention_out', 'mlp_out'),
+}
+
+ATTENTION_IMPLEMENTATIONS = (None, 'xla', 'cudnn')
+
+_HF_FIELDS = ('vocab_size', 'hidden_size', 'num_hidden_layers',
+              'num_attention_heads', 'intermediate_size', 'hidden_act',
+              'hidden_dropout_prob', 'attention_probs_dropout_prob',
+              'max_position_embeddings', 'type_vocab_size',
+              'initializer_range', 'layer_norm_eps', 'pad_token_id')
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """Architecture (HF `config.json` fields) plus JAX execution options."""
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = 'gelu'
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  initializer_range: float = 0.02
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int = 0
+  # Relation classification, method (b): embeddings of entity roles
+  # (0 = none, 1 = head, 2 = tail, ...) added in the embedding layer; 0 = off.
+  num_entity_types: int = 0
+  # Execution options (not part of the architecture).
+  dtype: str = 'float32'          # compute dtype: 'bfloat16' on accelerators
+  param_dtype: str = 'float32'
+  attention_implementation: Optional[str] = None   # None | 'xla' | 'cudnn'
+  scan_layers: bool = False
+  remat_policy: str = 'none'
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(
+          f'BertConfig: hidden_size={self.hidden_size} is not divisible by '
+          f'num_attention_heads={self.num_attention_heads}')
+    if self.hidden_act not in ACTIVATIONS:
+      raise ValueError(f'BertConfig.hidden_act={self.hidden_act!r}; '
+                       f'known: {sorted(ACTIVATIONS)}')
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'BertConfig.remat_policy={self.remat_policy!r}; '
+                       f'known: {sorted(REMAT_POLICIES)}')
+    if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(
+          f'BertConfig.attention_implementation='
+          f'{self.attention_implementation!r}; known: {ATTENTION_IMPLEMENTATIONS}')
+    for name in ('dtype', 'param_dtype'):
+      try:
+        jnp.dtype(getattr(self, name))
+      except TypeError as e:
+        raise ValueError(f'BertConfig.{name}={getattr(self, name)!r}') from e
+    for name in ('vocab_size', 'hidden_size', 'num_hidden_layers',
+                 'num_attention_heads', 'intermediate_size',
+                 'max_position_embeddings', 'type_vocab_size'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'BertConfig.{name} must be >= 1, got '
+                         f'{getattr(self, name)}')
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_attention_heads
+
+  def replace(self, **kw) -> 'BertConfig':
+    return dataclasses.replace(self, **kw)
+
+  @classmethod
+  def from_hf_dict(cls, d: dict[str, Any], **overrides) -> 'BertConfig':
+    """Reads the architecture fields of a HF BERT `config.json` dict."""
+    if d.get('model_type', 'bert') != 'bert':
+      raise ValueError(f"config.json: model_type={d.get('model_type')!r}, "
+                       "expected 'bert'")
+    if d.get('position_embedding_type', 'absolute') != 'absolute':
+      raise ValueError('config.json: position_embedding_type='
+                       f"{d['position_embedding_type']!r} is not supported")
+    kw = {k: d[k] for k in _HF_FIELDS if k in d}
+    kw.update(overrides)
+    return cls(**kw)
+
+  @classmethod
+  def from_json(cls, path: str | os.PathLike, **overrides) -> 'BertConfig':
+    with open(path) as f:
+      try:
+        d = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}: not valid JSON: {e}') from e
+    try:
+      return cls.from_hf_dict(d, **overrides)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f'{path}: {e}') from e
+
+  def to_hf_dict(self) -> dict[str, Any]:
+    d = {k: getattr(self, k) for k in _HF_FIELDS}
+    d.update(model_type='bert', position_embedding_type='absolute')
+    return d
+
+
+def _dense(config: BertConfig, features: int, name: str) -> nn.Dense:
+  return nn.Dense(
+      features, dtype=jnp.dtype(config.dtype),
+      param_dtype=jnp.dtype(config.param_dtype),
+      kernel_init=nn.initializers.normal(config.initializer_range), name=name)
+
+
+def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+  # Flax computes the LayerNorm statistics in fp32 even for bf16 inputs.
+  return nn.LayerNorm(epsilon=config.layer_norm_eps,
+                      dtype=jnp.dtype(config.dtype),
+                      param_dtype=jnp.dtype(config.param_dtype), name=name)
+
+
+class Embeddings(nn.Module):
+  """Word + position + token-type (+ entity-role) embeddings, LayerNorm, dropout."""
+  config: BertConfig
+
+  def setup(self):
+    c = self.config
+    embed = lambda n, name: nn.Embed(
+        n, c.hidden_size, dtype=jnp.dtype(c.dtype),
+        param_dtype=jnp.dtype(c.param_dtype),
+        embedding_init=nn.initializers.normal(c.initializer_range), name=name)
+    self.word_embeddings = embed(c.vocab_size, 'word_embeddings')
+    self.position_embeddings = embed(c.max_position_embeddings,
+                                     'position_embeddings')
+    self.token_type_embeddings = embed(c.type_vocab_size,
+                                       'token_type_embeddings')
+    if c.num_entity_types:
+      self.entity_embeddings = embed(c.num_entity_types, 'entity_embeddings')
+    self.LayerNorm = _layer_norm(c, 'LayerNorm')  # pylint: disable=invalid-name
+    self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+  def __call__(self, input_ids, token_type_ids, position_ids, entity_ids,
+               deterministic: bool) -> Array:
+    x = (self.word_embeddings(input_ids)
+         + self.position_embeddings(position_ids)
+         + self.token_type_embeddings(token_type_ids))
+    if entity_ids is not None and not self.config.num_entity_types:
+      raise ValueError('entity_ids given but config.num_entity_types == 0')
+    if self.config.num_entity_types:
+      # Role 0 ("no entity") is a learned row too, so always add.
+      if entity_ids is None:
+        entity_ids = jnp.zeros_like(input_ids)
+      x = x + self.entity_embeddings(entity_ids)
+    x = self.LayerNorm(x)
+    return self.dropout(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+  config: BertConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array) -> Array:
+    """x: [B, T, H]; mask: bool [B, 1, 1, T] (True = attend). Returns [B, T, H]."""
+    c = self.config
+    b, t, _ = x.shape
+    split = lambda y: y.reshape(b, t, c.num_attention_heads, c.head_dim)
+    q = split(_dense(c, c.hidden_size, 'query')(x))
+    k = split(_dense(c, c.hidden_size, 'key')(x))
+    v = split(_dense(c, c.hidden_size, 'value')(x))
+    q = checkpoint_name(q, 'query_proj')
+    k = checkpoint_name(k, 'key_proj')
+    v = checkpoint_name(v, 'value_proj')
+    dropout = c.attention_probs_dropout_prob
+    if self.deterministic or dropout == 0.0:
+      ctx = jax.nn.dot_product_attention(
+          q, k, v, mask=mask, implementation=c.attention_implementation)
+    else:
+      # The fused kernels have no attention-probability dropout: compute the
+      # probabilities explicitly (fp32 softmax) when training with it.
+      logits = jnp.einsum('bqnd,bknd->bnqk', q, k,
+                          preferred_element_type=jnp.float32)
+      logits = logits / jnp.sqrt(c.head_dim).astype(jnp.float32)
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(logits, axis=-1)
+      probs = nn.Dropout(dropout)(probs, deterministic=False)
+      ctx = jnp.einsum('bnqk,bknd->bqnd', probs.astype(v.dtype), v)
+    ctx = ctx.reshape(b, t, c.hidden_size)
+    out = _dense(c, c.hidden_size, 'output')(ctx)
+    return checkpoint_name(out, 'attention_out')
+
+
+class EncoderLayer(nn.Module):
+  """Post-LN Transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+  config: BertConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array) -> Array:
+    c = self.config
+    drop = lambda y: nn.Dropout(c.hidden_dropout_prob)(
+        y, deterministic=self.deterministic)
+    attn = SelfAttention(c, self.deterministic, name='attention')(x, mask)
+    x = _layer_norm(c, 'attention_LayerNorm')(x + drop(attn))
+    h = ACTIVATIONS[c.hidden_act](_dense(c, c.intermediate_size,
+                                         'intermediate')(x))
+    h = _dense(c, c.hidden_size, 'output')(h)
+    h = checkpoint_name(h, 'mlp_out')
+    return _layer_norm(c, 'output_LayerNorm')(x + drop(h))
+
+
+class _ScannedLayer(EncoderLayer):
+  """EncoderLayer with the (carry, x) -> (carry, y) signature nn.scan needs."""
+
+  def __call__(self, x, mask):  # pytype: disable=signature-mismatch
+    return super().__call__(x, mask), None
+
+
+class Encoder(nn.Module):
+  """Stack of EncoderLayers, optionally scanned and/or rematerialised."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    # `deterministic` becomes a layer attribute (static), which keeps it out
+    # of nn.scan's and nn.remat's traced arguments.
+    c = self.config
+    policy = REMAT_POLICIES[c.remat_policy]
+    if c.scan_layers:
+      cls = _ScannedLayer
+      if c.remat_policy != 'none':
+        cls = nn.remat(cls, policy=policy, prevent_cse=False)
+      stack = nn.scan(cls, variable_axes={'params': 0},
+                      split_rngs={'params': True, 'dropout': True},
+                      in_axes=nn.broadcast, length=c.num_hidden_layers)
+      x, _ = stack(c, deterministic, name='layers')(x, mask)
+      return x
+    cls = EncoderLayer
+    if c.remat_policy != 'none':
+      cls = nn.remat(cls, policy=policy)
+    for i in range(c.num_hidden_layers):
+      x = cls(c, deterministic, name=f'layer_{i}')(x, mask)
+    return x
+
+
+class Pooler(nn.Module):
+  """tanh(W h_[CLS] + b)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, sequence_output: Array) -> Array:
+    return jnp.tanh(_dense(self.config, self.config.hidden_size,
+                           'dense')(sequence_output[:, 0]))
+
+
+class BertModel(nn.Module):
+  """The BERT encoder: `(sequence_output [B,T,H], pooled_output [B,H])`."""
+  config: BertConfig
+
+  def setup(self):
+    self.embeddings = Embeddings(self.config)
+    self.encoder = Encoder(self.config)
+    self.pooler = Pooler(self.config)
+
+  def __call__(self, input_ids: Array, token_type_ids: Optional[Array] = None,
+               attention_mask: Optional[Array] = None, *,
+               position_ids: Optional[Array] = None,
+               entity_ids: Optional[Array] = None,
+               deterministic: bool = True) -> tuple[Array, Array]:
+    """input_ids, token_type_ids, attention_mask, position_ids, entity_ids:
+    int [B, T] (attention_mask 1 = real token, 0 = padding)."""
+    if input_ids.ndim != 2:
+      raise ValueError(f'input_ids must be [batch, length], got {input_ids.shape}')
+    b, t = input_ids.shape
+    if t > self.config.max_position_embeddings:
+      raise ValueError(f'sequence length {t} exceeds max_position_embeddings='
+                       f'{self.config.max_position_embeddings}')
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if position_ids is None:
+      position_ids = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    x = self.embeddings(input_ids, token_type_ids, position_ids, entity_ids,
+                        deterministic)
+    mask = attention_mask.astype(bool)[:, None, None, :]
+    x = self.encoder(x, mask, deterministic)
+    return x, self.pooler(x)
+
+  def word_embedding_table(self) -> Array:
+    """[V, H] word embeddings, for the tied MLM decoder."""
+    return self.embeddings.word_embeddings.embedding
