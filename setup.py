@@ -16,6 +16,9 @@ setuptools.setup(
         'ml-collections>=0.1.1,<1.2',
         'clu>=0.0.12,<0.1',
         'tensorflow-datasets>=4.9,<5',
+        # CLU's TensorBoard writer and tfds readers use TensorFlow (CPU build).
+        'tensorflow-cpu>=2.16,<3',
+        'tensorboard>=2.16,<3',
         'array-record>=0.5,<0.9',
         'tokenizers>=0.20,<0.23',
         'safetensors>=0.4,<0.9',
@@ -33,6 +36,5 @@ setuptools.setup(
             'transformers==4.57.6',
         ],
         'gpu': ['jax[cuda12]>=0.4.35,<0.11'],
-        'tf': ['tensorflow>=2.16,<3'],
     },
 )

@@ -1,0 +1,98 @@
+"""Run checkpoints with orbax: train state + data-iterator position.
+
+A run started on a workdir that holds checkpoints resumes from the newest
+complete one (orbax writes to a temporary directory and renames it only when
+the save is complete, so a crash mid-save never leaves a loadable partial
+checkpoint). Restoring takes the target shardings of the current mesh, so a
+checkpoint saved on 8 devices restores on 1 or 4.
+
+(DESIGN.md puts this in checkpoints.py; that module already holds the HF/TF
+weight conversion, and the two jobs share nothing, so they are two modules.)
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint could not be written; names the path."""
+
+
+def _all_finite(tree: Any) -> bool:
+  leaves = [x for x in jax.tree_util.tree_leaves(tree)
+            if np.issubdtype(np.dtype(x.dtype), np.floating)]
+  return all(bool(np.isfinite(np.asarray(jax.device_get(x))).all())
+             for x in leaves)
+
+
+class RunCheckpointer:
+  """Saves and restores `{'state': TrainState, 'data': iterator state}`."""
+
+  def __init__(self, directory: str | os.PathLike, *, keep: int = 3,
+               async_save: bool = True):
+    self.directory = pathlib.Path(directory).absolute()
+    try:
+      self.directory.mkdir(parents=True, exist_ok=True)
+      probe = self.directory / '.write_probe'
+      probe.write_text('')
+      probe.unlink()
+    except OSError as e:
+      raise CheckpointSaveError(
+          f'checkpoint directory {self.directory} is not writable: {e}') from e
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save,
+            create=True))
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
+    """Saves unless the state holds a non-finite value (then raises)."""
+    if not _all_finite(state.params):
+      raise FloatingPointError(
+          f'refusing to checkpoint step {step}: parameters hold NaN/Inf; the '
+          f'last good checkpoint is step {self.latest_step()} in {self.directory}')
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave(data_state)))
+    except Exception as e:  # orbax wraps OSError in several types
+      raise CheckpointSaveError(
+          f'saving checkpoint step {step} to {self.directory} failed: {e}; '
+          f'earlier checkpoints are intact (latest: {self.latest_step()})') from e
+
+  def wait(self) -> None:
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise CheckpointSaveError(
+          f'asynchronous checkpoint save to {self.directory} failed: {e}') from e
+
+  def restore(self, abstract_state: Any, step: Optional[int] = None
+              ) -> tuple[Any, dict[str, Any], int]:
+    """abstract_state: ShapeDtypeStructs with target shardings.
+
+    Returns (state, data_state, step) of `step` or the newest checkpoint.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore()))
+    logging.info('restored checkpoint step %d from %s', step, self.directory)
+    return restored['state'], dict(restored['data'] or {}), step
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,40 @@
+"""Entry point: `python -m bert_jax.main --config=configs/<job>.py:<arg> --workdir=DIR`.
+
+Every config field can be overridden on the command line
+(`--config.loss.name=dice --config.optim.lr=3e-5`); configs are locked, so a
+misspelled key is an error.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from bert_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/finetune.py:drug_reviews.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, '
+                               'TensorBoard logs, results.json.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietLibraries(logging.logging.Filter):
+  """Drops INFO records of orbax/absl internals (dozens per checkpoint)."""
+
+  def filter(self, record):
+    noisy = '/orbax/' in record.pathname or '/jax/_src/' in record.pathname
+    return record.levelno >= logging.logging.WARNING or not noisy
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  train.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,95 @@
+"""What the trainer needs from a task, so the trainer has no per-task branches.
+
+Metrics crossing the jit boundary are `{name: (sum, count)}` pairs of scalars
+reduced over the global batch; the host adds them over steps and divides
+(`finalize_metrics`). Scalars that are not averages (learning rate) use
+count 1.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable, Iterator, Mapping, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Batch = Mapping[str, Any]
+MetricSums = dict[str, tuple[jax.Array, jax.Array]]
+
+
+class StatefulIterator(Protocol):
+  """A host-local batch iterator whose position can be checkpointed."""
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]: ...
+  def __next__(self) -> dict[str, np.ndarray]: ...
+  def get_state(self) -> dict[str, Any]: ...
+  def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+class Task(abc.ABC):
+  """A training objective: model, data, loss, metrics, predictions."""
+
+  def __init__(self, config):
+    self.config = config
+
+  # ---------------------------------------------------------------- model
+  @abc.abstractmethod
+  def init_params(self, rng: jax.Array, batch: Batch) -> Any:
+    """Fresh parameters for `batch`'s shapes (called under jax.eval_shape/jit)."""
+
+  def pretrained_params(self, params: Any) -> Any:
+    """Replaces fresh params with pretrained ones where config asks; host-side."""
+    return params
+
+  def init_loss_state(self) -> Any:
+    return {}
+
+  # ---------------------------------------------------------------- steps
+  @abc.abstractmethod
+  def train_loss(self, params, batch: Batch, rng: jax.Array, loss_state
+                 ) -> tuple[jax.Array, tuple[MetricSums, Any]]:
+    """-> (scalar loss, (metric sums, new loss state)); differentiated."""
+
+  @abc.abstractmethod
+  def eval_step(self, params, batch: Batch) -> tuple[MetricSums, dict[str, jax.Array]]:
+    """-> (metric sums, per-example outputs gathered to the host)."""
+
+  def summarize_eval(self, metrics: dict[str, float],
+                     outputs: Optional[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Host: final eval metrics from averaged sums and gathered outputs."""
+    return metrics
+
+  # ---------------------------------------------------------------- data
+  @abc.abstractmethod
+  def train_iterator(self, local_batch_size: int, shard_index: int,
+                     num_shards: int, seed: int) -> StatefulIterator:
+    ...
+
+  def eval_batches(self, local_batch_size: int, shard_index: int,
+                   num_shards: int) -> Iterable[dict[str, np.ndarray]]:
+    return ()
+
+  def flops_per_example(self) -> Optional[float]:
+    """Training FLOPs per example (forward + backward), if known."""
+    return None
+
+
+def mean_pair(values: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+  w = weights.astype(jnp.float32)
+  return jnp.sum(values.astype(jnp.float32) * w), jnp.sum(w)
+
+
+def add_metrics(total: Optional[dict], new: Mapping[str, Any]) -> dict:
+  """Host: adds {name: (sum, count)} dicts (numpy)."""
+  new = {k: (np.asarray(s, np.float64), np.asarray(c, np.float64))
+         for k, (s, c) in jax.device_get(dict(new)).items()}
+  if total is None:
+    return new
+  return {k: (total[k][0] + new[k][0], total[k][1] + new[k][1]) for k in new}
+
+
+def finalize_metrics(total: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
+  return {k: float(s / c) if c > 0 else float('nan')
+          for k, (s, c) in total.items()}

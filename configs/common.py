@@ -1,0 +1,45 @@
+"""Fields every job shares. Job configs start from `base_config()`."""
+
+import ml_collections
+
+from bert_jax import optim
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+  """`config.model`: BertConfig fields plus `init_from` ('' = fresh init)."""
+  m = ml_collections.ConfigDict(dict(
+      init_from='',                 # '', 'minilm', or a HF-format directory
+      vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+      num_attention_heads=12, intermediate_size=3072, hidden_act='gelu',
+      hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+      max_position_embeddings=512, type_vocab_size=2, initializer_range=0.02,
+      layer_norm_eps=1e-12, pad_token_id=0, num_entity_types=0,
+      dtype='float32', param_dtype='float32',
+      # ml_collections needs a type for a field that may be None.
+      attention_implementation=ml_collections.FieldReference(None, field_type=str),
+      scan_layers=False, remat_policy='none'))
+  m.update(overrides)
+  return m
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = ''
+  c.seed = 0
+  c.model = model_config()
+  c.optim = optim.default_config()
+  c.batch_size = 32              # global, across all devices and hosts
+  c.eval_batch_size = 64
+  c.total_steps = 1000           # optimizer micro-steps
+  c.log_every = 50
+  c.eval_every = 500             # 0: evaluate only at the end... and never mid-run
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.best_metric = ''             # eval metric whose best value keeps a checkpoint
+  c.nonfinite = 'stop'           # 'stop' or 'skip' a step with NaN/Inf
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  c.sharding = 'dp'              # 'dp' or 'fsdp'
+  c.compilation_cache_dir = ''   # persistent XLA compilation cache
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address='', num_processes=1, process_id=0))
+  return c
