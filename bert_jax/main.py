@@ -5,7 +5,12 @@ Every config field can be overridden on the command line
 misspelled key is an error.
 """
 
-from absl import app
+import os
+
+# TensorFlow (used only for TensorBoard summaries) is chatty at start-up.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 from ml_collections import config_flags

@@ -208,6 +208,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   train_iter = task.train_iterator(local_bs, jax.process_index(),
                                    jax.process_count(), config.seed)
   total_steps = int(config.total_steps)
+  if total_steps <= 0 and config.get('num_epochs'):
+    n = task.num_train_examples()
+    if n is None:
+      raise ValueError('config.num_epochs needs a finite training set; set '
+                       'config.total_steps')
+    total_steps = max(1, int(np.ceil(config.num_epochs * n / config.batch_size)))
+    logging.info('%s epochs of %d examples = %d steps', config.num_epochs, n,
+                 total_steps)
   if total_steps < 1:
     raise ValueError(f'config.total_steps={total_steps} must be >= 1')
   accum = int(config.optim.get('grad_accum_steps', 1))
@@ -307,8 +315,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
         writer.write_scalars(done, scalars)
         history.append(dict(step=done, **scalars))
         total_metrics, t_log, steps_since = None, time.perf_counter(), 0
-      is_eval = config.eval_every and (done % config.eval_every == 0
-                                       or done == total_steps)
+      is_eval = done == total_steps or (
+          config.eval_every > 0 and done % config.eval_every == 0)
       if is_eval:
         check_health(done)
         final_eval = evaluate(task, eval_fn, state, config, mesh)
@@ -338,6 +346,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if best_ckpt is not None:
     best_ckpt.close()
   writer.flush()
+  predictions = final_eval.pop('_predictions', None)
+  if best is not None:
+    best['metrics'].pop('_predictions', None)
+  if jax.process_index() == 0:
+    if predictions is not None:
+      with open(workdir / 'predictions.jsonl', 'w') as f:
+        for row in predictions:
+          f.write(json.dumps(row, ensure_ascii=False) + '\n')
+    if 'report' in final_eval:
+      print(f'Final eval at step {int(state.step)}:\n{final_eval["report"]}',
+            flush=True)
   results = dict(task=config.task, final_step=int(state.step),
                  final_eval=final_eval, best=best,
                  train_history=history, config=json.loads(config.to_json_best_effort()))

@@ -32,7 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.total_steps = 1000           # optimizer micro-steps
   c.log_every = 50
-  c.eval_every = 500             # 0: evaluate only at the end... and never mid-run
+  c.eval_every = 500             # every N steps; 0: only at the end
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.best_metric = ''             # eval metric whose best value keeps a checkpoint

@@ -6,6 +6,7 @@ import importlib
 # when that task runs.
 _TASKS = {
     'pretrain': 'bert_jax.tasks.pretraining:PretrainingTask',
+    'classification': 'bert_jax.tasks.classification:ClassificationTask',
 }
 
 

@@ -71,6 +71,11 @@ class Task(abc.ABC):
                    num_shards: int) -> Iterable[dict[str, np.ndarray]]:
     return ()
 
+  def num_train_examples(self) -> Optional[int]:
+    """Size of an epoch, for `config.num_epochs`; None if unbounded."""
+    features = getattr(self, 'train_features', None)
+    return None if features is None else len(next(iter(features.values())))
+
   def flops_per_example(self) -> Optional[float]:
     """Training FLOPs per example (forward + backward), if known."""
     return None

@@ -1,0 +1,161 @@
+"""Single-sentence and sentence-pair classification.
+
+Features: `[CLS] text [SEP] (text_pair [SEP])`, truncated longest-first to
+`config.data.max_seq_length` (the number truncated is logged). Head:
+`BertForSequenceClassification` with `config.pooling` in pooler | cls |
+mean | max | attention. Loss: any of `losses` from `config.loss`, fed the
+training set's class counts. Eval: accuracy, per-class P/R/F1, macro/micro
+F1, the F1 of the rarest training class (`minority_f1`), confusion matrix;
+with `config.eval_logit_adjustment_tau > 0` predictions are post-hoc
+logit-adjusted (Menon et al. 2021) and both raw and adjusted metrics are
+reported.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import metrics as metrics_lib
+from bert_jax.data import datasets
+from bert_jax.heads import BertForSequenceClassification
+from bert_jax.tasks import base
+from bert_jax.tasks import finetune
+
+import losses
+
+
+class ClassificationTask(base.Task):
+  """Sequence (pair) classification with any loss of `losses`."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    self.tokenizer = finetune.tokenizer_for(config)
+    self.train_ds = finetune.load_split(config, 'train')
+    self.eval_ds = finetune.load_split(config, 'eval')
+    if self.train_ds.task_kind != 'classification':
+      raise ValueError(f'config.data.train={config.data.train!r} is a '
+                       f'{self.train_ds.task_kind} dataset, not classification')
+    self.label_names = list(self.train_ds.label_names)
+    unknown = set(self.eval_ds.label_names) - set(self.label_names)
+    if unknown:
+      raise ValueError(f'config.data.eval has labels absent from training: '
+                       f'{sorted(unknown)}')
+    self.class_counts = datasets.class_counts(self.train_ds)
+    self.bert = finetune.bert_config(config, self.tokenizer.vocab_size)
+    self.model = BertForSequenceClassification(
+        self.bert, num_labels=len(self.label_names), pooling=config.pooling)
+    self.loss = finetune.loss_spec(config, len(self.label_names),
+                                   self.class_counts)
+    logging.info('classification: %d train / %d eval examples, labels %s, '
+                 'train counts %s, loss %s', len(self.train_ds),
+                 len(self.eval_ds), self.label_names, self.class_counts,
+                 self.loss.name)
+    self.train_features = self._features(self.train_ds, 'train')
+    self.eval_features = self._features(self.eval_ds, 'eval')
+
+  def _features(self, ds, which):
+    t = self.config.data.max_seq_length
+    texts = [e.text for e in ds.examples]
+    pairs = [e.text_pair for e in ds.examples]
+    has_pairs = any(p is not None for p in pairs)
+    if has_pairs and any(p is None for p in pairs):
+      raise ValueError(f'{ds.name}/{ds.split}: some examples have a text_pair '
+                       'and some do not')
+    encs = self.tokenizer.encode_batch(texts, pairs if has_pairs else None,
+                                       max_length=t, truncation='longest_first')
+    index = {n: i for i, n in enumerate(self.label_names)}
+    truncated = sum(e.num_truncated > 0 for e in encs)
+    if truncated:
+      logging.info('%s/%s: %d of %d inputs truncated to %d tokens', ds.name,
+                   ds.split, truncated, len(encs), t)
+    self.truncated = getattr(self, 'truncated', {})
+    self.truncated[which] = truncated
+    return dict(
+        input_ids=np.stack([finetune.pad_to(e.ids, t) for e in encs]),
+        token_type_ids=np.stack([finetune.pad_to(e.token_type_ids, t) for e in encs]),
+        attention_mask=np.stack([finetune.pad_to(e.attention_mask, t) for e in encs]),
+        labels=np.asarray([index[e.label] for e in ds.examples], np.int32),
+        weights=np.ones(len(encs), np.float32))
+
+  # ---------------------------------------------------------------- data
+  def train_iterator(self, local_batch_size, shard_index, num_shards, seed):
+    sampler = finetune.sampler_for(self.config, self.train_features['labels'],
+                                   shard_index, num_shards)
+    return finetune.ArrayIterator(
+        self.train_features, global_batch_size=local_batch_size * num_shards,
+        seed=seed, shard_index=shard_index, num_shards=num_shards,
+        sampler=sampler)
+
+  def eval_batches(self, local_batch_size, shard_index, num_shards):
+    return finetune.eval_batches_from(self.eval_features, local_batch_size,
+                                      shard_index, num_shards)
+
+  # ---------------------------------------------------------------- model
+  def _logits(self, params, batch, *, deterministic, rng=None):
+    return self.model.apply(
+        {'params': params}, batch['input_ids'], batch['token_type_ids'],
+        batch['attention_mask'], deterministic=deterministic,
+        rngs=None if deterministic else {'dropout': rng})
+
+  def init_params(self, rng, batch):
+    return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],
+                           batch['attention_mask'])['params']
+
+  def pretrained_params(self, params):
+    return finetune.pretrained_bert_params(self.config, params, self.bert)
+
+  def init_loss_state(self):
+    return self.loss.init_state()
+
+  def train_loss(self, params, batch, rng, loss_state):
+    logits = self._logits(params, batch, deterministic=False, rng=rng)
+    loss, loss_state = self.loss(logits, batch['labels'],
+                                 weights=batch['weights'], state=loss_state)
+    hit = jnp.argmax(logits, -1) == batch['labels']
+    return loss, ({'accuracy': base.mean_pair(hit, batch['weights'])}, loss_state)
+
+  def eval_step(self, params, batch):
+    logits = self._logits(params, batch, deterministic=True)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits),
+                               batch['labels'][:, None], -1)[:, 0]
+    hit = jnp.argmax(logits, -1) == batch['labels']
+    metrics = {'accuracy': base.mean_pair(hit, batch['weights']),
+               'ce_loss': base.mean_pair(nll, batch['weights'])}
+    return metrics, {'logits': logits, 'labels': batch['labels'],
+                     'weights': batch['weights']}
+
+  def summarize_eval(self, metrics, outputs):
+    keep = outputs['weights'] > 0
+    logits, labels = outputs['logits'][keep], outputs['labels'][keep]
+    out = dict(ce_loss=metrics['ce_loss'])
+    out.update(self._report(np.argmax(logits, -1), labels))
+    tau = self.config.get('eval_logit_adjustment_tau', 0.0)
+    if tau:
+      adjusted = np.asarray(losses.logit_adjustment.adjust_logits(
+          logits, self.class_counts, tau))
+      out.update({f'adjusted_{k}': v for k, v in
+                  self._report(np.argmax(adjusted, -1), labels).items()
+                  if k != 'report'})
+    out['_predictions'] = [
+        dict(guid=e.guid, label=e.label,
+             prediction=self.label_names[int(p)])
+        for e, p in zip(self.eval_ds.examples, np.argmax(logits, -1))]
+    return out
+
+  def _report(self, preds, labels):
+    names = self.label_names
+    m = metrics_lib.classification_metrics(preds, labels, len(names),
+                                           class_names=names)
+    per_class = m['per_class']
+    rarest = names[int(np.argmin(self.class_counts))]
+    out = dict(accuracy=m['accuracy'], macro_f1=m['macro_f1'],
+               micro_f1=m['micro_f1'], weighted_f1=m['weighted_f1'],
+               minority_f1=per_class[rarest]['f1'], minority_class=rarest,
+               per_class=per_class, confusion_matrix=m['confusion_matrix'])
+    for name, v in per_class.items():
+      out[f'f1/{name}'] = v['f1']
+    out['report'] = metrics_lib.format_report(m)
+    return out

@@ -1,0 +1,218 @@
+"""What the fine-tuning tasks share: data loading, batching, loss, init.
+
+A fine-tuning task turns a `datasets.Dataset` into fixed-shape numpy feature
+arrays once (the examples are small), iterates them with `ArrayIterator`
+(shuffled per epoch, or drawn by the q-power sampler when
+`config.data.sampling_q` is set), takes its loss from `config.loss` through
+`losses.from_config` with the training set's class counts, and starts the
+encoder from `config.model.init_from`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from absl import logging
+import jax
+import numpy as np
+
+import losses
+from bert_jax import checkpoints
+from bert_jax import tokenization
+from bert_jax.data import datasets
+from bert_jax.data import registry
+from bert_jax.data import sampling
+from bert_jax.model import BertConfig
+
+# Hyperparameter keys any loss may take; config.loss holds all of them (None =
+# not given) so that each can be set from the command line.
+LOSS_KEYS = ('label_smoothing', 'pos_weight', 'alpha', 'beta', 'gamma',
+             'bias_correction', 'bins', 'momentum', 'tau', 'flood')
+
+
+def loss_spec(config, num_classes: int, class_counts: Optional[Sequence[int]]):
+  """`losses.from_config` on the keys of config.loss that are set."""
+  cfg = {k: v for k, v in config.loss.to_dict().items() if v is not None}
+  try:
+    return losses.from_config(cfg, num_classes=num_classes,
+                              class_counts=class_counts)
+  except ValueError as e:
+    raise ValueError(f'config.loss: {e}') from e
+
+
+def bert_config(config, vocab_size: int) -> BertConfig:
+  """config.model -> BertConfig; with init_from, the architecture comes from
+  the pretrained directory and config.model only sets execution options."""
+  m = config.model.to_dict()
+  fields = {k: v for k, v in m.items() if k in BertConfig.__dataclass_fields__}
+  if m.get('init_from'):
+    directory = _pretrained_dir(m['init_from'])
+    execution = ('dtype', 'param_dtype', 'attention_implementation',
+                 'scan_layers', 'remat_policy', 'num_entity_types',
+                 'hidden_dropout_prob', 'attention_probs_dropout_prob')
+    return BertConfig.from_json(directory / 'config.json',
+                                **{k: fields[k] for k in execution})
+  try:
+    return BertConfig(**dict(fields, vocab_size=vocab_size))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'config.model: {e}') from e
+
+
+def _pretrained_dir(init_from: str):
+  import pathlib  # pylint: disable=g-import-not-at-top
+  if init_from in checkpoints.SHORT_NAMES:
+    return registry.fetch(checkpoints.SHORT_NAMES[init_from])
+  path = pathlib.Path(init_from).expanduser()
+  if not (path / 'config.json').exists():
+    raise FileNotFoundError(f'config.model.init_from={init_from!r}: no '
+                            f'{path / "config.json"}')
+  return path
+
+
+def tokenizer_for(config) -> tokenization.BertTokenizer:
+  vocab = config.data.get('vocab', '') or config.model.init_from
+  if not vocab:
+    raise ValueError('config.data.vocab or config.model.init_from must name '
+                     'the vocabulary')
+  if vocab in checkpoints.SHORT_NAMES:
+    return tokenization.BertTokenizer.from_pretrained_dir(
+        registry.fetch(checkpoints.SHORT_NAMES[vocab]))
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(vocab).expanduser()
+  if path.is_dir():
+    return tokenization.BertTokenizer.from_pretrained_dir(path)
+  return tokenization.BertTokenizer.from_vocab(path)
+
+
+def pretrained_bert_params(config, params, bert: BertConfig):
+  """Replaces params['bert'] with the weights of config.model.init_from.
+
+  `init_from` is a HF directory, a short name ('minilm'), or a workdir of a
+  bert_jax pretraining run (its newest checkpoint's encoder is used).
+  """
+  init_from = config.model.get('init_from')
+  if not init_from:
+    return None
+  _, loaded, _ = checkpoints.from_pretrained(
+      init_from, load_tokenizer=False, scan_layers=bert.scan_layers,
+      seed=config.seed)
+  params = dict(params)
+  params['bert'] = jax.tree_util.tree_map(
+      lambda fresh, new: np.asarray(new, fresh.dtype), params['bert'],
+      loaded['bert'])
+  return params
+
+
+def load_split(config, which: str) -> datasets.Dataset:
+  """config.data.train / .eval (name or path) and their splits."""
+  d = config.data
+  name = d.train if which == 'train' else (d.eval or d.train)
+  split = d.train_split if which == 'train' else d.eval_split
+  options = dict(d.reader_options.to_dict()) if d.get('reader_options') else {}
+  try:
+    ds = datasets.load(name, split, seed=d.split_seed, on_error=d.on_error,
+                       **options)
+  except KeyError as e:
+    raise ValueError(f'config.data.{which}: {e}') from e
+  report = ds.report
+  if getattr(report, 'skipped', 0):
+    logging.warning('%s/%s: skipped %d bad record(s): %s', name, split,
+                    report.skipped, dict(report.skipped_reasons))
+  return ds
+
+
+class ArrayIterator:
+  """Resumable batches of rows of in-memory feature arrays.
+
+  Order: a permutation per epoch from (seed, epoch), or, with `sampler`
+  (q-power), the sampler's draws. Each host takes rows
+  [h*b, (h+1)*b) of every global batch, so hosts see disjoint rows and
+  together the single-host batch.
+  """
+
+  def __init__(self, features: dict[str, np.ndarray], *, global_batch_size: int,
+               seed: int, shard_index: int = 0, num_shards: int = 1,
+               sampler: Optional[sampling.QPowerSampler] = None):
+    self.features = features
+    self.n = len(next(iter(features.values())))
+    if self.n < global_batch_size and sampler is None:
+      raise ValueError(f'{self.n} training examples make no batch of '
+                       f'{global_batch_size}')
+    self.global_batch_size = global_batch_size
+    self.local = global_batch_size // num_shards
+    self.shard_index = shard_index
+    self.seed = seed
+    self.sampler = sampler
+    self.steps_per_epoch = max(1, self.n // global_batch_size)
+    self.epoch, self.step = 0, 0
+    self._order = None
+
+  def __iter__(self):
+    return self
+
+  def _indices(self) -> np.ndarray:
+    if self.sampler is not None:
+      return self.sampler.next_global_batch(self.global_batch_size)
+    if self._order is None:
+      self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+    start = self.step * self.global_batch_size
+    idx = self._order[start:start + self.global_batch_size]
+    self.step += 1
+    if self.step == self.steps_per_epoch:
+      self.epoch, self.step, self._order = self.epoch + 1, 0, None
+    return idx
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    idx = self._indices()
+    mine = idx[self.shard_index * self.local:(self.shard_index + 1) * self.local]
+    return {k: v[mine] for k, v in self.features.items()}
+
+  def get_state(self) -> dict[str, Any]:
+    state = dict(epoch=self.epoch, step=self.step, n=self.n, seed=self.seed,
+                 global_batch_size=self.global_batch_size)
+    if self.sampler is not None:
+      state['sampler'] = self.sampler.get_state()
+    return state
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    for key, mine in (('n', self.n), ('seed', self.seed),
+                      ('global_batch_size', self.global_batch_size)):
+      if int(state[key]) != mine:
+        raise ValueError(f'data iterator state is for {key}={state[key]}, this '
+                         f'run has {mine}: the checkpoint belongs to another setup')
+    self.epoch, self.step, self._order = int(state['epoch']), int(state['step']), None
+    if self.sampler is not None:
+      self.sampler.set_state(state['sampler'])
+
+
+def sampler_for(config, labels: Sequence[int], shard_index: int,
+                num_shards: int) -> Optional[sampling.QPowerSampler]:
+  q = config.data.get('sampling_q')
+  if q is None:
+    return None
+  if not 0 <= q <= 1:
+    raise ValueError(f'config.data.sampling_q={q} must be in [0, 1]')
+  # Shards are taken by ArrayIterator from each global batch.
+  del shard_index, num_shards
+  return sampling.QPowerSampler(labels, q, seed=config.seed)
+
+
+def eval_batches_from(features: dict[str, np.ndarray], local_batch_size: int,
+                      shard_index: int, num_shards: int):
+  """Fixed-size eval batches; `weights` 0 on padding rows."""
+  n = len(next(iter(features.values())))
+  global_bs = local_batch_size * num_shards
+  for start in range(0, n, global_bs):
+    lo = start + shard_index * local_batch_size
+    rows = np.arange(lo, lo + local_batch_size)
+    valid = rows < n
+    rows = np.where(valid, rows, 0)
+    batch = {k: v[rows] for k, v in features.items()}
+    batch['weights'] = batch.get('weights', np.ones(local_batch_size, np.float32)) * valid
+    yield batch
+
+
+def pad_to(ids: Sequence[int], length: int, value: int = 0) -> np.ndarray:
+  out = np.full(length, value, np.int32)
+  out[:len(ids)] = ids
+  return out
