@@ -1,0 +1,212 @@
+"""The trainer: resume, accumulation, multi-device and multi-process equality."""
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert_jax import optim
+from bert_jax import train
+from bert_jax.heads import BertForSequenceClassification
+from bert_jax.model import BertConfig
+from bert_jax.tasks import base
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tests'))
+import train_probe  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def _run_probe(tmp, runs, *, devices=1, env=None, timeout=900):
+  out = tmp / f'out-{len(list(tmp.glob("out-*")))}.json'
+  full_env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2',
+                  XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+                  **(env or {}))
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / 'tests' / 'train_probe.py'), str(tmp),
+       str(out), json.dumps(runs)], env=full_env, capture_output=True,
+      text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(out.read_text())
+
+
+def _assert_close_runs(a, b, rtol):
+  la, lb = np.array(a['losses']), np.array(b['losses'])
+  np.testing.assert_array_equal(la[:, 0], lb[:, 0])
+  np.testing.assert_allclose(la[:, 1], lb[:, 1], rtol=rtol)
+  assert a['checksum'].keys() == b['checksum'].keys()
+  for k in a['checksum']:
+    np.testing.assert_allclose(a['checksum'][k], b['checksum'][k],
+                               rtol=rtol, atol=rtol, err_msg=k)
+
+
+def test_resume_continues_the_same_run_exactly(tmp_path):
+  """Uninterrupted 6 steps == 3 steps, checkpoint, restart, 3 more (bit for bit)."""
+  full = tmp_path / 'full'
+  results = train.run(train_probe.tiny_config(full), full)
+  uninterrupted = train_probe.summarize(full, results)
+  # The same run, with its step-6 checkpoint removed: it restarts from 3.
+  cut = tmp_path / 'cut'
+  shutil.copytree(full, cut)
+  shutil.rmtree(cut / 'checkpoints' / '6')
+  (cut / 'results.json').unlink()
+  resumed = train_probe.summarize(cut, train.run(train_probe.tiny_config(cut), cut))
+  assert [s for s, _ in resumed['losses']] == [4, 5, 6]
+  assert resumed['losses'] == uninterrupted['losses'][3:]
+  assert resumed['checksum'] == uninterrupted['checksum']
+  assert resumed['final_eval'] == uninterrupted['final_eval']
+  # Loss went down over the 6 steps (the run learns, not just replays).
+  assert uninterrupted['losses'][-1][1] < uninterrupted['losses'][0][1]
+
+
+class _ClassifierTask(base.Task):
+  """A tiny random-input classifier, to test train_step in isolation."""
+
+  def __init__(self):
+    super().__init__(None)
+    self.config_bert = BertConfig(vocab_size=50, hidden_size=16,
+                                  num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0,
+                                  max_position_embeddings=16)
+    self.model = BertForSequenceClassification(self.config_bert, num_labels=3)
+
+  def init_params(self, rng, batch):
+    return self.model.init(rng, batch['ids'], batch['ids'] * 0, batch['ids'] * 0 + 1)['params']
+
+  def train_loss(self, params, batch, rng, loss_state):
+    logits = self.model.apply({'params': params}, batch['ids'], batch['ids'] * 0,
+                              batch['ids'] * 0 + 1)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch['y'][:, None], -1)
+    return nll.mean(), ({}, loss_state)
+
+  def eval_step(self, params, batch):
+    raise NotImplementedError
+
+  def train_iterator(self, *a):
+    raise NotImplementedError
+
+
+def _state(task, tx, batch):
+  params = task.init_params(jax.random.PRNGKey(0), batch)
+  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=tx.init(params), loss_state={},
+                          rng=jax.random.PRNGKey(1),
+                          nonfinite_step=-jnp.ones((), jnp.int32),
+                          nonfinite_what=jnp.zeros((), jnp.int32))
+
+
+def test_gradient_accumulation_equals_one_k_times_batch():
+  task = _ClassifierTask()
+  rng = np.random.default_rng(0)
+  batch = dict(ids=rng.integers(0, 50, (16, 8)).astype(np.int32),
+               y=rng.integers(0, 3, 16).astype(np.int32))
+  results = {}
+  for k in (1, 4):
+    cfg = dict(name='adamw', lr=1e-2, grad_accum_steps=k, warmup_steps=None)
+    tx, schedule = optim.make_optimizer(cfg, task.init_params(jax.random.PRNGKey(0), batch), 10)
+    step = jax.jit(lambda s, b, tx=tx, schedule=schedule, k=k: train.train_step(
+        s, b, task=task, tx=tx, schedule=schedule, grad_accum_steps=k,
+        skip_nonfinite=False))
+    state = _state(task, tx, batch)
+    for _ in range(2):   # two optimizer updates
+      for i in range(k):
+        micro = {n: v[i * 16 // k:(i + 1) * 16 // k] for n, v in batch.items()}
+        state, _ = step(state, micro)
+    results[k] = state.params
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+      results[1], results[4])
+  # And the params did move.
+  moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()),
+                                 results[1], task.init_params(jax.random.PRNGKey(0), batch))
+  assert max(jax.tree_util.tree_leaves(moved)) > 1e-3
+
+
+def test_nonfinite_step_is_never_applied_and_is_reported():
+  task = _ClassifierTask()
+  batch = dict(ids=np.ones((4, 8), np.int32), y=np.zeros(4, np.int32))
+  tx, schedule = optim.make_optimizer(dict(name='adamw', lr=1e-2), task.init_params(
+      jax.random.PRNGKey(0), batch), 10)
+  for skip in (False, True):
+    state = _state(task, tx, batch)
+    good = state.params
+    poisoned = jax.tree_util.tree_map(lambda x: x, state)
+    # NaN in the parameters' gradient path: a NaN embedding row that is used.
+    bad_params = jax.tree_util.tree_map(lambda x: x, state.params)
+    emb = bad_params['bert']['embeddings']['word_embeddings']['embedding']
+    bad_params['bert']['embeddings']['word_embeddings']['embedding'] = emb.at[1].set(jnp.nan)
+    poisoned = state.replace(params=bad_params)
+    new, metrics = train.train_step(poisoned, batch, task=task, tx=tx,
+                                    schedule=schedule, grad_accum_steps=1,
+                                    skip_nonfinite=skip)
+    assert float(metrics['skipped_steps'][0]) == 1.0
+    # The update was not applied: params are exactly the ones given.
+    jax.tree_util.tree_map(np.testing.assert_array_equal, new.params, bad_params)
+    if skip:
+      assert int(new.nonfinite_step) == -1
+    else:
+      assert int(new.nonfinite_step) == 0
+      assert train.NONFINITE_WHAT[int(new.nonfinite_what)] == 'loss'
+    del good
+
+
+@pytest.fixture(scope='module')
+def eight_device_runs(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('mesh')
+  single = _run_probe(tmp, {'single': {}}, devices=1)['single']
+  multi = _run_probe(tmp, {
+      'dp': {'mesh.data': 8, 'mesh.fsdp': 1},
+      'fsdp': {'mesh.data': 1, 'mesh.fsdp': 8, 'sharding': 'fsdp'},
+  }, devices=8)
+  return single, multi
+
+
+def test_data_parallel_on_8_devices_matches_one_device(eight_device_runs):
+  single, multi = eight_device_runs
+  assert multi['dp']['devices'] == 8
+  # Same global batch, same RNG; only the order of reductions differs.
+  _assert_close_runs(single, multi['dp'], rtol=2e-5)
+
+
+def test_fsdp_on_8_devices_matches_one_device(eight_device_runs):
+  single, multi = eight_device_runs
+  _assert_close_runs(single, multi['fsdp'], rtol=2e-5)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+  port = _free_port()
+  procs, outs = [], []
+  for pid in range(2):
+    out = tmp_path / f'proc{pid}.json'
+    outs.append(out)
+    runs = {'two_proc': {'distributed.coordinator_address': f'127.0.0.1:{port}',
+                         'distributed.num_processes': 2,
+                         'distributed.process_id': pid}}
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2',
+               XLA_FLAGS='--xla_force_host_platform_device_count=1',
+               PROBE_GLOO='1')
+    procs.append(subprocess.Popen(
+        [sys.executable, str(ROOT / 'tests' / 'train_probe.py'), str(tmp_path),
+         str(out), json.dumps(runs)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
+  logs = [p.communicate(timeout=900)[0] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-4000:]
+  two = json.loads(outs[0].read_text())['two_proc']
+  assert two['processes'] == 2 and two['devices'] == 2
+  one = _run_probe(tmp_path, {'one_proc': {}}, devices=2)['one_proc']
+  _assert_close_runs(one, two, rtol=2e-5)
