@@ -366,15 +366,15 @@ def load_tf_checkpoint(ckpt_prefix: str | os.PathLike, config: BertConfig, *,
                        ) -> Params:
   """Original Google BERT TF checkpoint (`bert_model.ckpt`) -> our params.
 
-  Needs TensorFlow (`pip install bert_jax[tf]`) unless `reader` (prefix ->
-  {name: array}) is given. Heads absent from the checkpoint start fresh.
+  Reads with TensorFlow unless `reader` (prefix -> {name: array}) is given.
+  Heads absent from the checkpoint start fresh.
   """
   if reader is None:
     try:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError('reading TF checkpoints needs TensorFlow: '
-                        'pip install "bert_jax[tf]"') from e
+                        'pip install tensorflow-cpu') from e
 
     def reader(prefix):
       r = tf.train.load_checkpoint(str(prefix))
