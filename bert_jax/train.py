@@ -346,6 +346,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if best_ckpt is not None:
     best_ckpt.close()
   writer.flush()
+  if jax.process_index() == 0:
+    task.export(workdir, state.params)
   predictions = final_eval.pop('_predictions', None)
   if best is not None:
     best['metrics'].pop('_predictions', None)

@@ -17,6 +17,20 @@ PRESETS = {
     'spam_assassin': ('classification', 'spam_assassin', 'train', 'test', 256, 2),
     'bbc_topics': ('classification', 'bbc_topics', 'train', 'test', 256, 2),
     'boolq': ('classification', 'boolq', 'train', 'dev', 256, 1),
+    # Span QA; `squad` needs config.data.train / .eval = SQuAD JSON paths
+    # (v2.0 files: also --config.data.version_2_with_negative=True).
+    'disfl_qa': ('span_qa', 'disfl_qa', 'train', 'dev', 256, 3),
+    'squad': ('span_qa', '', 'train', 'dev', 384, 2),
+    # Tagging. msra_ner: Chinese BMES NER on a small BERT trained from scratch
+    # with the bert-base-chinese vocab (no Chinese weights ship here);
+    # conll_sample: English IOB2 NER from MiniLM.
+    'msra_ner': ('tagging', 'msra_ner', 'train', 'test', 128, 3),
+    'conll_sample': ('tagging', 'conll_sample', 'train', 'test', 128, 10),
+    # Relation classification; no relation data ships here: set
+    # config.data.train / .eval to SemEval-2010 Task 8 files (TRAIN_FILE.TXT,
+    # TEST_FILE_FULL.TXT), or to relation JSONL files with
+    # --config.data.reader_options.format=relation_jsonl.
+    'semeval': ('relation', '', 'train', 'test', 128, 5),
 }
 
 
@@ -62,4 +76,62 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
   c.eval_every = 0                  # 0: evaluate at the end only
   c.checkpoint_every = 1000
   c.best_metric = 'macro_f1'
+  if task == 'span_qa':
+    _span_qa(c, arg)
+  elif task == 'tagging':
+    _tagging(c, arg)
+  elif task == 'relation':
+    _relation(c, arg)
   return c
+
+
+def _span_qa(c: ml_collections.ConfigDict, arg: str) -> None:
+  """Span QA fields (bert_jax/tasks/span_qa.py); google-research/bert's
+  SQuAD defaults except where noted."""
+  c.data.doc_stride = 128           # window advance, in passage tokens
+  c.data.max_query_length = 64
+  c.data.version_2_with_negative = arg == 'disfl_qa'   # Disfl-QA: 'unknown'
+  c.n_best_size = 20
+  c.max_answer_length = 30
+  c.null_score_diff_threshold = 0.0
+  c.best_metric = 'f1'
+  if arg == 'squad':
+    c.optim.lr = 3e-5
+    c.batch_size = 32
+
+
+def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
+  """Token tagging fields (bert_jax/tasks/tagging.py)."""
+  c.data.scheme = {'msra_ner': 'BMES', 'conll_sample': 'IOB2'}.get(arg, 'auto')
+  c.data.max_train_examples = 0     # 0: all; N: the first N sentences
+  c.data.max_eval_examples = 0
+  c.best_metric = 'span_f1'         # strict entity-level micro F1
+  if arg == 'msra_ner':
+    # No Chinese BERT weights are available, so a small BERT starts from
+    # scratch with the bert-base-chinese vocab (fetched from the data
+    # registry here, so the path is fixed when the config is built). To start
+    # from a Chinese encoder instead, set --config.model.init_from to its HF
+    # directory (e.g. a bert_jax pretraining run on the msra corpus with this
+    # vocab, exported with checkpoints.export_hf).
+    from bert_jax.data import registry  # pylint: disable=g-import-not-at-top
+    c.data.vocab = str(registry.fetch('bert_chinese_vocab') / 'vocab.txt')
+    c.model.init_from = ''
+    c.model.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                   intermediate_size=1024)
+    c.batch_size = 32
+    c.optim.update(lr=5e-4, warmup_fraction=0.1)
+  elif arg == 'conll_sample':     # 180 training sentences
+    c.optim.lr = 1e-4
+
+
+def _relation(c: ml_collections.ConfigDict, arg: str) -> None:
+  """Relation classification fields (bert_jax/tasks/relation.py)."""
+  del arg
+  c.relation_method = 'entity_markers'  # | entity_pool | entity_embeddings
+  c.other_label = ''                # '' : 'Other' or 'no_relation' if present
+  c.data.entity_truncation = 'skip'  # or 'raise' when an entity is cut off
+  c.data.max_train_examples = 0
+  c.data.max_eval_examples = 0
+  # SemEval files end in .TXT, which would be read as CoNLL.
+  c.data.reader_options.format = 'semeval'
+  c.best_metric = 'macro_f1_excl_other'

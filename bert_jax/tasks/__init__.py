@@ -7,6 +7,9 @@ import importlib
 _TASKS = {
     'pretrain': 'bert_jax.tasks.pretraining:PretrainingTask',
     'classification': 'bert_jax.tasks.classification:ClassificationTask',
+    'span_qa': 'bert_jax.tasks.span_qa:SpanQATask',
+    'tagging': 'bert_jax.tasks.tagging:TaggingTask',
+    'relation': 'bert_jax.tasks.relation:RelationTask',
 }
 
 

@@ -71,6 +71,9 @@ class Task(abc.ABC):
                    num_shards: int) -> Iterable[dict[str, np.ndarray]]:
     return ()
 
+  def export(self, workdir, params) -> None:
+    """Host, process 0, end of training: write artefacts others reuse."""
+
   def num_train_examples(self) -> Optional[int]:
     """Size of an epoch, for `config.num_epochs`; None if unbounded."""
     features = getattr(self, 'train_features', None)

@@ -87,8 +87,8 @@ def tokenizer_for(config) -> tokenization.BertTokenizer:
 def pretrained_bert_params(config, params, bert: BertConfig):
   """Replaces params['bert'] with the weights of config.model.init_from.
 
-  `init_from` is a HF directory, a short name ('minilm'), or a workdir of a
-  bert_jax pretraining run (its newest checkpoint's encoder is used).
+  `init_from` is a HF directory or a short name ('minilm'); a bert_jax
+  pretraining run exports one to `<workdir>/hf` when it ends.
   """
   init_from = config.model.get('init_from')
   if not init_from:

@@ -116,7 +116,8 @@ class PretrainingTask(base.Task):
           f'config.data.max_seq_length={d.max_seq_length} exceeds '
           f'config.model.max_position_embeddings='
           f'{self.bert_config.max_position_embeddings}')
-    self.tokenizer = tokenization.BertTokenizer.from_vocab(resolve_vocab(config))
+    self._vocab_path = resolve_vocab(config)
+    self.tokenizer = tokenization.BertTokenizer.from_vocab(self._vocab_path)
     if self.tokenizer.vocab_size != self.bert_config.vocab_size:
       if config.model.get('init_from'):
         raise ValueError(
@@ -250,6 +251,12 @@ class PretrainingTask(base.Task):
         metrics['mlm_majority_baseline'] = float(
             np.bincount(ids).max() / ids.size)
     return metrics
+
+  def export(self, workdir, params):
+    """Writes `workdir/hf`: HF-format weights + vocab, so fine-tuning can
+    start from this run with `--config.model.init_from=<workdir>/hf`."""
+    checkpoints.export_hf(pathlib.Path(workdir) / 'hf', self.bert_config,
+                          jax.device_get(params), vocab=self._vocab_path)
 
   def flops_per_example(self):
     return training_flops_per_example(self.bert_config,

@@ -1,0 +1,288 @@
+"""Token tagging task: sub-token alignment, word-level reconstruction, span
+metrics, bad input, and tiny end-to-end runs through `train.run`.
+
+The runs use a random-init 2-layer BERT (hidden 32) on a few dozen real
+sentences, so they check plumbing and that the loss falls, not accuracy.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from bert_jax import tokenization
+from bert_jax import train
+from bert_jax.data import datasets
+from bert_jax.data import examples as ex
+from bert_jax.data import registry
+from bert_jax.data import sampling
+from bert_jax.tasks import finetune
+from bert_jax.tasks import tagging
+from configs import finetune as finetune_configs
+
+
+@pytest.fixture(scope='module')
+def minilm_tok():
+  return tokenization.BertTokenizer.from_pretrained_dir(
+      registry.fetch('minilm'))
+
+
+@pytest.fixture(scope='module')
+def chinese_tok():
+  return tokenization.BertTokenizer.from_vocab(
+      registry.fetch('bert_chinese_vocab') / 'vocab.txt')
+
+
+def tiny_config(preset, **data):
+  """A preset shrunk to a random-init 2-layer BERT on a few sentences."""
+  c = finetune_configs.get_config(preset)
+  c.model.init_from = ''
+  if not c.data.vocab:
+    c.data.vocab = 'minilm'
+  c.model.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=64,
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  c.data.update(dict(max_seq_length=48, max_train_examples=64,
+                     max_eval_examples=32), **data)
+  c.batch_size, c.eval_batch_size = 8, 16
+  c.total_steps, c.log_every, c.checkpoint_every = 40, 5, 1000
+  c.optim.update(lr=3e-3, warmup_fraction=0.05)
+  return c
+
+
+def expected_first_positions(tokenizer, words, max_seq_length):
+  """Reference alignment from tokenising each word on its own: the position
+  of each word's first piece after [CLS], -1 if cut off or piece-less."""
+  out, pos = [], 1
+  for w in words:
+    n = len(tokenizer.tokenize(w))
+    out.append(pos if n and pos < max_seq_length - 1 else -1)
+    pos += n
+  return np.asarray(out), pos - 1   # and the number of body pieces
+
+
+def check_alignment(tokenizer, exs, tag_index, max_seq_length):
+  feats, first, stats = tagging.encode_tagging(tokenizer, exs, tag_index,
+                                               max_seq_length)
+  truncated_words = truncated_sentences = 0
+  for i, e in enumerate(exs):
+    want, n_pieces = expected_first_positions(tokenizer, e.words,
+                                              max_seq_length)
+    np.testing.assert_array_equal(first[i], want, err_msg=e.guid)
+    kept = want[want >= 0]
+    # Weight 1 exactly on the first pieces of kept words; 0 on continuation
+    # pieces, [CLS], [SEP] and padding.
+    w = np.zeros(max_seq_length, np.float32)
+    w[kept] = 1
+    np.testing.assert_array_equal(feats['label_weights'][i], w, err_msg=e.guid)
+    labels = np.zeros(max_seq_length, np.int32)
+    labels[kept] = [tag_index[t] for t, p in zip(e.tags, want) if p >= 0]
+    np.testing.assert_array_equal(feats['labels'][i], labels, err_msg=e.guid)
+    # The first piece is the word's own first piece (not a '##' piece).
+    for word, p in zip(e.words, want):
+      if p >= 0:
+        assert feats['input_ids'][i, p] == tokenizer.token_to_id(
+            tokenizer.tokenize(word)[0])
+    length = min(n_pieces, max_seq_length - 2) + 2
+    assert feats['attention_mask'][i].sum() == length
+    assert feats['input_ids'][i, 0] == tokenizer.cls_id
+    assert feats['input_ids'][i, length - 1] == tokenizer.sep_id
+    truncated_sentences += n_pieces > max_seq_length - 2
+    truncated_words += sum(
+        1 for word, p in zip(e.words, want)
+        if p < 0 and tokenizer.tokenize(word))
+  assert stats['truncated_sentences'] == truncated_sentences
+  assert stats['truncated_words'] == truncated_words
+  return feats, first, stats
+
+
+def test_hand_example_labels_first_piece_only(minilm_tok):
+  words = ['Johanson', 'visited', 'Hamburg-Altona', 'yesterday', '.']
+  tags = ['B-PER', 'O', 'B-LOC', 'O', 'O']
+  e = ex.TaggingExample('hand-1', words, tags)
+  index = {'O': 0, 'B-PER': 1, 'I-PER': 2, 'B-LOC': 3, 'I-LOC': 4}
+  feats, first, _ = tagging.encode_tagging(minilm_tok, [e], index, 16)
+  pieces = [minilm_tok.tokenize(w) for w in words]
+  assert len(pieces[0]) > 1 and len(pieces[2]) >= 3   # multi-piece words
+  # [CLS] johan ##son visited hamburg - alto ##na yesterday . [SEP]
+  starts = 1 + np.cumsum([0] + [len(p) for p in pieces[:-1]])
+  np.testing.assert_array_equal(first[0], starts)
+  assert np.flatnonzero(feats['label_weights'][0]).tolist() == starts.tolist()
+  assert feats['labels'][0, starts].tolist() == [1, 0, 3, 0, 0]
+  # Continuation pieces of 'Hamburg-Altona' carry no label and no weight.
+  rest = np.arange(starts[2] + 1, starts[3])
+  assert rest.size >= 2 and not feats['label_weights'][0, rest].any()
+  assert not feats['labels'][0, rest].any()
+
+
+def test_real_conll_and_msra_alignment(minilm_tok, chinese_tok):
+  conll = datasets.load('conll_sample', 'train')
+  index = {t: i for i, t in enumerate(conll.label_names)}
+  _, _, stats = check_alignment(minilm_tok, conll.examples[:60], index, 64)
+  assert stats['truncated_sentences'] > 0   # the cut is exercised too
+  check_alignment(minilm_tok, conll.examples[:60], index, 256)
+  msra = datasets.load('msra_ner', 'train')
+  index = {t: i for i, t in enumerate(msra.label_names)}
+  some = msra.examples[:40] + msra.examples[-40:]
+  _, _, stats = check_alignment(chinese_tok, some, index, 64)
+  assert stats['truncated_sentences'] > 0
+  # Every MSRA character is one piece ([UNK] for 170 rare ones), so there the
+  # alignment is one label per non-special position.
+  feats, _, _ = tagging.encode_tagging(chinese_tok, some, index, 128)
+  np.testing.assert_array_equal(feats['label_weights'].sum(1),
+                                [len(e.words) for e in some])
+
+
+def one_hot_outputs(task, scale=10.0):
+  """Eval outputs whose logits predict every sub-token's gold label."""
+  f = task.eval_features
+  logits = np.eye(len(task.tag_names), dtype=np.float32)[f['labels']] * scale
+  return dict(logits=logits, weights=f['weights'],
+              example_index=f['example_index'])
+
+
+@pytest.mark.parametrize('preset', ['conll_sample', 'msra_ner'])
+def test_gold_logits_reconstruct_gold_tags(preset):
+  task = tagging.TaggingTask(tiny_config(preset, max_seq_length=256,
+                                         max_eval_examples=80))
+  assert task.scheme == {'conll_sample': 'IOB2', 'msra_ner': 'BMES'}[preset]
+  assert task.stats['eval']['truncated_words'] == 0
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 1.0},
+                            one_hot_outputs(task))
+  rows = out['_predictions']
+  assert [r['guid'] for r in rows] == [e.guid for e in task.eval_ds.examples]
+  assert all(r['pred'] == r['gold'] == list(e.tags)
+             for r, e in zip(rows, task.eval_ds.examples))
+  assert out['span_f1'] == out['span_precision'] == out['span_recall'] == 1.0
+  assert out['token_accuracy'] == 1.0
+  assert out['num_gold_spans'] > 0
+  assert all(out[f'f1/{k}'] == 1.0 for k in out['per_type'])
+  assert 'micro avg' in out['report']
+
+
+def test_rows_out_of_order_and_padding_rows():
+  task = tagging.TaggingTask(tiny_config('conll_sample', max_seq_length=256))
+  outputs = one_hot_outputs(task)
+  # Shuffled rows plus weight-0 padding rows (as the trainer pads batches).
+  order = np.random.default_rng(0).permutation(len(outputs['weights']))
+  shuffled = {k: v[order] for k, v in outputs.items()}
+  pad = {k: np.zeros_like(v[:3]) for k, v in outputs.items()}
+  merged = {k: np.concatenate([shuffled[k], pad[k]]) for k in outputs}
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 1.0}, merged)
+  assert out['span_f1'] == 1.0 and out['token_accuracy'] == 1.0
+
+
+def test_truncated_words_are_predicted_O():
+  task = tagging.TaggingTask(tiny_config('conll_sample', max_seq_length=16))
+  stats = task.stats['eval']
+  assert stats['truncated_sentences'] > 0 and stats['truncated_words'] > 0
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 1.0},
+                            one_hot_outputs(task))
+  cut = 0
+  for row, first in zip(out['_predictions'], task.eval_first):
+    for g, p, pos in zip(row['gold'], row['pred'], first):
+      assert p == (g if pos >= 0 else 'O')
+      cut += pos < 0
+  assert cut == stats['truncated_words'] == out['truncated_words']
+  assert out['truncated_sentences'] == stats['truncated_sentences']
+  assert out['span_f1'] < 1.0          # entities past the cut are missed
+  assert 'cut off' in out['report']
+
+
+def test_word_tags_cut_words_are_O_whatever_its_id():
+  # 'O' is not class 0 here (local files sort their tags).
+  names = ['B-LOC', 'I-LOC', 'O']
+  got = tagging.word_tags(np.array([1, -1, 3]), np.array([2, 0, 2, 1]), names)
+  assert got == ['B-LOC', 'O', 'I-LOC']
+
+
+def test_scheme_inference_and_validation():
+  assert tagging.infer_scheme(['O', 'B-X', 'I-X']) == 'IOB2'
+  assert tagging.infer_scheme(['O', 'B-X', 'I-X', 'E-X', 'S-X']) == 'BIOES'
+  assert tagging.infer_scheme(['O', 'B-X', 'M-X', 'E-X', 'S-X']) == 'BMES'
+  assert tagging.resolve_scheme('iobes', ['O', 'S-X'], 'd') == 'BIOES'
+  with pytest.raises(ValueError, match='config.data.scheme'):
+    tagging.resolve_scheme('IOB1', ['O', 'B-X'], 'd')
+  with pytest.raises(ValueError, match='is not BMES'):
+    tagging.resolve_scheme('BMES', ['O', 'B-X', 'I-X'], 'd')
+  with pytest.raises(ValueError, match='is not IOB2'):
+    tagging.TaggingTask(tiny_config('msra_ner', scheme='IOB2'))
+
+
+def write_conll(path, sentences):
+  path.write_text('\n\n'.join('\n'.join(f'{w} {t}' for w, t in s)
+                              for s in sentences) + '\n', encoding='utf-8')
+  return str(path)
+
+
+def test_bad_input(tmp_path):
+  train_file = write_conll(tmp_path / 'train.conll', [
+      [('John', 'B-PER'), ('runs', 'O')], [('Mary', 'B-PER'), ('sings', 'O')]])
+  eval_file = write_conll(tmp_path / 'eval.conll', [
+      [('Paris', 'B-LOC'), ('sleeps', 'O')]])
+  c = tiny_config('conll_sample', train=train_file, eval=eval_file)
+  with pytest.raises(ValueError, match=r"eval\.conll.*'eval\.conll:1'.*'B-LOC'"
+                     r".*not in the training tag set"):
+    tagging.TaggingTask(c)
+  # A sentence whose words all normalise to nothing (zero-width spaces are
+  # removed as format characters) is an empty sentence.
+  eval_file = write_conll(tmp_path / 'empty.conll', [
+      [('\u200b', 'O'), ('\u200b\u200b', 'O')]])
+  c = tiny_config('conll_sample', train=train_file, eval=eval_file)
+  with pytest.raises(ValueError, match=r"'empty\.conll:1'.*empty sentence"):
+    tagging.TaggingTask(c)
+  with pytest.raises(ValueError, match='at least one word'):
+    ex.TaggingExample('x', [], [])
+  c = tiny_config('conll_sample', train='drug_reviews')
+  with pytest.raises(ValueError, match='not tagging'):
+    tagging.TaggingTask(c)
+
+
+def test_msra_preset_trains_from_scratch_with_chinese_vocab():
+  c = finetune_configs.get_config('msra_ner')
+  assert c.model.init_from == '' and c.data.vocab.endswith('vocab.txt')
+  tok = finetune.tokenizer_for(c)
+  assert tok.vocab_size == 21128
+  assert finetune.bert_config(c, tok.vocab_size).vocab_size == 21128
+  assert c.best_metric == 'span_f1'
+
+
+def test_sampling_by_rarest_entity_type():
+  # q = 0: class-balanced over each sentence's rarest entity type. Of the 64
+  # sentences, 34 have PER as rarest type and 1 ORG; balanced draws give each
+  # of the 5 classes about a fifth.
+  task = tagging.TaggingTask(tiny_config('conll_sample', sampling_q=0.0))
+  classes, names = sampling.sentence_classes(
+      [e.tags for e in task.train_ds.examples])
+  it = task.train_iterator(8, 0, 1, seed=0)
+  drawn = np.concatenate([next(it)['example_index'] for _ in range(40)])
+  share = np.bincount(classes[drawn], minlength=len(names)) / drawn.size
+  assert share == pytest.approx(np.full(len(names), 0.2), abs=0.05)
+  assert it.get_state()['sampler'] is not None
+
+
+def losses_of(results):
+  return [h['loss'] for h in results['train_history'] if 'loss' in h]
+
+
+@pytest.mark.parametrize('preset,loss', [('msra_ner', 'ghm'),
+                                         ('conll_sample', 'dice')])
+def test_tiny_run_loss_falls(tmp_path, preset, loss):
+  c = tiny_config(preset)
+  c.loss.name = loss
+  results = train.run(c, tmp_path / 'run')
+  written = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  final = written['final_eval']
+  for key in ('span_f1', 'span_precision', 'span_recall', 'span_macro_f1',
+              'token_accuracy', 'truncated_words'):
+    assert key in final, key
+  assert any(k.startswith('f1/') for k in final)
+  history = losses_of(results)
+  assert len(history) == 8
+  assert history[-1] < 0.8 * history[0], history
+  rows = [json.loads(l) for l in
+          (tmp_path / 'run' / 'predictions.jsonl').read_text().splitlines()]
+  assert len(rows) == 32
+  assert set(rows[0]) == {'guid', 'words', 'gold', 'pred'}
+  assert len(rows[0]['pred']) == len(rows[0]['words'])
+  assert written['best']['step'] == 40   # best_metric = span_f1 is a key
