@@ -219,6 +219,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if total_steps < 1:
     raise ValueError(f'config.total_steps={total_steps} must be >= 1')
   accum = int(config.optim.get('grad_accum_steps', 1))
+  initial_position = train_iter.get_state()
   first = next(iter(train_iter))
   abstract_batch = _abstract_batch(first, config.batch_size, mesh)
   abstract_params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0),
@@ -264,9 +265,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     pretrained = task.pretrained_params(jax.device_get(state.params))
     if pretrained is not None:
       state = state.replace(params=jax.device_put(pretrained, state_sh.params))
-    # The peeked batch is replayed: restart the iterator from its beginning.
-    train_iter = task.train_iterator(local_bs, jax.process_index(),
-                                     jax.process_count(), config.seed)
+    # The peeked batch is replayed: rewind the iterator to its beginning.
+    train_iter.set_state(initial_position)
 
   writer = _writer(workdir)
   writer.write_hparams({k: str(v) for k, v in config.to_dict().items()
@@ -277,6 +277,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   best_metric = config.get('best_metric', '')
   best_ckpt = (checkpointing.RunCheckpointer(workdir / 'best', keep=1)
                if best_metric else None)
+  best_file = workdir / 'best' / 'best.json'
+  if best_metric and best_file.exists():   # a resumed run keeps its best so far
+    best = json.loads(best_file.read_text())
   start = int(state.step)
   total_metrics, t_log, steps_since = None, time.perf_counter(), 0
 
@@ -330,8 +333,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
               raise ValueError(f'config.best_metric={best_metric!r} is not an '
                                f'eval metric; known: {sorted(_scalars(final_eval))}')
             if best is None or final_eval[best_metric] > best['metrics'][best_metric]:
-              best = dict(step=done, metrics=final_eval)
+              best = dict(step=done, metrics={
+                  k: v for k, v in final_eval.items() if k != '_predictions'})
               best_ckpt.save(done, state, {'train': train_iter.get_state()})
+              if jax.process_index() == 0:
+                best_file.write_text(json.dumps(best, default=float))
       if (done % config.checkpoint_every == 0 or done == total_steps
           or preemption.requested):
         check_health(done)
@@ -349,8 +355,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if jax.process_index() == 0:
     task.export(workdir, state.params)
   predictions = final_eval.pop('_predictions', None)
-  if best is not None:
-    best['metrics'].pop('_predictions', None)
   if jax.process_index() == 0:
     if predictions is not None:
       with open(workdir / 'predictions.jsonl', 'w') as f:
