@@ -1,0 +1,106 @@
+r"""Non-BERT baselines on the registered data sets, for the recorded results.
+
+  python -m experiments.baselines [--datasets=drug_reviews,spam_assassin,...] [--out=FILE]
+
+Each baseline is fit on the same train split and scored on the same eval
+split as the BERT runs of `configs/finetune.py`, with the project's metrics:
+  classification and pairs: TF-IDF (word 1-2 grams) + logistic regression;
+  tagging: most frequent tag per word (seen in training; 'O' otherwise);
+  span QA: the empty answer and the first sentence of the passage.
+Needs scikit-learn (in the `test` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+
+import numpy as np
+
+from bert_jax import metrics
+from bert_jax.data import datasets
+from bert_jax.tasks import span_qa
+from configs import finetune
+
+DEFAULT = ('drug_reviews', 'spam_assassin', 'boolq', 'conll_sample',
+           'msra_ner', 'disfl_qa')
+
+
+def _splits(name: str):
+  c = finetune.get_config(name)
+  train = datasets.load(c.data.train, c.data.train_split, seed=c.data.split_seed)
+  evaluation = datasets.load(c.data.eval or c.data.train, c.data.eval_split,
+                             seed=c.data.split_seed)
+  return train, evaluation
+
+
+def tfidf_logreg(train, evaluation, seed: int = 0) -> dict:
+  """TF-IDF + logistic regression; a pair is 'text [SEP] text_pair'."""
+  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  join = lambda e: e.text if e.text_pair is None else f'{e.text} [SEP] {e.text_pair}'
+  names = list(train.label_names)
+  index = {n: i for i, n in enumerate(names)}
+  vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+  x_train = vec.fit_transform([join(e) for e in train.examples])
+  x_eval = vec.transform([join(e) for e in evaluation.examples])
+  y_train = np.array([index[e.label] for e in train.examples])
+  y_eval = np.array([index[e.label] for e in evaluation.examples])
+  clf = LogisticRegression(max_iter=2000, C=10.0, random_state=seed)
+  clf.fit(x_train, y_train)
+  m = metrics.classification_metrics(clf.predict(x_eval), y_eval, len(names),
+                                     class_names=names)
+  rarest = names[int(np.argmin(datasets.class_counts(train)))]
+  return dict(baseline='tfidf_logreg', accuracy=m['accuracy'],
+              macro_f1=m['macro_f1'], minority_class=rarest,
+              minority_f1=m['per_class'][rarest]['f1'],
+              per_class_f1={n: v['f1'] for n, v in m['per_class'].items()})
+
+
+def most_frequent_tag(train, evaluation, scheme: str) -> dict:
+  counts = collections.defaultdict(collections.Counter)
+  for e in train.examples:
+    for w, t in zip(e.words, e.tags):
+      counts[w][t] += 1
+  best = {w: c.most_common(1)[0][0] for w, c in counts.items()}
+  gold = [list(e.tags) for e in evaluation.examples]
+  pred = [[best.get(w, 'O') for w in e.words] for e in evaluation.examples]
+  m = metrics.span_f1(gold, pred, scheme)
+  return dict(baseline='most_frequent_tag', span_f1=m['micro_f1'],
+              per_type_f1={k: v['f1'] for k, v in m['per_type'].items()})
+
+
+def run(name: str) -> dict:
+  train, evaluation = _splits(name)
+  if train.task_kind == 'classification':
+    out = tfidf_logreg(train, evaluation)
+  elif train.task_kind == 'tagging':
+    scheme = 'BMES' if name == 'msra_ner' else 'IOB2'
+    out = most_frequent_tag(train, evaluation, scheme)
+  elif train.task_kind == 'qa':
+    out = dict(empty=span_qa.empty_answer_baseline(evaluation.examples),
+               first_sentence=span_qa.first_sentence_baseline(evaluation.examples))
+  else:
+    raise ValueError(f'no baseline for {train.task_kind}')
+  return dict(dataset=name, train=len(train), eval=len(evaluation),
+              eval_split=evaluation.split, **out)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog='python -m experiments.baselines')
+  p.add_argument('--datasets', default=','.join(DEFAULT))
+  p.add_argument('--out', default='')
+  args = p.parse_args(argv)
+  rows = [run(n) for n in args.datasets.split(',') if n]
+  text = json.dumps(rows, indent=2)
+  print(text)
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.write(text + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,305 @@
+"""Loss registry: names -> functions, and configs -> validated `LossSpec`s.
+
+`get(name)` returns the raw loss function. `from_config(cfg, num_classes=...,
+class_counts=...)` validates a config such as `dict(name='focal', gamma=2.0,
+alpha='inverse_sqrt_freq', flood=0.02)` before anything is compiled and
+returns a `LossSpec` with one calling convention for every loss:
+
+  spec = losses.from_config(config.loss, num_classes=9, class_counts=counts)
+  state = spec.init_state()                     # {} unless spec.stateful
+  loss, state = spec(logits, labels, weights=mask, state=state)
+
+Config keys common to every loss: `name` (required) and `flood` (flooding
+level b >= 0, see `losses.flooding`). Class-derived constants (alphas from
+counts, log priors) are computed once here on the host, in NumPy.
+"""
+
+import dataclasses
+import difflib
+import functools
+import numbers
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from losses import _checks
+from losses import class_weights
+from losses import cross_entropy
+from losses import dice
+from losses import flooding
+from losses import focal
+from losses import ghm
+from losses import logit_adjustment
+from losses import multilabel
+
+_REQUIRED = object()
+_COMMON_KEYS = ('name', 'flood')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ctx:
+  loss: str
+  num_classes: int
+  class_counts: Any
+  cfg: Mapping[str, Any]
+
+
+# Validators: (ctx, key, value) -> value to pass on. They raise ValueError
+# naming the key.
+
+
+def _number(lo=None, hi=None, lo_open=False, hi_open=False):
+  def check(ctx, key, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+      raise ValueError(f'{ctx.loss}: {key} must be a number, got {value!r}.')
+    _checks.check_range(ctx.loss, key, value, lo=lo, hi=hi, lo_open=lo_open,
+                        hi_open=hi_open)
+    return float(value)
+  return check
+
+
+def _integer(lo):
+  def check(ctx, key, value):
+    _checks.check_int(ctx.loss, key, value, lo=lo)
+    return int(value)
+  return check
+
+
+def _boolean(ctx, key, value):
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f'{ctx.loss}: {key} must be True or False, got {value!r}.')
+  return bool(value)
+
+
+def _vector_or_scalar(lo=None, hi=None, allow_none=True, allow_scalar=True):
+  """None, a scalar, or a length-C vector (validated as float32 NumPy)."""
+  def check(ctx, key, value):
+    if value is None:
+      if allow_none:
+        return None
+      raise ValueError(f'{ctx.loss}: {key} is required.')
+    if isinstance(value, str):
+      raise ValueError(f'{ctx.loss}: {key} must be numeric, got {value!r}.')
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0 and allow_scalar:
+      _checks.check_range(ctx.loss, key, arr, lo=lo, hi=hi)
+      return float(arr)
+    _checks.check_class_vector(ctx.loss, key, arr, ctx.num_classes)
+    _checks.check_range(ctx.loss, key, arr, lo=lo, hi=hi)
+    return arr.astype(np.float32)
+  return check
+
+
+def _class_alpha(required):
+  """A per-class alpha: a length-C list, or a scheme derived from counts."""
+  vector = _vector_or_scalar(lo=0, allow_none=not required, allow_scalar=False)
+
+  def check(ctx, key, value):
+    beta = ctx.cfg.get('beta')
+    if beta is not None:  # Validated here too: the scheme below uses it.
+      beta = _UNIT_OPEN(ctx, 'beta', beta)
+    if isinstance(value, str):
+      if value != 'class_balanced' and beta is not None:
+        raise ValueError(f"{ctx.loss}: beta only applies with "
+                         f"alpha='class_balanced', got alpha={value!r}.")
+      return class_weights.from_scheme(
+          ctx.loss, value, ctx.class_counts, ctx.num_classes,
+          beta=0.999 if beta is None else beta)
+    if beta is not None:
+      raise ValueError(f"{ctx.loss}: beta only applies with "
+                       f"alpha='class_balanced', got alpha={value!r}.")
+    return vector(ctx, key, value)
+  return check
+
+
+def _counts(ctx, key, value):
+  del value  # Not a config key: class counts come from the data pipeline.
+  return class_weights.validate_counts(ctx.loss, ctx.class_counts,
+                                       ctx.num_classes).astype(np.float32)
+
+
+_UNIT_OPEN = _number(lo=0, hi=1, hi_open=True)
+_NONNEG = _number(lo=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  fn: Callable[..., Any]
+  params: Mapping[str, tuple[Any, Callable[..., Any]]]  # key: (default, check)
+  stateful: bool = False
+  # Keys validated but consumed by other keys' validators (not passed on).
+  consumed: tuple[str, ...] = ()
+  # Extra kwargs computed from the context (e.g. class_counts).
+  derived: Mapping[str, Callable[..., Any]] = dataclasses.field(
+      default_factory=dict)
+
+
+def _beta_for_alpha(ctx, key, value):
+  if value is None:
+    return None
+  return _UNIT_OPEN(ctx, key, value)
+
+
+_ENTRIES = {
+    'ce': _Entry(cross_entropy.ce, {
+        'label_smoothing': (0.0, _number(lo=0, hi=1))}),
+    'bce': _Entry(cross_entropy.bce, {
+        'label_smoothing': (0.0, _number(lo=0, hi=1)),
+        'pos_weight': (None, _vector_or_scalar(lo=0))}),
+    'weighted_ce': _Entry(cross_entropy.weighted_ce, {
+        'alpha': (_REQUIRED, _class_alpha(required=True)),
+        'beta': (None, _beta_for_alpha)}, consumed=('beta',)),
+    'class_balanced_ce': _Entry(cross_entropy.class_balanced_ce, {
+        'beta': (0.999, _UNIT_OPEN)}, derived={'class_counts': _counts}),
+    'focal': _Entry(focal.focal, {
+        'gamma': (2.0, _NONNEG),
+        'alpha': (None, _class_alpha(required=False)),
+        'beta': (None, _beta_for_alpha)}, consumed=('beta',)),
+    'sigmoid_focal': _Entry(focal.sigmoid_focal, {
+        'gamma': (2.0, _NONNEG),
+        'alpha': (0.25, _vector_or_scalar(lo=0, hi=1))}),
+    'ghm': _Entry(ghm.ghm, {
+        'bins': (30, _integer(lo=1)),
+        'momentum': (0.75, _UNIT_OPEN),
+        'bias_correction': (True, _boolean)}, stateful=True),
+    'sigmoid_ghm': _Entry(ghm.sigmoid_ghm, {
+        'bins': (30, _integer(lo=1)),
+        'momentum': (0.75, _UNIT_OPEN),
+        'bias_correction': (True, _boolean)}, stateful=True),
+    'dsc': _Entry(dice.dsc, {
+        'alpha': (1.0, _NONNEG), 'gamma': (1.0, _NONNEG)}),
+    'dice': _Entry(dice.dice, {'gamma': (1.0, _NONNEG)}),
+    'tversky': _Entry(dice.tversky, {
+        'alpha': (0.3, _NONNEG), 'beta': (0.7, _NONNEG),
+        'gamma': (1.0, _NONNEG)}),
+    'logit_adjusted_ce': _Entry(logit_adjustment.logit_adjusted_ce, {
+        'tau': (1.0, _NONNEG)}, derived={'class_counts': _counts}),
+    'multilabel_ce': _Entry(multilabel.multilabel_ce, {}),
+}
+
+
+def names() -> tuple[str, ...]:
+  """Registered loss names."""
+  return tuple(_ENTRIES)
+
+
+def _suggest(word, options):
+  close = difflib.get_close_matches(str(word), list(options), n=1)
+  return f' Did you mean {close[0]!r}?' if close else ''
+
+
+def _entry(name) -> _Entry:
+  if name not in _ENTRIES:
+    raise ValueError(f'Unknown loss {name!r}.{_suggest(name, _ENTRIES)} Valid '
+                     f'names: {", ".join(names())}.')
+  return _ENTRIES[name]
+
+
+def get(name: str) -> Callable[..., Any]:
+  """The raw loss function registered under `name` (see `losses` docs)."""
+  return _entry(name).fn
+
+
+class LossSpec:
+  """A configured loss with one calling convention for every loss.
+
+  Attributes:
+    name: registry name.
+    stateful: whether the loss carries state (GHM's EMA histogram).
+    hparams: the validated hyperparameters (derived arrays included).
+    flood: flooding level b, or None.
+  """
+
+  def __init__(self, name, fn, *, stateful, hparams, init_state, flood):
+    self.name = name
+    self.stateful = stateful
+    self.hparams = dict(hparams)
+    self.flood = flood
+    self._init_state = init_state
+    call = functools.partial(fn, **hparams)
+    self._fn = call if flood is None else flooding.flooded(call, flood)
+
+  def init_state(self):
+    """Initial loss state: a pytree of arrays ({} for stateless losses)."""
+    return self._init_state() if self.stateful else {}
+
+  def __call__(self, logits, labels, *, weights=None, state=None):
+    """Returns `(loss, new_state)`; stateless losses return `state` as given
+    ({} if None)."""
+    if self.stateful:
+      if state is None:
+        raise ValueError(f'{self.name}: state is required; start from '
+                         'spec.init_state().')
+      return self._fn(logits, labels, weights=weights, state=state)
+    loss = self._fn(logits, labels, weights=weights)
+    return loss, ({} if state is None else state)
+
+  def __repr__(self):
+    shown = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+             for k, v in self.hparams.items()}
+    flood = '' if self.flood is None else f', flood={self.flood}'
+    return f'LossSpec({self.name!r}, {shown}{flood})'
+
+
+def _as_dict(cfg) -> dict[str, Any]:
+  if isinstance(cfg, str):
+    return {'name': cfg}
+  if hasattr(cfg, 'to_dict'):  # ml_collections ConfigDict / FrozenConfigDict.
+    return dict(cfg.to_dict())
+  if isinstance(cfg, Mapping):
+    return dict(cfg)
+  raise ValueError(f'A loss config must be a dict, ConfigDict or name, got '
+                   f'{type(cfg).__name__}.')
+
+
+def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
+  """Validates a loss config and returns its `LossSpec`.
+
+  Args:
+    cfg: dict / ConfigDict like `dict(name='focal', gamma=2.0)`, or a name.
+    num_classes: C, the size of the class axis (for binary sigmoid heads,
+      1). Per-class vectors and `class_counts` must have this length.
+    class_counts: length-C training-set counts; required by
+      `class_balanced_ce`, `logit_adjusted_ce` and `alpha='inverse_freq' |
+      'inverse_sqrt_freq' | 'class_balanced'`.
+
+  Raises:
+    ValueError: unknown name or key (the message lists the valid ones), an
+      impossible value (the message names the key), or missing / malformed
+      class counts.
+  """
+  cfg = _as_dict(cfg)
+  if 'name' not in cfg:
+    raise ValueError(f'A loss config needs a name; valid names: '
+                     f'{", ".join(names())}.')
+  name = cfg.pop('name')
+  entry = _entry(name)
+  _checks.check_int(name, 'num_classes', num_classes, lo=1)
+  flood = cfg.pop('flood', None)
+  if flood is not None:
+    flood = _number(lo=0)(_Ctx(name, num_classes, None, {}), 'flood', flood)
+
+  unknown = sorted(set(cfg) - set(entry.params))
+  if unknown:
+    valid = sorted(entry.params) + list(_COMMON_KEYS)
+    raise ValueError(
+        f'Unknown hyperparameter(s) {unknown} for loss {name!r}.'
+        f'{_suggest(unknown[0], valid)} Valid keys: {", ".join(valid)}.')
+  merged = {k: cfg.get(k, default) for k, (default, _) in entry.params.items()}
+  missing = [k for k, v in merged.items() if v is _REQUIRED]
+  if missing:
+    raise ValueError(f'{name}: missing required hyperparameter(s) {missing}.')
+
+  ctx = _Ctx(name, num_classes, class_counts, merged)
+  hparams = {k: check(ctx, k, merged[k])
+             for k, (_, check) in entry.params.items()}
+  for key in entry.consumed:
+    hparams.pop(key)
+  for key, derive in entry.derived.items():
+    hparams[key] = derive(ctx, key, None)
+
+  init_state = None
+  if entry.stateful:
+    init_state = functools.partial(ghm.init_state, hparams['bins'])
+  return LossSpec(name, entry.fn, stateful=entry.stateful, hparams=hparams,
+                  init_state=init_state, flood=flood)

@@ -1,0 +1,721 @@
+"""Tests for `losses`: paper formulas, gradients, robustness and the registry.
+
+Every configured loss in CASES goes through the same checks, all under jit:
+value against an independent NumPy implementation (test_losses_reference.py),
+gradient against central finite differences (in float64), finite value and
+gradient at logits +-1e4, all-masked -> 0; every registry name and form
+(CORE) also through bf16 inputs, vmap, and invariance to masked padding.
+Loss-specific tests follow. The 8-device GHM check is in
+test_losses_sharded.py.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import losses
+from losses import ghm as ghm_lib
+
+try:  # pytest's default (prepend) import mode puts tests/ on sys.path.
+  import test_losses_reference as ref
+except ImportError:  # tests/ imported as a package.
+  from tests import test_losses_reference as ref
+
+B, T, C = 2, 5, 4
+SPAN_B, SPAN_T = 3, 12
+COUNTS = [40, 20, 8, 2]
+
+# (id, config, input kind). Kinds: softmax ([B,T,C] logits, int [B,T]
+# labels), span (span-QA: [B,T] logits, int [B] positions), binary ([B,T]
+# logits and 0/1 labels), sigmoid (multi-label [B,T,C] with per-token
+# weights [B,T]), multilabel (like sigmoid, per-example loss).
+CASES = [
+    ('ce', dict(name='ce'), 'softmax'),
+    ('ce_smooth', dict(name='ce', label_smoothing=0.2), 'softmax'),
+    ('ce_span', dict(name='ce'), 'span'),
+    ('bce', dict(name='bce'), 'sigmoid'),
+    ('bce_binary_pw', dict(name='bce', pos_weight=3.0, label_smoothing=0.1),
+     'binary'),
+    ('weighted_ce', dict(name='weighted_ce', alpha=[0.5, 1.0, 2.0, 4.0]),
+     'softmax'),
+    ('class_balanced_ce', dict(name='class_balanced_ce', beta=0.99), 'softmax'),
+    ('focal', dict(name='focal', gamma=2.0), 'softmax'),
+    ('focal_g05_cb', dict(name='focal', gamma=0.5, alpha='class_balanced',
+                          beta=0.9), 'softmax'),
+    ('sigmoid_focal', dict(name='sigmoid_focal'), 'sigmoid'),
+    ('sigmoid_focal_binary', dict(name='sigmoid_focal', gamma=0.3, alpha=None),
+     'binary'),
+    ('ghm', dict(name='ghm', bins=5), 'softmax'),
+    ('ghm_span', dict(name='ghm', bins=4, momentum=0.0), 'span'),
+    ('sigmoid_ghm', dict(name='sigmoid_ghm', bins=6), 'sigmoid'),
+    ('sigmoid_ghm_binary', dict(name='sigmoid_ghm', bins=3,
+                                bias_correction=False), 'binary'),
+    ('dsc', dict(name='dsc'), 'softmax'),
+    ('dsc_a05', dict(name='dsc', alpha=0.5), 'softmax'),
+    ('dsc_binary', dict(name='dsc', alpha=0.3, gamma=0.5), 'binary'),
+    ('dice', dict(name='dice'), 'softmax'),
+    ('dice_binary_g0', dict(name='dice', gamma=0.0), 'binary'),
+    ('tversky', dict(name='tversky'), 'softmax'),
+    ('tversky_binary', dict(name='tversky', alpha=0.5, beta=0.5, gamma=0.1),
+     'binary'),
+    ('logit_adjusted_ce', dict(name='logit_adjusted_ce', tau=1.5), 'softmax'),
+    ('multilabel_ce', dict(name='multilabel_ce'), 'multilabel'),
+    ('focal_flood', dict(name='focal', gamma=1.0, flood=5.0), 'softmax'),
+]
+CASE_IDS = [c[0] for c in CASES]
+# Hyperparameter variants of a form already covered get the value, gradient,
+# extreme-logit and all-masked checks (which share one compilation); the
+# checks that need new compilations (bf16, vmap, padding) run on the rest.
+VARIANTS = {'ce_smooth', 'bce_binary_pw', 'focal', 'sigmoid_focal_binary',
+            'ghm_span', 'sigmoid_ghm_binary', 'tversky_binary'}
+CORE = [c for c in CASES if c[0] not in VARIANTS]
+CORE_IDS = [c[0] for c in CORE]
+
+
+def _num_classes(kind):
+  return {'span': SPAN_T, 'binary': 1}.get(kind, C)
+
+
+def _inputs(kind, seed=0, scale=2.0):
+  """Float32-representable float64 logits, labels and weights for `kind`."""
+  rng = np.random.default_rng(seed)
+  if kind == 'softmax':
+    x = rng.normal(size=(B, T, C))
+    y = rng.integers(0, C, (B, T))
+    w = (rng.random((B, T)) < 0.7).astype(np.float64)
+  elif kind == 'span':
+    x = rng.normal(size=(SPAN_B, SPAN_T))
+    y = rng.integers(0, SPAN_T, (SPAN_B,))
+    w = np.array([1.0, 0.0, 1.0])
+  elif kind == 'binary':
+    x = rng.normal(size=(B, T))
+    y = rng.integers(0, 2, (B, T))
+    w = (rng.random((B, T)) < 0.7).astype(np.float64)
+  else:  # sigmoid, multilabel
+    x = rng.normal(size=(B, T, C))
+    y = (rng.random((B, T, C)) < 0.4).astype(np.int32)
+    w = (rng.random((B, T)) < 0.7).astype(np.float64)
+  w.flat[0] = 1.0  # At least one unmasked element.
+  x = (scale * x).astype(np.float32).astype(np.float64)
+  return x, y, w
+
+
+def _spec(cfg, kind):
+  return losses.from_config(cfg, num_classes=_num_classes(kind),
+                            class_counts=COUNTS)
+
+
+def _loss(spec, x, y, w, state=None):
+  state = spec.init_state() if state is None else state
+  return spec(x, y, weights=w, state=state)[0]
+
+
+_COMPILED = {}
+
+
+def _case_fn(case_id):
+  """Jitted `(x, y, w) -> (loss, dloss/dx, new_state)` for a case, cached.
+
+  Sharing one jitted function across the tests of a case means one
+  compilation per input shape and dtype instead of one per test.
+  """
+  if case_id not in _COMPILED:
+    _, cfg, kind = CASES[CASE_IDS.index(case_id)]
+    spec = _spec(cfg, kind)
+
+    def value_grad(x, y, w):
+      f = lambda z: spec(z, y, weights=w, state=spec.init_state())
+      (value, new_state), grad = jax.value_and_grad(f, has_aux=True)(x)
+      return value, grad, new_state
+
+    _COMPILED[case_id] = jax.jit(value_grad)
+  return _COMPILED[case_id]
+
+
+def _alpha(alpha, beta=None):
+  counts = np.asarray(COUNTS, np.float64)
+  if alpha is None:
+    return None
+  if alpha == 'inverse_freq':
+    a = 1 / counts
+  elif alpha == 'inverse_sqrt_freq':
+    a = 1 / np.sqrt(counts)
+  elif alpha == 'class_balanced':
+    return ref.class_balanced_alpha(counts, beta)
+  else:
+    return np.asarray(alpha, np.float64)
+  return a * len(a) / a.sum()
+
+
+def _reference(cfg, kind, x, y, w):
+  cfg = dict(cfg)
+  name = cfg.pop('name')
+  flood = cfg.pop('flood', None)
+  binary = kind == 'binary'
+  w_elem = np.broadcast_to(w[..., None], x.shape) if kind == 'sigmoid' else w
+  if name == 'ce':
+    v = ref.ce(x, y, w, cfg.get('label_smoothing', 0.0))
+  elif name == 'bce':
+    v = ref.bce(x, y, w_elem, cfg.get('label_smoothing', 0.0),
+                cfg.get('pos_weight', 1.0))
+  elif name == 'weighted_ce':
+    v = ref.weighted_ce(x, y, w, _alpha(cfg['alpha']))
+  elif name == 'class_balanced_ce':
+    v = ref.weighted_ce(x, y, w, ref.class_balanced_alpha(COUNTS, cfg['beta']))
+  elif name == 'focal':
+    v = ref.focal(x, y, w, cfg['gamma'],
+                  _alpha(cfg.get('alpha'), cfg.get('beta')))
+  elif name == 'sigmoid_focal':
+    v = ref.sigmoid_focal(x, y, w_elem, cfg.get('gamma', 2.0),
+                          cfg.get('alpha', 0.25))
+  elif name in ('ghm', 'sigmoid_ghm'):
+    v = ref.ghm_sequence(
+        [(x, y, w)], bins=cfg['bins'], momentum=cfg.get('momentum', 0.75),
+        bias_correction=cfg.get('bias_correction', True),
+        sigmoid_form=name == 'sigmoid_ghm')[0][0]
+  elif name == 'dsc':
+    v = ref.dsc(x, y, w, cfg.get('alpha', 1.0), cfg.get('gamma', 1.0), binary)
+  elif name == 'dice':
+    v = ref.dice(x, y, w, cfg.get('gamma', 1.0), binary)
+  elif name == 'tversky':
+    v = ref.tversky(x, y, w, cfg.get('alpha', 0.3), cfg.get('beta', 0.7),
+                    cfg.get('gamma', 1.0), binary)
+  elif name == 'logit_adjusted_ce':
+    v = ref.logit_adjusted_ce(x, y, w, COUNTS, cfg['tau'])
+  elif name == 'multilabel_ce':
+    v = ref.multilabel_ce(x, y, w)
+  else:
+    raise AssertionError(name)
+  if flood is not None:
+    v = abs(v - flood) + flood
+  return v
+
+
+def _finite(tree):
+  return all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(tree))
+
+
+# --- Every loss: formula, gradient, robustness. ------------------------------
+
+
+@pytest.mark.parametrize('case_id,cfg,kind', CASES, ids=CASE_IDS)
+def test_matches_numpy_reference(case_id, cfg, kind):
+  for seed in range(2):
+    x, y, w = _inputs(kind, seed)
+    got = _case_fn(case_id)(jnp.asarray(x, jnp.float32), y, w)[0]
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), _reference(cfg, kind, x, y, w),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('case_id,cfg,kind', CASES, ids=CASE_IDS)
+def test_grad_matches_finite_differences(case_id, cfg, kind):
+  del cfg
+  x, y, w = _inputs(kind, seed=3)
+  rng = np.random.default_rng(7)
+  with jax.enable_x64(True):
+    f = _case_fn(case_id)
+    x64 = jnp.asarray(x, jnp.float64)
+    grad = np.asarray(f(x64, y, w)[1])
+    assert grad.dtype == np.float64
+    h = 1e-6
+    for _ in range(3):
+      v = rng.normal(size=x.shape)
+      fd = (float(f(x64 + h * v, y, w)[0]) -
+            float(f(x64 - h * v, y, w)[0])) / (2 * h)
+      np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize('case_id,cfg,kind', CASES, ids=CASE_IDS)
+def test_extreme_logits_finite(case_id, cfg, kind):
+  del cfg
+  x, y, w = _inputs(kind, seed=1)
+  rng = np.random.default_rng(11)
+  x = np.where(rng.random(x.shape) < 0.5, -1e4, 1e4).astype(np.float32)
+  if kind in ('softmax', 'span'):
+    # Rows with the label at +1e4 and every other class at -1e4 (p_y = 1)
+    # and the reverse (p_y = 0).
+    x[0] = -1e4
+    np.put_along_axis(x[0], np.asarray(y[0])[..., None], 1e4, axis=-1)
+  value, grad, state = _case_fn(case_id)(jnp.asarray(x), y, w)
+  assert _finite((value, grad, state)), (value, grad)
+
+
+@pytest.mark.parametrize('case_id,cfg,kind', CASES, ids=CASE_IDS)
+def test_all_masked_is_zero(case_id, cfg, kind):
+  del cfg
+  x, y, w = _inputs(kind, seed=2)
+  x = np.full(x.shape, np.nan, np.float32)  # Garbage must not leak.
+  value, grad, _ = _case_fn(case_id)(jnp.asarray(x), y, np.zeros_like(w))
+  assert float(value) == 0.0
+  assert _finite(grad) and not np.any(np.asarray(grad))
+
+
+@pytest.mark.parametrize('case_id,cfg,kind', CORE, ids=CORE_IDS)
+def test_bf16_inputs_computed_in_fp32(case_id, cfg, kind):
+  del cfg
+  x, y, w = _inputs(kind, seed=4)
+  x16 = jnp.asarray(x, jnp.bfloat16)
+  value, grad, _ = _case_fn(case_id)(x16, y, w)
+  assert value.dtype == jnp.float32 and grad.dtype == jnp.bfloat16
+  assert _finite(grad)
+  # Upcast first: the bf16 result is the fp32 result on the rounded logits.
+  value32 = _case_fn(case_id)(x16.astype(jnp.float32), y, w)[0]
+  np.testing.assert_allclose(float(value), float(value32), rtol=1e-6)
+
+
+@pytest.mark.parametrize('case_id,cfg,kind', CORE, ids=CORE_IDS)
+def test_vmap_matches_loop(case_id, cfg, kind):
+  # Everything else here runs under jit; vmap over a stack of problems must
+  # treat each independently (set-level losses included).
+  spec = _spec(cfg, kind)
+  problems = [_inputs(kind, seed=5 + i) for i in range(3)]
+  x, y, w = (np.stack(a) for a in zip(*problems))
+  x = jnp.asarray(x, jnp.float32)
+  state = spec.init_state()
+  batched = jax.jit(jax.vmap(lambda a, b, c: _loss(spec, a, b, c, state)))(
+      x, y, w)
+  looped = [_case_fn(case_id)(x[i], y[i], w[i])[0] for i in range(len(x))]
+  np.testing.assert_allclose(batched, np.asarray(looped), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('case_id,cfg,kind', CORE, ids=CORE_IDS)
+def test_masked_padding_changes_nothing(case_id, cfg, kind):
+  del cfg
+  x, y, w = _inputs(kind, seed=6)
+  axis = w.ndim - 1  # Pad tokens (or, for span QA, examples).
+  pad = 3
+  pad_x = np.full(x.shape[:axis] + (pad,) + x.shape[axis + 1:], np.nan)
+  pad_y = np.full(y.shape[:axis] + (pad,) + y.shape[axis + 1:],
+                  -100 if y.ndim < x.ndim else 7)
+  pad_w = np.zeros(w.shape[:axis] + (pad,))
+  xp = np.concatenate([x, pad_x], axis).astype(np.float32)
+  yp = np.concatenate([y, pad_y], axis)
+  wp = np.concatenate([w, pad_w], axis)
+  f = _case_fn(case_id)
+  v0, g0, s0 = f(jnp.asarray(x, jnp.float32), y, w)
+  v1, g1, s1 = f(jnp.asarray(xp), yp, wp)
+  np.testing.assert_allclose(v1, v0, rtol=1e-6)
+  idx = [slice(None)] * x.ndim
+  idx[axis] = slice(0, x.shape[axis])
+  np.testing.assert_allclose(g1[tuple(idx)], g0, rtol=1e-5, atol=1e-8)
+  idx[axis] = slice(x.shape[axis], None)
+  assert _finite(g1) and not np.any(np.asarray(g1[tuple(idx)]))
+  jax.tree.map(np.testing.assert_array_equal, s1, s0)
+
+
+# --- Loss-specific behaviour. -----------------------------------------------
+
+def test_focal_confident_rows_finite_and_exact():
+  # p_y -> 1 at growing margins, where naive (1 - p)**gamma has an infinite
+  # derivative for gamma < 1 and log(softmax) underflows. gamma is traced
+  # (one compilation for the grid); gamma = 0 also runs as a Python float,
+  # which takes the static no-modulation path.
+  margins = np.array([0.0, 5.0, 20.0, 50.0, 100.0, 1e3, 1e4])
+  x = np.zeros((len(margins), 3), np.float32)
+  x[:, 0] = margins
+  y = np.zeros(len(margins), np.int32)
+  z = np.concatenate([margins, -margins]).astype(np.float32)
+  softmax_fn = jax.jit(jax.value_and_grad(
+      lambda a, g: losses.focal.focal(a, y, gamma=g)))
+  sigmoid_fn = jax.jit(jax.value_and_grad(
+      lambda a, b, g: losses.focal.sigmoid_focal(a, b, gamma=g, alpha=None)))
+  for gamma in [0.0, 1e-3, 0.25, 0.5, 0.999, 1.0, 2.0, 5.0]:
+    value, grad = softmax_fn(x, jnp.float32(gamma))
+    assert _finite((value, grad)), gamma
+    # Log-space float64 reference: log(1 - p_y) = log(2 e^-m / (1 + 2 e^-m)).
+    log_rest = np.log(2.0) - margins
+    log_s = np.logaddexp(0.0, log_rest)
+    per = np.exp(gamma * (log_rest - log_s)) * log_s
+    np.testing.assert_allclose(float(value), per.mean(), rtol=1e-5, atol=1e-7)
+    # Sigmoid form: both label values, logits of either sign.
+    for labels in (np.ones_like(z), np.zeros_like(z)):
+      assert _finite(sigmoid_fn(z, labels, jnp.float32(gamma))), gamma
+  static = jax.value_and_grad(lambda a: losses.focal.focal(a, y, gamma=0.0))
+  assert _finite(static(x))
+
+
+def test_focal_gamma0_is_ce_and_bce():
+  # Also the eager (un-jitted) path, which the other tests do not take.
+  x, y, w = _inputs('softmax')
+  np.testing.assert_allclose(losses.focal.focal(x, y, weights=w, gamma=0.0),
+                             losses.cross_entropy.ce(x, y, weights=w),
+                             rtol=1e-6)
+  x, y, w = _inputs('sigmoid')
+  np.testing.assert_allclose(
+      jax.jit(lambda a: losses.focal.sigmoid_focal(
+          a, y, weights=w, gamma=0.0, alpha=None))(x),
+      jax.jit(lambda a: losses.cross_entropy.bce(a, y, weights=w))(x),
+      rtol=1e-6)
+
+
+def test_focal_down_weights_easy_examples():
+  x = np.array([[4.0, 0.0, 0.0], [0.2, 0.0, 0.0]])
+  y = np.array([0, 0])
+  ce = jax.jit(lambda a, b: losses.cross_entropy.ce(a, b))
+  fl = jax.jit(lambda a, b: losses.focal.focal(a, b))
+  ratio = [float(fl(x[i:i + 1], y[i:i + 1]) / ce(x[i:i + 1], y[i:i + 1]))
+           for i in (0, 1)]
+  assert ratio[0] < ratio[1] < 1.0
+
+
+def test_dsc_fractional_alpha_exact_at_extreme_margins():
+  # (1 - p)^alpha for small alpha stays far from 0 even when 1 - p < 1e-38:
+  # log(1 - p) must come from log space, not a floored probability.
+  alpha, gamma, margin = 0.01, 1.0, 1e3
+  x = np.array([[margin, 0.0, 0.0], [0.0, margin, 0.0]])
+  y = np.array([0, 0])
+  value, grad = jax.jit(jax.value_and_grad(lambda z: losses.dice.dsc(
+      z, y, alpha=alpha, gamma=gamma)))(jnp.asarray(x, jnp.float32))
+  assert _finite(grad)
+  logp = ref.log_softmax(x)
+  log1mp = np.stack([np.logaddexp.reduce(np.delete(logp[i], c))
+                     for i in range(2) for c in range(3)]).reshape(2, 3)
+  f = np.exp(alpha * log1mp + logp)
+  yy = np.eye(3)[y]
+  expected = (1 - (2 * f * yy + gamma) / (f + yy + gamma)).mean()
+  np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['dice', 'tversky', 'dsc'])
+def test_dice_family_gamma0_all_masked_and_extreme(name):
+  x = np.array([[1e4, -1e4], [-1e4, 1e4]], np.float32)
+  y = np.array([0, 0])
+  fn = losses.get(name)
+  f = jax.jit(jax.value_and_grad(lambda z, w: fn(z, y, weights=w, gamma=0.0)))
+  for w in (np.zeros(2), np.ones(2)):
+    value, grad = f(jnp.asarray(x), w)
+    assert _finite((value, grad))
+    if not w.any():
+      assert float(value) == 0.0
+
+
+def test_dice_is_set_level():
+  # Without smoothing, a batch and two copies of it give the same DL, but
+  # the DL of a batch is not the mean of its halves' (not per-instance).
+  x, y, _ = _inputs('softmax', seed=8)
+  x, y, w = x.reshape(-1, C), y.reshape(-1), np.ones(B * T)
+  dl = jax.jit(lambda a, b, c: losses.dice.dice(a, b, weights=c, gamma=0.0))
+  full = float(dl(x, y, w))
+  doubled = float(dl(np.concatenate([x, x]), np.concatenate([y, y]),
+                     np.concatenate([w, w])))
+  # Halves as masks over the same batch (one compilation).
+  first = np.arange(B * T) < B * T // 2
+  halves = np.mean([float(dl(x, y, m.astype(float))) for m in (first, ~first)])
+  np.testing.assert_allclose(doubled, full, rtol=1e-6)
+  assert abs(halves - full) > 1e-4
+
+
+def test_tversky_half_half_is_plain_dice():
+  x, y, w = _inputs('binary', seed=9)
+  got = losses.dice.tversky(x, y, weights=w, alpha=0.5, beta=0.5, gamma=0.0)
+  p = ref.sigmoid(x)
+  tp = (w * p * y).sum()
+  expected = 1 - 2 * tp / ((w * p).sum() + (w * y).sum())
+  np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_class_weights():
+  counts = np.array([100.0, 10.0, 1.0])
+  inv = np.asarray(losses.class_weights.inverse_freq(counts))
+  np.testing.assert_allclose(inv, 3 * (1 / counts) / (1 / counts).sum(),
+                             rtol=1e-6)
+  sq = np.asarray(losses.class_weights.inverse_sqrt_freq(counts))
+  np.testing.assert_allclose(sq[0] / sq[2], 0.1, rtol=1e-6)
+  np.testing.assert_allclose(losses.class_weights.class_balanced(counts, 0.0),
+                             np.ones(3), rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.class_weights.class_balanced(counts, 0.999),
+      ref.class_balanced_alpha(counts, 0.999), rtol=1e-5)
+  # beta -> 1 tends to inverse frequency.
+  np.testing.assert_allclose(
+      losses.class_weights.class_balanced(counts, 1 - 1e-7), inv, rtol=1e-3)
+  np.testing.assert_allclose(np.exp(losses.class_weights.log_prior(counts)),
+                             counts / counts.sum(), rtol=1e-6)
+
+
+def test_logit_adjustment():
+  x, y, w = _inputs('softmax', seed=10)
+  la = losses.logit_adjustment
+  np.testing.assert_allclose(
+      la.logit_adjusted_ce(x, y, weights=w, class_counts=COUNTS, tau=0.0),
+      losses.cross_entropy.ce(x, y, weights=w), rtol=1e-6)
+  prior = np.asarray(COUNTS) / np.sum(COUNTS)
+  np.testing.assert_allclose(la.adjust_logits(x, COUNTS, tau=0.7),
+                             x - 0.7 * np.log(prior), rtol=1e-6, atol=1e-6)
+  # Counts and the prior they imply give the same adjustment.
+  np.testing.assert_allclose(la.adjust_logits(x, prior),
+                             la.adjust_logits(x, COUNTS), rtol=1e-6, atol=1e-6)
+  # Equal logits: the adjusted argmax is the rarest class.
+  assert int(jnp.argmax(la.adjust_logits(np.zeros(C), COUNTS))) == C - 1
+  with pytest.raises(ValueError, match='class_counts'):
+    la.adjust_logits(x, [1, 0, 2, 3])
+  with pytest.raises(ValueError, match='class_counts'):
+    la.adjust_logits(x, [1, 2, 3])
+
+
+def test_flooding():
+  x, y, w = _inputs('softmax', seed=12)
+  ce = losses.cross_entropy.ce
+  vg = lambda fn: jax.jit(jax.value_and_grad(lambda z, c: fn(z, y, weights=c)))
+  base, g_ce = vg(ce)(x, w)
+  high = vg(losses.flooding.flooded(ce, float(base) + 1.0))
+  value, g_fl = high(x, w)
+  np.testing.assert_allclose(value, base + 2.0, rtol=1e-6)
+  # Below the flood level the gradient is the negated CE gradient.
+  np.testing.assert_allclose(g_fl, -g_ce, rtol=1e-6)
+  # Above it, unchanged.
+  low = vg(losses.flooding.flooded(ce, float(base) / 2))
+  np.testing.assert_allclose(low(x, w)[0], base, rtol=1e-6)
+  assert float(high(x, np.zeros_like(w))[0]) == 0.0
+  with pytest.raises(ValueError, match='flood'):
+    losses.flooding.flooded(ce, -0.1)
+
+
+def test_multilabel_ce_rows_without_positives_or_negatives():
+  x = np.array([[3.0, -2.0, 0.5], [1.0, 2.0, -1.0], [0.0, 0.0, 0.0]])
+  y = np.array([[1, 1, 1], [0, 0, 0], [1, 0, 1]])
+  value, grad = jax.jit(jax.value_and_grad(
+      lambda z: losses.multilabel.multilabel_ce(z, y)))(jnp.asarray(x))
+  assert _finite(grad)
+  np.testing.assert_allclose(float(value),
+                             ref.multilabel_ce(x, y, np.ones(3)), rtol=1e-6)
+
+
+# --- GHM state. -------------------------------------------------------------
+
+
+@pytest.mark.parametrize('sigmoid_form', [False, True])
+@pytest.mark.parametrize('momentum,bias_correction', [
+    (0.75, True), (0.75, False), (0.0, True), (0.9, True)])
+def test_ghm_ema_over_batches_matches_numpy(sigmoid_form, momentum,
+                                            bias_correction):
+  bins = 7
+  name = 'sigmoid_ghm' if sigmoid_form else 'ghm'
+  spec = losses.from_config(
+      dict(name=name, bins=bins, momentum=momentum,
+           bias_correction=bias_correction), num_classes=C)
+  kind = 'sigmoid' if sigmoid_form else 'softmax'
+  batches = [_inputs(kind, seed=20 + i, scale=1.0 + i) for i in range(4)]
+  batches[2][2][:] = 0.0  # An all-masked batch leaves the state alone.
+  step = jax.jit(lambda s, x, y, w: spec(x, y, weights=w, state=s))
+  expected = ref.ghm_sequence(batches, bins=bins, momentum=momentum,
+                              bias_correction=bias_correction,
+                              sigmoid_form=sigmoid_form)
+  state = spec.init_state()
+  for (x, y, w), (loss, acc, updates) in zip(batches, expected):
+    value, state = step(state, jnp.asarray(x, jnp.float32), y, w)
+    np.testing.assert_allclose(float(value), loss, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(state['counts'], acc, rtol=1e-6)
+    np.testing.assert_array_equal(state['updates'], updates)
+  assert state['counts'].dtype == jnp.float32
+  assert state['updates'].dtype == jnp.int32
+
+
+def test_ghm_histogram_forms_agree():
+  rng = np.random.default_rng(0)
+  idx = jnp.asarray(rng.integers(0, 9, 500), jnp.int32)
+  w = jnp.asarray(rng.random(500) < 0.8, jnp.float32)
+  np.testing.assert_array_equal(
+      jax.jit(lambda i, v: ghm_lib._histogram_scatter(i, v, 9))(idx, w),
+      jax.jit(lambda i, v: ghm_lib._histogram_compare(i, v, 9))(idx, w))
+
+
+def test_ghm_state_errors():
+  x, y, w = _inputs('softmax')
+  with pytest.raises(ValueError, match='state is required'):
+    losses.ghm.ghm(x, y, weights=w, state=None)
+  with pytest.raises(ValueError, match='different `bins`'):
+    losses.ghm.ghm(x, y, state=losses.ghm.init_state(10), bins=30)
+  spec = losses.from_config(dict(name='ghm'), num_classes=C)
+  with pytest.raises(ValueError, match='state is required'):
+    spec(x, y)
+
+
+# --- Registry and validation. -----------------------------------------------
+
+EXPECTED_NAMES = {
+    'ce', 'bce', 'weighted_ce', 'class_balanced_ce', 'focal', 'sigmoid_focal',
+    'ghm', 'sigmoid_ghm', 'dsc', 'dice', 'tversky', 'logit_adjusted_ce',
+    'multilabel_ce'}
+
+
+def test_registry_names_and_get():
+  assert set(losses.names()) == EXPECTED_NAMES
+  assert losses.get('focal') is losses.focal.focal
+  assert losses.get('ghm') is losses.ghm.ghm
+  for name in EXPECTED_NAMES:  # Every loss is documented in the package doc.
+    assert name in losses.__doc__
+
+
+def test_unknown_name_lists_valid_names():
+  with pytest.raises(ValueError) as err:
+    losses.get('focla')
+  assert "'focal'" in str(err.value) and 'multilabel_ce' in str(err.value)
+  with pytest.raises(ValueError, match='Valid names'):
+    losses.from_config(dict(name='dice_loss'), num_classes=C)
+  with pytest.raises(ValueError, match='needs a name'):
+    losses.from_config(dict(gamma=2.0), num_classes=C)
+
+
+def test_unknown_hyperparameter_named_with_valid_keys():
+  with pytest.raises(ValueError) as err:
+    losses.from_config(dict(name='focal', gamme=2.0), num_classes=C)
+  msg = str(err.value)
+  assert 'gamme' in msg and "'gamma'" in msg and 'alpha' in msg
+  assert 'flood' in msg
+
+
+@pytest.mark.parametrize('cfg,key', [
+    (dict(name='focal', gamma=-0.5), 'gamma'),
+    (dict(name='sigmoid_focal', gamma=-1), 'gamma'),
+    (dict(name='focal', alpha=[1.0, -1.0, 1.0, 1.0]), 'alpha'),
+    (dict(name='focal', alpha=[1.0, 1.0]), 'alpha'),
+    (dict(name='focal', alpha='inverse'), 'alpha'),
+    (dict(name='focal', alpha='inverse_freq', beta=0.9), 'beta'),
+    (dict(name='sigmoid_focal', alpha=1.5), 'alpha'),
+    (dict(name='weighted_ce'), 'alpha'),
+    (dict(name='class_balanced_ce', beta=1.0), 'beta'),
+    (dict(name='class_balanced_ce', beta=-0.1), 'beta'),
+    (dict(name='focal', alpha='class_balanced', beta=1.2), 'beta'),
+    (dict(name='ghm', bins=0), 'bins'),
+    (dict(name='ghm', bins=2.5), 'bins'),
+    (dict(name='ghm', momentum=1.0), 'momentum'),
+    (dict(name='sigmoid_ghm', momentum=-0.1), 'momentum'),
+    (dict(name='ghm', bias_correction='yes'), 'bias_correction'),
+    (dict(name='ce', label_smoothing=1.5), 'label_smoothing'),
+    (dict(name='bce', pos_weight=-2.0), 'pos_weight'),
+    (dict(name='dsc', alpha=-1.0), 'alpha'),
+    (dict(name='dsc', gamma=-1.0), 'gamma'),
+    (dict(name='dice', gamma='one'), 'gamma'),
+    (dict(name='tversky', beta=-0.7), 'beta'),
+    (dict(name='logit_adjusted_ce', tau=-1.0), 'tau'),
+    (dict(name='ce', flood=-0.01), 'flood'),
+    (dict(name='ce', label_smoothing=float('nan')), 'label_smoothing'),
+])
+def test_impossible_values_name_the_key(cfg, key):
+  with pytest.raises(ValueError, match=key):
+    losses.from_config(cfg, num_classes=C, class_counts=COUNTS)
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(name='class_balanced_ce'), dict(name='logit_adjusted_ce'),
+    dict(name='weighted_ce', alpha='inverse_freq'),
+    dict(name='focal', alpha='inverse_sqrt_freq'),
+])
+def test_class_counts_validation(cfg):
+  with pytest.raises(ValueError, match='class_counts is required'):
+    losses.from_config(cfg, num_classes=C)
+  with pytest.raises(ValueError, match=r'class_counts must have shape \[4\]'):
+    losses.from_config(cfg, num_classes=C, class_counts=[1, 2, 3])
+  with pytest.raises(ValueError, match='class_counts has zero counts'):
+    losses.from_config(cfg, num_classes=C, class_counts=[5, 0, 3, 1])
+  with pytest.raises(ValueError, match='class_counts must be finite'):
+    losses.from_config(cfg, num_classes=C, class_counts=[5, -1, 3, 1])
+  spec = losses.from_config(cfg, num_classes=C, class_counts=COUNTS)
+  assert not spec.stateful
+
+
+def test_alpha_schemes_from_counts():
+  n = np.asarray(COUNTS, np.float64)
+  expected = {'inverse_freq': 1 / n, 'inverse_sqrt_freq': 1 / np.sqrt(n),
+              'class_balanced': ref.class_balanced_alpha(n, 0.9)}
+  for scheme, a in expected.items():
+    cfg = dict(name='weighted_ce', alpha=scheme)
+    if scheme == 'class_balanced':
+      cfg['beta'] = 0.9
+    spec = losses.from_config(cfg, num_classes=C, class_counts=COUNTS)
+    np.testing.assert_allclose(spec.hparams['alpha'], a * C / a.sum(),
+                               rtol=1e-6)
+
+
+def test_raw_functions_check_concrete_hyperparameters():
+  x, y, w = _inputs('softmax')
+  with pytest.raises(ValueError, match='gamma'):
+    losses.get('focal')(x, y, weights=w, gamma=-1.0)
+  with pytest.raises(ValueError, match='alpha'):
+    losses.get('focal')(x, y, alpha=[1.0, 2.0])
+  with pytest.raises(ValueError, match='beta'):
+    losses.get('class_balanced_ce')(x, y, class_counts=COUNTS, beta=1.0)
+  with pytest.raises(ValueError, match='weights has shape'):
+    losses.get('ce')(x, y, weights=np.ones(3))
+  with pytest.raises(ValueError, match='integer labels'):
+    losses.get('ce')(x, y.astype(np.float32))
+  with pytest.raises(ValueError, match='C >= 2'):
+    losses.get('focal')(x[..., :1], y * 0)
+
+
+@pytest.mark.parametrize('name', ['ce', 'focal', 'ghm', 'dsc', 'tversky',
+                                  'logit_adjusted_ce'])
+def test_unmasked_invalid_label_is_loud(name):
+  # A label outside [0, C) on an unmasked row makes the loss NaN (caught by
+  # the trainer's non-finite check) instead of wrapping -1 to class C-1 or
+  # silently dropping the row; the same label under weight 0 is fine.
+  spec = losses.from_config(dict(name=name), num_classes=C,
+                            class_counts=COUNTS)
+  x, y, w = _inputs('softmax', seed=13)
+  f = jax.jit(lambda yy, ww: _loss(spec, x, yy, ww))
+  for bad in (-1, C):
+    y_bad = y.copy()
+    y_bad[0, 0] = bad
+    w_on = w.copy()
+    w_on[0, 0] = 1.0
+    assert np.isnan(float(f(y_bad, w_on))), bad
+    w_off = w.copy()
+    w_off[0, 0] = 0.0
+    y_ok = y.copy()
+    y_ok[0, 0] = 0
+    np.testing.assert_allclose(f(y_bad, w_off), f(y_ok, w_off), rtol=1e-6)
+
+
+def test_span_logits_masked_with_minus_inf():
+  # Span-QA heads may mask padding positions with -inf before the loss.
+  x, y, w = _inputs('span', seed=14)
+  x[:, -3:] = -np.inf
+  y = np.minimum(y, SPAN_T - 4)
+  for fn in (losses.cross_entropy.ce, losses.focal.focal):
+    f = jax.jit(jax.value_and_grad(lambda z: fn(z, y, weights=w)))
+    value, grad = f(jnp.asarray(x, jnp.float32))
+    assert _finite((value, grad))
+    x_drop = np.where(np.isinf(x), -1e30, x).astype(np.float32)
+    np.testing.assert_allclose(float(value), float(f(x_drop)[0]), rtol=1e-6)
+
+
+def test_spec_interface():
+  x, y, w = _inputs('softmax')
+  cfg = ml_collections.ConfigDict(dict(name='focal', gamma=2.0,
+                                       alpha=[1.0, 2.0, 3.0, 4.0]))
+  spec = losses.from_config(cfg, num_classes=C)
+  assert spec.name == 'focal' and not spec.stateful
+  assert spec.init_state() == {}
+  value, state = spec(x, y, weights=w)
+  assert state == {}
+  marker = {'keep': jnp.ones(2)}
+  assert spec(x, y, weights=w, state=marker)[1] is marker
+  np.testing.assert_allclose(
+      value, losses.focal.focal(x, y, weights=w, gamma=2.0,
+                                alpha=[1.0, 2.0, 3.0, 4.0]), rtol=1e-6)
+  assert 'focal' in repr(spec)
+  g = losses.from_config('sigmoid_ghm', num_classes=C)
+  assert g.stateful and set(g.init_state()) == {'counts', 'updates'}
+  assert g.init_state()['counts'].shape == (30,)
+
+
+def test_spec_under_jit_with_state_donation():
+  spec = losses.from_config(dict(name='ghm', bins=4), num_classes=C)
+
+  @jax.jit
+  def train_step(state, x, y, w):
+    (value, state), grad = jax.value_and_grad(
+        lambda z: spec(z, y, weights=w, state=state), has_aux=True)(x)
+    return state, value, grad
+
+  donated = jax.jit(train_step.__wrapped__, donate_argnums=0)
+  state = spec.init_state()
+  for seed in range(3):
+    x, y, w = _inputs('softmax', seed=seed)
+    state, value, grad = donated(state, jnp.asarray(x, jnp.float32), y, w)
+    assert _finite((value, grad, state))
+  assert int(state['updates'].max()) >= 1
