@@ -27,7 +27,7 @@ from bert_jax.tasks import finetune
 import losses
 
 
-class ClassificationTask(base.Task):
+class ClassificationTask(finetune.FinetuneTask):
   """Sequence (pair) classification with any loss of `losses`."""
 
   def __init__(self, config):
@@ -80,19 +80,6 @@ class ClassificationTask(base.Task):
         labels=np.asarray([index[e.label] for e in ds.examples], np.int32),
         weights=np.ones(len(encs), np.float32))
 
-  # ---------------------------------------------------------------- data
-  def train_iterator(self, local_batch_size, shard_index, num_shards, seed):
-    sampler = finetune.sampler_for(self.config, self.train_features['labels'],
-                                   shard_index, num_shards)
-    return finetune.ArrayIterator(
-        self.train_features, global_batch_size=local_batch_size * num_shards,
-        seed=seed, shard_index=shard_index, num_shards=num_shards,
-        sampler=sampler)
-
-  def eval_batches(self, local_batch_size, shard_index, num_shards):
-    return finetune.eval_batches_from(self.eval_features, local_batch_size,
-                                      shard_index, num_shards)
-
   # ---------------------------------------------------------------- model
   def _logits(self, params, batch, *, deterministic, rng=None):
     return self.model.apply(
@@ -103,12 +90,6 @@ class ClassificationTask(base.Task):
   def init_params(self, rng, batch):
     return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],
                            batch['attention_mask'])['params']
-
-  def pretrained_params(self, params):
-    return finetune.pretrained_bert_params(self.config, params, self.bert)
-
-  def init_loss_state(self):
-    return self.loss.init_state()
 
   def train_loss(self, params, batch, rng, loss_state):
     logits = self._logits(params, batch, deterministic=False, rng=rng)

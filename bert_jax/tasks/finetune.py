@@ -23,6 +23,7 @@ from bert_jax.data import datasets
 from bert_jax.data import registry
 from bert_jax.data import sampling
 from bert_jax.model import BertConfig
+from bert_jax.tasks import base
 
 # Hyperparameter keys any loss may take; config.loss holds all of them (None =
 # not given) so that each can be set from the command line.
@@ -216,3 +217,37 @@ def pad_to(ids: Sequence[int], length: int, value: int = 0) -> np.ndarray:
   out = np.full(length, value, np.int32)
   out[:len(ids)] = ids
   return out
+
+
+class FinetuneTask(base.Task):
+  """The plumbing every fine-tuning task shares.
+
+  Subclasses set `self.bert` (BertConfig), `self.loss` (LossSpec),
+  `self.train_features` and `self.eval_features` (dicts of arrays with a
+  leading example axis) in `__init__`, and implement the model-specific
+  methods of `base.Task`.
+  """
+
+  def sampler_labels(self) -> Sequence[int]:
+    """One class id per training example, for q-power sampling."""
+    return self.train_features['labels']
+
+  def train_iterator(self, local_batch_size, shard_index, num_shards, seed):
+    sampler = None
+    if self.config.data.get('sampling_q') is not None:
+      sampler = sampler_for(self.config, self.sampler_labels(), shard_index,
+                            num_shards)
+    return ArrayIterator(
+        self.train_features, global_batch_size=local_batch_size * num_shards,
+        seed=seed, shard_index=shard_index, num_shards=num_shards,
+        sampler=sampler)
+
+  def eval_batches(self, local_batch_size, shard_index, num_shards):
+    return eval_batches_from(self.eval_features, local_batch_size,
+                             shard_index, num_shards)
+
+  def pretrained_params(self, params):
+    return pretrained_bert_params(self.config, params, self.bert)
+
+  def init_loss_state(self):
+    return self.loss.init_state()

@@ -283,7 +283,7 @@ def _first_n(ds: datasets.Dataset, n: Optional[int]) -> datasets.Dataset:
                           ds.task_kind, ds.report)
 
 
-class RelationTask(base.Task):
+class RelationTask(finetune.FinetuneTask):
   """Relation classification with any loss of `losses` and three methods."""
 
   def __init__(self, config):
@@ -368,19 +368,6 @@ class RelationTask(base.Task):
         [self.index[ds.examples[i].label] for i in kept], np.int32)
     return features, kept
 
-  # ---------------------------------------------------------------- data
-  def train_iterator(self, local_batch_size, shard_index, num_shards, seed):
-    sampler = finetune.sampler_for(self.config, self.train_features['labels'],
-                                   shard_index, num_shards)
-    return finetune.ArrayIterator(
-        self.train_features, global_batch_size=local_batch_size * num_shards,
-        seed=seed, shard_index=shard_index, num_shards=num_shards,
-        sampler=sampler)
-
-  def eval_batches(self, local_batch_size, shard_index, num_shards):
-    return finetune.eval_batches_from(self.eval_features, local_batch_size,
-                                      shard_index, num_shards)
-
   # ---------------------------------------------------------------- model
   def _inputs(self, batch):
     """The method's extra inputs, as keyword arguments of BertForRelation."""
@@ -417,9 +404,6 @@ class RelationTask(base.Task):
     loaded['bert']['embeddings'] = dict(loaded['bert']['embeddings'],
                                         entity_embeddings=roles)
     return loaded
-
-  def init_loss_state(self):
-    return self.loss.init_state()
 
   def train_loss(self, params, batch, rng, loss_state):
     logits = self._logits(params, batch, deterministic=False, rng=rng)

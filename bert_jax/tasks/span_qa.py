@@ -441,7 +441,7 @@ def qa_loss_spec(config, num_positions: int):
     raise
 
 
-class SpanQATask(base.Task):
+class SpanQATask(finetune.FinetuneTask):
   """SQuAD-style extractive QA with any softmax loss of `losses`."""
 
   def __init__(self, config):
@@ -509,16 +509,6 @@ class SpanQATask(base.Task):
         arrays[k] = np.maximum(arrays[k], 0)
     return arrays, windows
 
-  # ---------------------------------------------------------------- data
-  def train_iterator(self, local_batch_size, shard_index, num_shards, seed):
-    return finetune.ArrayIterator(
-        self.train_features, global_batch_size=local_batch_size * num_shards,
-        seed=seed, shard_index=shard_index, num_shards=num_shards)
-
-  def eval_batches(self, local_batch_size, shard_index, num_shards):
-    return finetune.eval_batches_from(self.eval_features, local_batch_size,
-                                      shard_index, num_shards)
-
   # ---------------------------------------------------------------- model
   def _logits(self, params, batch, *, deterministic, rng=None):
     """-> (start, end) float32 [B, T], NEG_LOGIT outside passage and [CLS]."""
@@ -532,9 +522,6 @@ class SpanQATask(base.Task):
     return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],
                            batch['attention_mask'],
                            logit_mask=batch['logit_mask'])['params']
-
-  def pretrained_params(self, params):
-    return finetune.pretrained_bert_params(self.config, params, self.bert)
 
   def init_loss_state(self):
     if not self.loss.stateful:

@@ -194,7 +194,7 @@ def _first_n(ds: datasets.Dataset, n: Optional[int]) -> datasets.Dataset:
                           ds.task_kind, ds.report)
 
 
-class TaggingTask(base.Task):
+class TaggingTask(finetune.FinetuneTask):
   """Token tagging with any loss of `losses`; strict span F1 at eval."""
 
   def __init__(self, config):
@@ -246,21 +246,11 @@ class TaggingTask(base.Task):
     return features, first
 
   # ---------------------------------------------------------------- data
-  def train_iterator(self, local_batch_size, shard_index, num_shards, seed):
-    labels = None
-    if self.config.data.get('sampling_q') is not None:
-      labels, _ = sampling.sentence_classes(
-          [e.tags for e in self.train_ds.examples])
-    sampler = (None if labels is None else finetune.sampler_for(
-        self.config, labels, shard_index, num_shards))
-    return finetune.ArrayIterator(
-        self.train_features, global_batch_size=local_batch_size * num_shards,
-        seed=seed, shard_index=shard_index, num_shards=num_shards,
-        sampler=sampler)
-
-  def eval_batches(self, local_batch_size, shard_index, num_shards):
-    return finetune.eval_batches_from(self.eval_features, local_batch_size,
-                                      shard_index, num_shards)
+  def sampler_labels(self):
+    """A sentence's class is its rarest entity type (sampling.sentence_classes)."""
+    labels, _ = sampling.sentence_classes(
+        [e.tags for e in self.train_ds.examples])
+    return labels
 
   # ---------------------------------------------------------------- model
   def _logits(self, params, batch, *, deterministic, rng=None):
@@ -273,12 +263,6 @@ class TaggingTask(base.Task):
   def init_params(self, rng, batch):
     return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],
                            batch['attention_mask'])['params']
-
-  def pretrained_params(self, params):
-    return finetune.pretrained_bert_params(self.config, params, self.bert)
-
-  def init_loss_state(self):
-    return self.loss.init_state()
 
   @staticmethod
   def _token_weights(batch):
