@@ -61,6 +61,7 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
       train=train, eval='', train_split=train_split, eval_split=eval_split,
       split_seed=0, vocab='', max_seq_length=max_len, on_error='raise',
       sampling_q=ml_collections.FieldReference(None, field_type=float),
+      max_train_examples=0, max_eval_examples=0,   # 0: all; N: the first N
       reader_options=ml_collections.ConfigDict()))
   c.data.reader_options.unlock()   # free-form kwargs for local-file readers
   c.loss = loss_config('ce')

@@ -105,7 +105,8 @@ def pretrained_bert_params(config, params, bert: BertConfig):
 
 
 def load_split(config, which: str) -> datasets.Dataset:
-  """config.data.train / .eval (name or path) and their splits."""
+  """config.data.train / .eval (name or path) and their splits; with
+  config.data.max_{train,eval}_examples > 0 only the first N examples."""
   d = config.data
   name = d.train if which == 'train' else (d.eval or d.train)
   split = d.train_split if which == 'train' else d.eval_split
@@ -115,6 +116,10 @@ def load_split(config, which: str) -> datasets.Dataset:
                        **options)
   except KeyError as e:
     raise ValueError(f'config.data.{which}: {e}') from e
+  limit = d.get(f'max_{which}_examples')
+  if limit and limit < len(ds):   # the first N examples (quick runs, tests)
+    ds = datasets.Dataset(ds.name, ds.split, ds.examples[:limit],
+                          ds.label_names, ds.task_kind, ds.report)
   report = ds.report
   if getattr(report, 'skipped', 0):
     logging.warning('%s/%s: skipped %d bad record(s): %s', name, split,

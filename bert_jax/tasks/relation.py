@@ -276,12 +276,6 @@ def relation_metrics(preds: np.ndarray, labels: np.ndarray,
   return out
 
 
-def _first_n(ds: datasets.Dataset, n: Optional[int]) -> datasets.Dataset:
-  if not n or n >= len(ds):
-    return ds
-  return datasets.Dataset(ds.name, ds.split, ds.examples[:n], ds.label_names,
-                          ds.task_kind, ds.report)
-
 
 class RelationTask(finetune.FinetuneTask):
   """Relation classification with any loss of `losses` and three methods."""
@@ -305,10 +299,8 @@ class RelationTask(finetune.FinetuneTask):
     self.tokenizer = finetune.tokenizer_for(config)
     self.markers = (marker_ids(self.tokenizer)
                     if self.method == 'entity_markers' else None)
-    self.train_ds = _first_n(finetune.load_split(config, 'train'),
-                             d.get('max_train_examples'))
-    self.eval_ds = _first_n(finetune.load_split(config, 'eval'),
-                            d.get('max_eval_examples'))
+    self.train_ds = finetune.load_split(config, 'train')
+    self.eval_ds = finetune.load_split(config, 'eval')
     for which, ds in (('train', self.train_ds), ('eval', self.eval_ds)):
       if ds.task_kind != 'relation':
         raise ValueError(f'config.data.{which}={ds.name!r} is a '

@@ -187,12 +187,6 @@ def word_tags(first_positions: np.ndarray, token_preds: np.ndarray,
   return names[ids].tolist()
 
 
-def _first_n(ds: datasets.Dataset, n: Optional[int]) -> datasets.Dataset:
-  if not n or n >= len(ds):
-    return ds
-  return datasets.Dataset(ds.name, ds.split, ds.examples[:n], ds.label_names,
-                          ds.task_kind, ds.report)
-
 
 class TaggingTask(finetune.FinetuneTask):
   """Token tagging with any loss of `losses`; strict span F1 at eval."""
@@ -201,10 +195,8 @@ class TaggingTask(finetune.FinetuneTask):
     super().__init__(config)
     d = config.data
     self.tokenizer = finetune.tokenizer_for(config)
-    self.train_ds = _first_n(finetune.load_split(config, 'train'),
-                             d.get('max_train_examples'))
-    self.eval_ds = _first_n(finetune.load_split(config, 'eval'),
-                            d.get('max_eval_examples'))
+    self.train_ds = finetune.load_split(config, 'train')
+    self.eval_ds = finetune.load_split(config, 'eval')
     for which, ds in (('train', self.train_ds), ('eval', self.eval_ds)):
       if ds.task_kind != 'tagging':
         raise ValueError(f'config.data.{which}={ds.name!r} is a '

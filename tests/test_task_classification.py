@@ -1,0 +1,101 @@
+"""Classification task: features, tiny runs with several losses, bad input."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from bert_jax import train
+from bert_jax.tasks.classification import ClassificationTask
+from configs import finetune
+
+
+def tiny(preset='drug_reviews', **overrides):
+  c = finetune.get_config(preset)
+  c.model.init_from = ''
+  c.data.vocab = 'minilm'
+  c.model.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=64)
+  c.data.max_seq_length = 64
+  c.data.max_train_examples = 128
+  c.data.max_eval_examples = 64
+  c.batch_size, c.eval_batch_size = 16, 32
+  c.total_steps, c.num_epochs = 40, 0.0
+  c.log_every, c.eval_every, c.checkpoint_every = 10, 0, 1000
+  c.optim.update(lr=3e-3, warmup_fraction=None, warmup_steps=None)
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def test_pair_features_have_segments_and_truncation_is_counted():
+  c = tiny('boolq')
+  task = ClassificationTask(c)
+  f = task.train_features
+  assert f['input_ids'].shape == (128, 64)
+  # [CLS] question [SEP] passage [SEP]: token types 0 then 1, padding 0.
+  row = 0
+  types = f['token_type_ids'][row][f['attention_mask'][row] > 0]
+  assert types[0] == 0 and types[-1] == 1 and set(types) == {0, 1}
+  assert np.all(np.diff(types) >= 0)
+  # BoolQ passages are long: most pairs are truncated to 64, and counted.
+  assert task.truncated['train'] > 64
+  assert set(task.label_names) == {'False', 'True'}
+
+
+@pytest.mark.parametrize('loss', [dict(name='ce'), dict(name='focal', gamma=2.0),
+                                  dict(name='ghm')])
+def test_tiny_run_loss_falls(tmp_path, loss):
+  overrides = {f'loss.{k}': v for k, v in loss.items()}
+  c = tiny(**overrides)
+  results = train.run(c, tmp_path)
+  losses = [h['loss'] for h in results['train_history'] if 'loss' in h]
+  assert losses[-1] < losses[0], losses
+  final = results['final_eval']
+  assert set(final['per_class']) == {'negative', 'neutral', 'positive'}
+  for key in ('accuracy', 'macro_f1', 'minority_f1', 'f1/neutral'):
+    assert key in final
+  on_disk = json.loads((tmp_path / 'results.json').read_text())
+  assert on_disk['config']['loss']['name'] == loss['name']
+  rows = (tmp_path / 'predictions.jsonl').read_text().splitlines()
+  assert len(rows) == 64 and set(json.loads(rows[0])) == {'guid', 'label', 'prediction'}
+
+
+@pytest.mark.parametrize('pooling', ['pooler', 'cls', 'mean', 'max', 'attention'])
+def test_every_pooling_builds_and_runs(pooling):
+  task = ClassificationTask(tiny(pooling=pooling))
+  batch = {k: v[:4] for k, v in task.train_features.items()}
+  params = task.init_params(jax.random.PRNGKey(0), batch)
+  loss, _ = task.train_loss(params, batch, jax.random.PRNGKey(1), {})
+  assert np.isfinite(float(loss))
+  assert ('attention_pool' in str(jax.tree_util.tree_structure(params))) == (
+      pooling == 'attention')
+
+
+def test_q_power_sampling_and_post_hoc_adjustment(tmp_path):
+  c = tiny(**{'data.sampling_q': 0.0, 'eval_logit_adjustment_tau': 1.0,
+              'total_steps': 12})
+  task = ClassificationTask(c)
+  it = task.train_iterator(16, 0, 1, 0)
+  labels = np.concatenate([next(it)['labels'] for _ in range(30)])
+  # q = 0: classes drawn equally often although the data is imbalanced.
+  frac = np.bincount(labels, minlength=3) / labels.size
+  assert np.all(np.abs(frac - 1 / 3) < 0.06), frac
+  results = train.run(c, tmp_path)
+  assert 'adjusted_macro_f1' in results['final_eval']
+
+
+def test_bad_inputs_are_named():
+  with pytest.raises(ValueError, match='config.data.train'):
+    ClassificationTask(tiny(**{'data.train': 'no_such_dataset'}))
+  with pytest.raises(ValueError, match='config.loss'):
+    ClassificationTask(tiny(**{'loss.name': 'focall'}))
+  with pytest.raises(ValueError, match='config.loss'):
+    ClassificationTask(tiny(**{'loss.gamma': -1.0, 'loss.name': 'focal'}))
+  with pytest.raises(ValueError, match='sampling_q'):
+    ClassificationTask(tiny(**{'data.sampling_q': 1.5})).train_iterator(16, 0, 1, 0)
