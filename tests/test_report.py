@@ -1,0 +1,260 @@
+"""experiments.report: grouping, mean ± std, the paired bootstrap, plots,
+on constructed runs whose answers are known by hand."""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+from bert_jax import metrics as metrics_lib
+from experiments import report
+from experiments import sweep
+
+CLASSES = ('neg', 'neu', 'pos')
+COUNTS = (30, 10, 60)          # training counts: 'neu' is the minority
+
+
+def _write_run(root, name, overrides, labels, preds, *, tau=0.0, loss=None,
+               adjusted=None):
+  """A classification run as bert_jax.train writes it, its final_eval
+  computed by bert_jax.metrics from (labels, preds)."""
+  d = pathlib.Path(root) / name
+  d.mkdir(parents=True)
+  idx = {c: i for i, c in enumerate(CLASSES)}
+  m = metrics_lib.classification_metrics(
+      np.array([idx[p] for p in preds]), np.array([idx[l] for l in labels]),
+      len(CLASSES), class_names=CLASSES)
+  rarest = CLASSES[int(np.argmin(COUNTS))]
+  final = dict(ce_loss=0.5, accuracy=m['accuracy'], macro_f1=m['macro_f1'],
+               micro_f1=m['micro_f1'], weighted_f1=m['weighted_f1'],
+               minority_f1=m['per_class'][rarest]['f1'], minority_class=rarest,
+               per_class=m['per_class'], report='...')
+  for c in CLASSES:
+    final[f'f1/{c}'] = m['per_class'][c]['f1']
+  if tau:
+    final['adjusted_accuracy'] = m['accuracy']
+  history = [dict(step=s, loss=(loss or 1.0) / s) for s in (10, 20, 30)]
+  config = dict(task='classification', seed=overrides.get('seed', 0),
+                eval_logit_adjustment_tau=tau,
+                data={'sampling_q': overrides.get('data.sampling_q')},
+                loss={'name': overrides.get('loss.name', 'ce'),
+                      'gamma': overrides.get('loss.gamma')})
+  (d / 'results.json').write_text(json.dumps(dict(
+      task='classification', final_step=30, final_eval=final, best=None,
+      train_history=history, config=config)))
+  with open(d / 'predictions.jsonl', 'w') as f:
+    for i, (l, p) in enumerate(zip(labels, preds)):
+      row = dict(guid=f'g{i}', label=l, prediction=p)
+      if adjusted is not None:
+        row['adjusted_prediction'] = adjusted[i]
+      f.write(json.dumps(row) + '\n')
+  return d
+
+
+def _sweep(root, runs):
+  """runs: [(overrides, labels, preds, kwargs)] -> sweep dir with sweep.json."""
+  named = sweep.name_runs([o for o, *_ in runs])
+  for r, (o, labels, preds, kw) in zip(named, runs):
+    _write_run(root, r.name, o, labels, preds, **kw)
+  (pathlib.Path(root) / 'sweep.json').write_text(json.dumps(dict(
+      config='c.py:x', runs=[dict(index=r.index, name=r.name,
+                                  overrides=r.overrides) for r in named])))
+  return pathlib.Path(root)
+
+
+LABELS = ['neg'] * 6 + ['neu'] * 4 + ['pos'] * 10
+
+
+def _shift(labels):
+  """A wrong prediction for every example."""
+  nxt = {'neg': 'neu', 'neu': 'pos', 'pos': 'neg'}
+  return [nxt[l] for l in labels]
+
+
+# ------------------------------------------------------------ statistics
+def test_mean_std_by_hand():
+  assert report.mean_std([0.5, 0.7, 0.9]) == pytest.approx((0.7, 0.2, 3))
+  m, s, n = report.mean_std([0.25])
+  assert (m, n) == (0.25, 1) and math.isnan(s)
+
+
+def test_identical_systems_have_a_zero_ci(tmp_path):
+  preds = LABELS[:]
+  preds[:3] = ['pos'] * 3
+  root = _sweep(tmp_path, [
+      ({'loss.name': 'ce', 'seed': 0}, LABELS, preds, {}),
+      ({'loss.name': 'ce', 'seed': 1}, LABELS, LABELS, {}),
+      ({'loss.name': 'focal', 'seed': 0}, LABELS, preds, {}),
+      ({'loss.name': 'focal', 'seed': 1}, LABELS, LABELS, {}),
+  ])
+  report.write_report(root)
+  out = json.loads((root / 'report.json').read_text())
+  cmp = out['groups']['loss=focal']['vs_baseline']
+  for metric in ('accuracy', 'macro_f1', 'minority_f1'):
+    assert cmp[metric] == dict(diff=0.0, lo=0.0, hi=0.0, excludes_zero=False)
+  text = (root / 'report.md').read_text()
+  assert '| `loss=focal` | 2 | +0.0000 [+0.0000, +0.0000] |' in text
+
+
+def test_always_right_vs_always_wrong(tmp_path):
+  root = _sweep(tmp_path, [
+      ({'loss.name': 'ce', 'seed': 0}, LABELS, _shift(LABELS), {}),
+      ({'loss.name': 'dsc', 'seed': 0}, LABELS, LABELS, {}),
+  ])
+  report.write_report(root)
+  cmp = json.loads((root / 'report.json').read_text())['groups'][
+      'loss=dsc']['vs_baseline']
+  for metric in ('accuracy', 'macro_f1', 'minority_f1'):
+    assert cmp[metric] == dict(diff=1.0, lo=1.0, hi=1.0, excludes_zero=True)
+  assert '**+1.0000 [+1.0000, +1.0000]**' in (root / 'report.md').read_text()
+
+
+def test_bootstrap_equals_a_direct_resampling():
+  """The vectorised bootstrap equals resampling the examples and scoring
+  each resample with bert_jax.metrics (present-class macro-F1 included)."""
+  rng = np.random.default_rng(1)
+  n, b = 40, 200
+  y = rng.integers(0, 3, n)
+  pa = np.where(rng.random(n) < 0.6, y, rng.integers(0, 3, n))
+  pb = np.where(rng.random(n) < 0.8, y, rng.integers(0, 3, n))
+  stats, score = report.classification_scorer(CLASSES, 'neu')
+  rows = lambda p: [dict(label=CLASSES[i], prediction=CLASSES[j])
+                    for i, j in zip(y, p)]
+  counts = report.resample_counts(n, b, seed=7)
+  got = {k: score(counts @ stats(rows(pb)))[k] - score(counts @ stats(rows(pa)))[k]
+         for k in ('accuracy', 'macro_f1', 'minority_f1')}
+
+  draw = np.random.default_rng(7)        # the same draws, made explicitly
+  want = {k: [] for k in got}
+  for _ in range(b):
+    i = draw.integers(0, n, n)
+    ma, mb = (metrics_lib.classification_metrics(p[i], y[i], 3,
+                                                 class_names=CLASSES)
+              for p in (pa, pb))
+    want['accuracy'].append(mb['accuracy'] - ma['accuracy'])
+    want['macro_f1'].append(mb['macro_f1'] - ma['macro_f1'])
+    want['minority_f1'].append(mb['per_class']['neu']['f1']
+                               - ma['per_class']['neu']['f1'])
+  for k in got:
+    np.testing.assert_allclose(got[k], want[k], atol=1e-12)
+
+
+def test_tagging_scorer_matches_span_f1():
+  gold = [['B-PER', 'I-PER', 'O'], ['O', 'B-LOC'], ['B-ORG', 'O', 'B-PER']]
+  pred = [['B-PER', 'I-PER', 'O'], ['O', 'O'], ['B-ORG', 'O', 'B-LOC']]
+  stats, score = report.tagging_scorer('IOB2')
+  s = stats([dict(gold=g, pred=p) for g, p in zip(gold, pred)])
+  got = score(np.ones((1, 3)) @ s)['span_f1'][0]
+  assert got == pytest.approx(metrics_lib.span_f1(gold, pred, 'IOB2')['micro_f1'])
+
+
+# ------------------------------------------------------------ the report
+def _ablation(tmp_path):
+  wrong = _shift(LABELS)
+  half = LABELS[:10] + wrong[10:]
+  return _sweep(tmp_path, [
+      ({'loss.name': 'ce', 'seed': 0}, LABELS, half, {}),
+      ({'loss.name': 'ce', 'seed': 1}, LABELS, LABELS, {}),
+      ({'loss.name': 'focal', 'loss.gamma': 1.0, 'seed': 0}, LABELS, half, {}),
+      ({'loss.name': 'focal', 'loss.gamma': 1.0, 'seed': 1}, LABELS, wrong, {}),
+      ({'loss.name': 'focal', 'loss.gamma': 2.0, 'seed': 0}, LABELS, LABELS, {}),
+      ({'loss.name': 'focal', 'loss.gamma': 2.0, 'seed': 1}, LABELS, LABELS, {}),
+      ({'loss.name': 'ce', 'eval_logit_adjustment_tau': 1.0, 'seed': 0},
+       LABELS, half, dict(tau=1.0)),
+      ({'loss.name': 'ce', 'data.sampling_q': 0.0, 'seed': 0}, LABELS, half, {}),
+  ])
+
+
+def test_report_tables_by_hand(tmp_path):
+  root = _ablation(tmp_path)
+  report.write_report(root)
+  text = (root / 'report.md').read_text()
+  # ce: accuracy 0.5 (half right) and 1.0 -> 0.75 ± 0.3536 (ddof=1).
+  assert '| `loss=ce` (baseline) | 2 | 0.7500 ± 0.3536 |' in text
+  # focal gamma=1: 0.5 and 0.0 -> 0.25 ± 0.3536; one seed: no ±.
+  assert '| `loss=focal,gamma=1` | 2 | 0.2500 ± 0.3536 |' in text
+  assert '| `loss=ce,sampling_q=0` | 1 | 0.5000 |' in text
+  assert 'minority_f1 is the F1 of `neu`' in text
+  assert 'Groups have different numbers of seeds' in text
+  # Post-hoc adjustment: the unadjusted predictions would mislead.
+  assert 'n/a (1)' in text
+  assert ('(1) `loss=ce,eval_logit_adjustment_tau=1`: post-hoc adjusted '
+          'predictions are not in predictions.jsonl') in text
+  assert 'adjusted_accuracy' in text
+  out = json.loads((root / 'report.json').read_text())
+  acc = out['groups']['loss=focal,gamma=2']['vs_baseline']['accuracy']
+  assert acc['diff'] == pytest.approx(0.25) and acc['lo'] >= 0
+  assert out['groups']['loss=ce']['metrics']['accuracy'] == pytest.approx(
+      dict(mean=0.75, std=math.sqrt(0.125), n=2))
+  for png in ('per_class_f1.png', 'train_loss.png', 'vs_loss_gamma.png'):
+    assert (root / png).stat().st_size > 5000, png
+  assert '![Metrics vs loss.gamma](vs_loss_gamma.png)' in text
+
+
+def test_families_for_hyperparameter_plots(tmp_path):
+  runs, _ = report.load_runs(_ablation(tmp_path))
+  families = report.swept_numeric_keys(report.group_runs(runs))
+  assert list(families) == ['loss.gamma']
+  assert [g.name for g in families['loss.gamma'][0]] == [
+      'loss=focal,gamma=1', 'loss=focal,gamma=2']
+
+
+def test_adjusted_predictions_are_used_when_present(tmp_path):
+  root = _sweep(tmp_path, [
+      ({'loss.name': 'ce', 'seed': 0}, LABELS, _shift(LABELS), {}),
+      ({'loss.name': 'ce', 'eval_logit_adjustment_tau': 1.0, 'seed': 0},
+       LABELS, _shift(LABELS), dict(tau=1.0, adjusted=LABELS)),
+  ])
+  report.write_report(root)
+  cmp = json.loads((root / 'report.json').read_text())['groups'][
+      'loss=ce,eval_logit_adjustment_tau=1']['vs_baseline']
+  assert cmp['accuracy']['diff'] == 1.0
+
+
+def test_baseline_choice(tmp_path):
+  runs, _ = report.load_runs(_ablation(tmp_path))
+  groups = report.group_runs(runs)
+  assert report.find_baseline(groups, 'ce').name == 'loss=ce'
+  assert report.find_baseline(groups, 'loss=focal,gamma=2').name == (
+      'loss=focal,gamma=2')
+  with pytest.raises(ValueError, match='matches 2 groups'):
+    report.find_baseline(groups, 'focal')
+
+
+def test_missing_and_inconsistent_runs_are_reported(tmp_path):
+  root = _ablation(tmp_path)
+  data = json.loads((root / 'sweep.json').read_text())
+  data['runs'].append(dict(index=8, name='loss=dsc,seed=0',
+                           overrides={'loss.name': 'dsc', 'seed': 0}))
+  (root / 'sweep.json').write_text(json.dumps(data))
+  (root / 'sweep_status.json').write_text(json.dumps([dict(
+      name='loss=dsc,seed=0', status='failed', returncode=1,
+      log='x/train.log')]))
+  # predictions.jsonl no longer matches results.json for one run.
+  p = root / 'loss=ce,seed=1' / 'predictions.jsonl'
+  rows = [json.loads(l) for l in p.read_text().splitlines()]
+  rows[0]['prediction'] = 'pos'
+  p.write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+  report.write_report(root)
+  text = (root / 'report.md').read_text()
+  assert '- `loss=dsc,seed=0`: failed (exit 1, log x/train.log)' in text
+  assert 'predictions.jsonl disagrees with results.json' in text
+  assert 'loss=ce,seed=1: accuracy from predictions.jsonl 0.9500' in text
+
+
+def test_without_sweep_json_groups_by_differing_config(tmp_path):
+  root = _ablation(tmp_path)
+  (root / 'sweep.json').unlink()
+  runs, _ = report.load_runs(root)
+  groups = report.group_runs(runs)
+  assert len(groups) == 5 and sorted(len(g.runs) for g in groups) == [1, 1, 2, 2, 2]
+  focal = [g for g in groups if g.overrides['loss.gamma'] == 2.0]
+  assert focal[0].overrides == {'data.sampling_q': None,
+                                'eval_logit_adjustment_tau': 0.0,
+                                'loss.gamma': 2.0, 'loss.name': 'focal'}
+  base = [g.name for g in groups if g.overrides['loss.name'] == 'ce'
+          and g.overrides['data.sampling_q'] is None
+          and g.overrides['eval_logit_adjustment_tau'] == 0][0]
+  assert report.main([str(root), f'--baseline={base}']) == 0
