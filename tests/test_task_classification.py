@@ -88,6 +88,9 @@ def test_q_power_sampling_and_post_hoc_adjustment(tmp_path):
   assert np.all(np.abs(frac - 1 / 3) < 0.06), frac
   results = train.run(c, tmp_path)
   assert 'adjusted_macro_f1' in results['final_eval']
+  rows = [json.loads(r) for r in
+          (tmp_path / 'predictions.jsonl').read_text().splitlines()]
+  assert all('adjusted_prediction' in r for r in rows)
 
 
 def test_bad_inputs_are_named():

@@ -113,17 +113,17 @@ class ClassificationTask(finetune.FinetuneTask):
     logits, labels = outputs['logits'][keep], outputs['labels'][keep]
     out = dict(ce_loss=metrics['ce_loss'])
     out.update(self._report(np.argmax(logits, -1), labels))
+    rows = [dict(guid=e.guid, label=e.label, prediction=self.label_names[int(p)])
+            for e, p in zip(self.eval_ds.examples, np.argmax(logits, -1))]
     tau = self.config.get('eval_logit_adjustment_tau', 0.0)
     if tau:
-      adjusted = np.asarray(losses.logit_adjustment.adjust_logits(
-          logits, self.class_counts, tau))
+      adjusted = np.argmax(np.asarray(losses.logit_adjustment.adjust_logits(
+          logits, self.class_counts, tau)), -1)
       out.update({f'adjusted_{k}': v for k, v in
-                  self._report(np.argmax(adjusted, -1), labels).items()
-                  if k != 'report'})
-    out['_predictions'] = [
-        dict(guid=e.guid, label=e.label,
-             prediction=self.label_names[int(p)])
-        for e, p in zip(self.eval_ds.examples, np.argmax(logits, -1))]
+                  self._report(adjusted, labels).items() if k != 'report'})
+      for row, p in zip(rows, adjusted):   # the sweep report bootstraps these
+        row['adjusted_prediction'] = self.label_names[int(p)]
+    out['_predictions'] = rows
     return out
 
   def _report(self, preds, labels):
