@@ -74,9 +74,11 @@ class RunCheckpointer:
   def wait(self) -> None:
     try:
       self._manager.wait_until_finished()
-    except Exception as e:
+    except Exception as e:  # the background save's error, re-raised here
       raise CheckpointSaveError(
-          f'asynchronous checkpoint save to {self.directory} failed: {e}') from e
+          f'asynchronous checkpoint save to {self.directory} failed: {e}; '
+          f'earlier checkpoints are intact (latest: {self.latest_step()})'
+      ) from e
 
   def restore(self, abstract_state: Any, step: Optional[int] = None
               ) -> tuple[Any, dict[str, Any], int]:
@@ -94,5 +96,7 @@ class RunCheckpointer:
     return restored['state'], dict(restored['data'] or {}), step
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    # The last save is asynchronous: a full disk shows up here, at the end of
+    # a run, and must name the path like any other failed save.
+    self.wait()
     self._manager.close()

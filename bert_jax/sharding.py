@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 BATCH_AXES = ('data', 'fsdp')
+STRATEGIES = ('dp', 'fsdp')
 
 
 def make_mesh(mesh_config: Mapping[str, int] | None = None) -> Mesh:
@@ -77,14 +78,19 @@ def state_shardings(abstract_state: Any, mesh: Mesh, strategy: str = 'dp',
   divisible dimension (optimizer moments follow their parameters because they
   have the same shapes); scalars and small arrays stay replicated.
   """
-  if strategy not in ('dp', 'fsdp'):
-    raise ValueError(f"config.sharding: unknown strategy {strategy!r}; "
-                     "known: 'dp', 'fsdp'")
+  check_strategy(strategy)
   fsdp = mesh.shape['fsdp'] if strategy == 'fsdp' else 1
   return jax.tree_util.tree_map(
       lambda x: NamedSharding(mesh, _fsdp_spec(tuple(x.shape), fsdp,
                                                min_fsdp_size)),
       abstract_state)
+
+
+def check_strategy(strategy: str) -> None:
+  """config.sharding must name a strategy (checked before any tracing)."""
+  if strategy not in STRATEGIES:
+    raise ValueError(f'config.sharding: unknown strategy {strategy!r}; '
+                     f'known: {STRATEGIES}')
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh,

@@ -181,6 +181,26 @@ def evaluate(task: base.Task, eval_fn, state: TrainState, config, mesh
   return task.summarize_eval(base.finalize_metrics(total), host)
 
 
+def _check_sequence_length(config, task: base.Task) -> None:
+  """config.data.max_seq_length must fit the model's position table.
+
+  The model checks this too, but only when it is traced, and names neither
+  config key; with `init_from` the table size comes from the pretrained
+  config.json, which only the task has read.
+  """
+  bert = getattr(task, 'bert', None) or getattr(task, 'bert_config', None)
+  data = config.get('data', None)
+  max_len = data.get('max_seq_length', None) if data is not None else None
+  limit = getattr(bert, 'max_position_embeddings', None)
+  if max_len is not None and limit is not None and max_len > limit:
+    source = (f'the config.json of config.model.init_from='
+              f'{config.model.init_from!r}' if config.model.get('init_from')
+              else 'config.model.max_position_embeddings')
+    raise ValueError(f'config.data.max_seq_length={max_len} exceeds the '
+                     f'model\'s max_position_embeddings={limit} '
+                     f'(from {source})')
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
   return {k: v for k, v in metrics.items()
           if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -203,7 +223,18 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
                             'config.eval_batch_size')
   if config.nonfinite not in ('stop', 'skip'):
     raise ValueError(f"config.nonfinite={config.nonfinite!r}; known: 'stop', 'skip'")
+  sharding.check_strategy(config.get('sharding', 'dp'))
+  # Steps are taken modulo these, and orbax keeps no checkpoint at all with
+  # max_to_keep=0: a run that could never be resumed.
+  for key, low in (('log_every', 1), ('checkpoint_every', 1),
+                   ('keep_checkpoints', 1), ('eval_every', 0)):
+    if config[key] < low:
+      raise ValueError(f'config.{key}={config[key]} must be >= {low}')
+  # The optimizer fields need no parameters to be checked: check them now, not
+  # after the task has read and tokenized its data (minutes on a big corpus).
+  optim._parse(config.optim)  # pylint: disable=protected-access
   task = tasks.get(config.task)(config)
+  _check_sequence_length(config, task)
   local_bs = sharding.local_batch_size(config.batch_size)
   train_iter = task.train_iterator(local_bs, jax.process_index(),
                                    jax.process_count(), config.seed)
@@ -222,7 +253,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   initial_position = train_iter.get_state()
   first = next(iter(train_iter))
   abstract_batch = _abstract_batch(first, config.batch_size, mesh)
-  abstract_params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0),
+  # An abstract key: a concrete PRNGKey would compile (and run) before the
+  # optimizer config below is validated.
+  abstract_params = jax.eval_shape(task.init_params,
+                                   jax.ShapeDtypeStruct((2,), jnp.uint32),
                                    abstract_batch)
   tx, schedule = optim.make_optimizer(config.optim, abstract_params,
                                       max(1, total_steps // accum))
@@ -287,9 +321,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     bad = int(jax.device_get(state.nonfinite_step))
     if bad >= 0:
       what = NONFINITE_WHAT[int(jax.device_get(state.nonfinite_what))]
+      # The last good checkpoint may still be being written in the
+      # background: finish it, or the raise below would abandon the very
+      # checkpoint the message points to.
+      try:
+        ckpt.wait()
+      except checkpointing.CheckpointSaveError as e:  # the NaN is the news
+        logging.error('%s', e)
+      # `bad` is the state's step count when the bad update was computed;
+      # the logs and checkpoints call that update step bad + 1.
       raise FloatingPointError(
-          f'non-finite {what} at step {bad}; the run is stopped and nothing '
-          f'after step {bad} was applied. Last good checkpoint: step '
+          f'non-finite {what} at step {bad + 1}; the run is stopped and no '
+          f'update from step {bad + 1} on was applied (the parameters are '
+          f'those of step {bad}). Last good checkpoint: step '
           f'{ckpt.latest_step()} in {ckpt.directory}. Set config.nonfinite='
           "'skip' to skip such updates instead.")
 
