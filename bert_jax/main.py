@@ -6,6 +6,7 @@ misspelled key is an error.
 """
 
 import os
+import sys
 
 # TensorFlow (used only for TensorBoard summaries) is chatty at start-up.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -33,6 +34,23 @@ class _QuietLibraries(logging.logging.Filter):
     return record.levelno >= logging.logging.WARNING or not noisy
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with config-override errors as one clear line.
+
+  ml_collections raises AttributeError/KeyError/TypeError/ValueError for an
+  unknown key or a value of the wrong type (`--config.optim.lrr=1`); show the
+  message, not a traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error:
+    raise
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e).strip('\'"').replace('\\n', ' ').replace('\\\'', "'")
+    sys.stderr.write(f'FATAL config error: {message}\n')
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -42,4 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
