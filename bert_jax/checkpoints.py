@@ -325,21 +325,25 @@ def from_pretrained(path_or_name: str | os.PathLike, *, scan_layers: bool = Fals
 
 
 
-def to_hf_state_dict(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
-  """Our BertForPreTraining params -> HF `BertForPreTraining` state dict."""
+def _convert_out(config: BertConfig, params: Params, fmt: str
+                 ) -> dict[str, np.ndarray]:
+  """Our params -> {file name in `fmt` ('hf' or 'tf'): fp32 array}."""
   if 'layers' in params['bert']['encoder']:
     params = unstack_layers(params, config.num_hidden_layers)
   flat = flatten(params)
   out = {}
-  for ours, name, transform, _ in _entries(config, 'hf'):
+  for ours, name, transform, _ in _entries(config, fmt):
     if ours not in flat:
       raise CheckpointError(f'export: parameter {ours} missing from params')
     value = np.asarray(flat[ours], dtype=np.float32)
-    if transform == _T:
-      value = value.T
-    full = name if name.startswith('cls.') else f'bert.{name}'
-    out[full] = np.ascontiguousarray(value)
+    out[name] = np.ascontiguousarray(value.T if transform == _T else value)
   return out
+
+
+def to_hf_state_dict(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
+  """Our BertForPreTraining params -> HF `BertForPreTraining` state dict."""
+  return {(name if name.startswith('cls.') else f'bert.{name}'): value
+          for name, value in _convert_out(config, params, 'hf').items()}
 
 
 def export_hf(directory: str | os.PathLike, config: BertConfig, params: Params,
@@ -386,11 +390,4 @@ def load_tf_checkpoint(ckpt_prefix: str | os.PathLike, config: BertConfig, *,
 
 def to_tf_names(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
   """Our params -> {Google TF variable name: array} (used to write test ckpts)."""
-  if 'layers' in params['bert']['encoder']:
-    params = unstack_layers(params, config.num_hidden_layers)
-  flat = flatten(params)
-  out = {}
-  for ours, name, transform, _ in _entries(config, 'tf'):
-    value = np.asarray(flat[ours], np.float32)
-    out[name] = value.T if transform == _T else value
-  return out
+  return _convert_out(config, params, 'tf')

@@ -81,16 +81,6 @@ class ClassificationTask(finetune.FinetuneTask):
         weights=np.ones(len(encs), np.float32))
 
   # ---------------------------------------------------------------- model
-  def _logits(self, params, batch, *, deterministic, rng=None):
-    return self.model.apply(
-        {'params': params}, batch['input_ids'], batch['token_type_ids'],
-        batch['attention_mask'], deterministic=deterministic,
-        rngs=None if deterministic else {'dropout': rng})
-
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],
-                           batch['attention_mask'])['params']
-
   def train_loss(self, params, batch, rng, loss_state):
     logits = self._logits(params, batch, deterministic=False, rng=rng)
     loss, loss_state = self.loss(logits, batch['labels'],

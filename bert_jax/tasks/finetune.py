@@ -251,6 +251,17 @@ class FinetuneTask(base.Task):
     return eval_batches_from(self.eval_features, local_batch_size,
                              shard_index, num_shards)
 
+  def _logits(self, params, batch, *, deterministic, rng=None):
+    """`self.model` on the standard inputs (tasks with more inputs override)."""
+    return self.model.apply(
+        {'params': params}, batch['input_ids'], batch['token_type_ids'],
+        batch['attention_mask'], deterministic=deterministic,
+        rngs=None if deterministic else {'dropout': rng})
+
+  def init_params(self, rng, batch):
+    return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],
+                           batch['attention_mask'])['params']
+
   def pretrained_params(self, params):
     return pretrained_bert_params(self.config, params, self.bert)
 

@@ -245,17 +245,6 @@ class TaggingTask(finetune.FinetuneTask):
     return labels
 
   # ---------------------------------------------------------------- model
-  def _logits(self, params, batch, *, deterministic, rng=None):
-    """-> float32 [B, T, C]."""
-    return self.model.apply(
-        {'params': params}, batch['input_ids'], batch['token_type_ids'],
-        batch['attention_mask'], deterministic=deterministic,
-        rngs=None if deterministic else {'dropout': rng})
-
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],
-                           batch['attention_mask'])['params']
-
   @staticmethod
   def _token_weights(batch):
     """float32 [B, T]: first sub-tokens of kept words in real (not padding)
