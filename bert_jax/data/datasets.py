@@ -424,24 +424,38 @@ def _conll_sample_source(on_error: str):
 
 
 def find_answer(passage: str, answer: str) -> Optional[tuple[str, int, str]]:
-  """Locates `answer` in `passage`: verbatim, else ignoring whitespace.
+  """Locates `answer` in `passage` as whole words: verbatim, else ignoring
+  whitespace.
+
+  A match must not start or end inside a word (an alphanumeric character on
+  both sides of its edge), so '4' is not found in '1864'; the first match
+  that starts and ends on word boundaries wins.
 
   Returns `(span text, char start, how)` with how 'verbatim' or
   'whitespace', or None. The span text is the passage's own substring.
   """
+  def on_boundaries(start, end):
+    inside = lambda i: (0 < i < len(passage) and passage[i - 1].isalnum()
+                        and passage[i].isalnum())
+    return not inside(start) and not inside(end)
+
   start = passage.find(answer)
-  if start >= 0:
-    return answer, start, 'verbatim'
+  while answer and start >= 0:
+    if on_boundaries(start, start + len(answer)):
+      return answer, start, 'verbatim'
+    start = passage.find(answer, start + 1)
   positions = [i for i, c in enumerate(passage) if not c.isspace()]
   squeezed = ''.join(passage[i] for i in positions)
   target = ''.join(answer.split())
   if not target:
     return None
   k = squeezed.find(target)
-  if k < 0:
-    return None
-  start, end = positions[k], positions[k + len(target) - 1] + 1
-  return passage[start:end], start, 'whitespace'
+  while k >= 0:
+    start, end = positions[k], positions[k + len(target) - 1] + 1
+    if on_boundaries(start, end):
+      return passage[start:end], start, 'whitespace'
+    k = squeezed.find(target, k + 1)
+  return None
 
 
 @functools.lru_cache(maxsize=4)
