@@ -14,14 +14,16 @@ from losses import _core
 from losses import class_weights
 
 
-def _smoothed_nll(logits, labels, label_smoothing):
-  """`-sum_c q_c log p_c`, `q = (1 - eps) onehot(y) + eps / C`; `[...]`."""
-  nll, (shifted, _, _, log_s) = _core.softmax_nll(logits, labels)
-  if label_smoothing:
-    # Static Python check: eps = 0 costs nothing extra.
-    uniform = log_s - jnp.mean(shifted, axis=-1)
-    nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
-  return nll
+def _nll_rows(rows, hparams):
+  """CE rows: `l = -sum_c q_c log p_c`, gradient `p - q` (coef 1)."""
+  del hparams
+  return rows.nll, jnp.ones_like(rows.nll), None
+
+
+def _alpha_rows(rows, hparams):
+  """Weighted CE rows: `l = alpha_y nll`, gradient `alpha_y (p - onehot)`."""
+  alpha_y = hparams['alpha'][rows.labels]
+  return alpha_y * rows.nll, alpha_y, None
 
 
 def ce(logits, labels, *, weights=None, label_smoothing=0.0):
@@ -44,8 +46,9 @@ def ce(logits, labels, *, weights=None, label_smoothing=0.0):
     Scalar (fp32, or fp64 for fp64 inputs under x64).
   """
   _checks.check_range('ce', 'label_smoothing', label_smoothing, lo=0, hi=1)
-  logits, labels, w = _core.softmax_inputs(logits, labels, weights)
-  return _core.weighted_mean(_smoothed_nll(logits, labels, label_smoothing), w)
+  loss, _ = _core.fused_softmax_loss(_nll_rows, logits, labels, weights, {},
+                                     label_smoothing=label_smoothing)
+  return loss
 
 
 def bce(logits, labels, *, weights=None, label_smoothing=0.0, pos_weight=None):
@@ -96,11 +99,12 @@ def weighted_ce(logits, labels, *, weights=None, alpha):
     alpha: `[C]` non-negative class weights.
   """
   _checks.check_range('weighted_ce', 'alpha', alpha, lo=0)
-  logits, labels, w = _core.softmax_inputs(logits, labels, weights)
-  alpha = _core.class_vector('weighted_ce', 'alpha', alpha, logits)
-  nll, _ = _core.softmax_nll(logits, labels)
-  per_elem = alpha[labels] * nll
-  return _core.weighted_mean(per_elem, w)
+  logits = jnp.asarray(logits)
+  alpha = _core.class_vector('weighted_ce', 'alpha', alpha, logits,
+                             _core.compute_dtype(logits))
+  loss, _ = _core.fused_softmax_loss(_alpha_rows, logits, labels, weights,
+                                     {'alpha': alpha})
+  return loss
 
 
 def class_balanced_ce(logits, labels, *, weights=None, class_counts,

@@ -42,21 +42,38 @@ def focal(logits, labels, *, weights=None, gamma=2.0, alpha=None):
   """
   _checks.check_range('focal', 'gamma', gamma, lo=0)
   _checks.check_range('focal', 'alpha', alpha, lo=0)
-  logits, labels, w = _core.softmax_inputs(logits, labels, weights)
-  if logits.shape[-1] < 2:
+  logits = jnp.asarray(logits)
+  if logits.ndim >= 1 and logits.shape[-1] < 2:
     raise ValueError('focal: needs C >= 2 classes.')
-  if isinstance(gamma, (int, float)) and gamma == 0:
-    per_elem, _ = _core.softmax_nll(logits, labels)
-  else:
-    # log(1 - p_y) from the other classes' mass, exact as p_y -> 1 where
-    # log1p(-p_y) is log(0); the modulating factor is per row, so it costs
-    # one exp per example, not per class.
-    nll, log1m_p = _core.softmax_nll_log1m(logits, labels)
-    per_elem = jnp.exp(gamma * log1m_p) * nll
+  dtype = _core.compute_dtype(logits)
+  hparams = {'gamma': jnp.asarray(gamma, dtype)}
   if alpha is not None:
-    alpha = _core.class_vector('focal', 'alpha', alpha, logits)
-    per_elem = alpha[labels] * per_elem
-  return _core.weighted_mean(per_elem, w)
+    hparams['alpha'] = _core.class_vector('focal', 'alpha', alpha, logits,
+                                          dtype)
+  loss, _ = _core.fused_softmax_loss(_focal_rows, logits, labels, weights,
+                                     hparams)
+  return loss
+
+
+def _focal_rows(rows, hparams):
+  """`l = (1 - p_y)^gamma nll` and its gradient scale (module docstring).
+
+  `dl/dz = (p - onehot) [(1 - p_y)^gamma + gamma p_y nll (1 - p_y)^(gamma-1)]`.
+  For `gamma < 1` the last power is large only where `1 - p_y` is tiny, and
+  there `nll ~ 1 - p_y` (or exactly 0 once `p_y` rounds to 1); with
+  `log(1 - p_y) >= log(tiny) ~ -87.3` it stays below `e^87.3 ~ 1e38` in fp32,
+  so the product is finite for every `gamma >= 0`.
+  """
+  gamma = hparams['gamma']
+  modulator = jnp.exp(gamma * rows.log1m_p)
+  p_y = jnp.exp(-rows.nll)
+  coef = modulator + gamma * p_y * rows.nll * jnp.exp(
+      (gamma - 1.0) * rows.log1m_p)
+  loss = modulator * rows.nll
+  if 'alpha' in hparams:
+    alpha_y = hparams['alpha'][rows.labels]
+    loss, coef = alpha_y * loss, alpha_y * coef
+  return loss, coef, None
 
 
 def sigmoid_focal(logits, labels, *, weights=None, gamma=2.0, alpha=0.25):

@@ -39,6 +39,8 @@ are tested against one device on 8 host devices; `pmap` is not tested.
 Defaults follow Li et al. / mmdetection: bins=30, momentum=0.75.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -96,21 +98,20 @@ def _histogram(idx, w, bins):
       default=lambda i, v: _histogram_compare(i, v, bins))
 
 
-def _harmonize(per_elem, g, w, state, *, bins, momentum, bias_correction,
-               axis_name):
-  """Gradient-density-weighted sum of `per_elem`, and the new state.
+def _density_weights(g, w, state, *, bins, momentum, bias_correction,
+                     axis_name):
+  """Each element's `1 / (n R_b)` (0 in empty bins), and the new state.
 
   Args:
-    per_elem: per-element CE, any shape `S`, compute dtype.
-    g: gradient norms in [0, 1], shape `S`.
-    w: weights, shape `S`.
+    g: gradient norms in [0, 1], any shape `S` (not differentiated).
+    w: weights, shape `S`, compute dtype.
     state: `init_state(bins)` pytree.
     bins, momentum, bias_correction, axis_name: see module docstring.
   """
-  dtype = per_elem.dtype
+  dtype = w.dtype
   g = jax.lax.stop_gradient(g)
   idx = jnp.clip(jnp.floor(g * bins).astype(jnp.int32), 0, bins - 1).ravel()
-  counts = _histogram(idx, w.ravel(), bins)
+  counts = _histogram(idx, jax.lax.stop_gradient(w).ravel(), bins)
   if axis_name is not None:
     counts = jax.lax.psum(counts, axis_name)
   nonempty = counts > 0
@@ -129,14 +130,21 @@ def _harmonize(per_elem, g, w, state, *, bins, momentum, bias_correction,
   bin_weight = jnp.where(
       nonempty, 1.0 / jnp.where(nonempty, density * num_nonempty, 1.0), 0.0)
   elem_weight = jax.lax.stop_gradient(bin_weight[idx].reshape(w.shape))
-  loss = jnp.sum(w * elem_weight * per_elem)
-  if axis_name is not None:
-    loss = jax.lax.psum(loss, axis_name)
   new_state = {
       'counts': new_acc.astype(state['counts'].dtype),
       'updates': updates.astype(state['updates'].dtype),
   }
-  return loss, new_state
+  return elem_weight, new_state
+
+
+def _ghm_rows(rows, hparams, *, bins, bias_correction, axis_name):
+  """Softmax GHM rows: `l = beta nll`, `beta` held constant in the gradient."""
+  g = -jnp.expm1(-rows.nll)  # 1 - p_y; only binned, so precision is moot.
+  beta, new_state = _density_weights(
+      g, rows.weights, hparams['state'], bins=bins,
+      momentum=hparams['momentum'],
+      bias_correction=bias_correction, axis_name=axis_name)
+  return beta * rows.nll, beta, new_state
 
 
 def ghm(logits, labels, *, weights=None, state, bins=30, momentum=0.75,
@@ -157,11 +165,12 @@ def ghm(logits, labels, *, weights=None, state, bins=30, momentum=0.75,
     `(loss, new_state)`: scalar and a pytree like `state`.
   """
   _check('ghm', state, bins, momentum)
-  logits, labels, w = _core.softmax_inputs(logits, labels, weights)
-  nll, _ = _core.softmax_nll(logits, labels)
-  g = 1.0 - jnp.exp(-nll)  # 1 - p_y; only binned, so precision is moot.
-  return _harmonize(nll, g, w, state, bins=bins, momentum=momentum,
-                    bias_correction=bias_correction, axis_name=axis_name)
+  row_fn = functools.partial(_ghm_rows, bins=bins,
+                             bias_correction=bias_correction,
+                             axis_name=axis_name)
+  hparams = {'state': state, 'momentum': momentum}
+  return _core.fused_softmax_loss(row_fn, logits, labels, weights, hparams,
+                                  mean=False, axis_name=axis_name)
 
 
 def sigmoid_ghm(logits, labels, *, weights=None, state, bins=30,
@@ -183,5 +192,10 @@ def sigmoid_ghm(logits, labels, *, weights=None, state, bins=30,
   log_p = _core.log_sigmoid(logits)
   per_elem = (1.0 - y) * logits - log_p  # BCE; log sigmoid(-z) = log_p - z
   g = jnp.abs(jax.nn.sigmoid(logits) - y)
-  return _harmonize(per_elem, g, w, state, bins=bins, momentum=momentum,
-                    bias_correction=bias_correction, axis_name=axis_name)
+  beta, new_state = _density_weights(
+      g, w, state, bins=bins, momentum=momentum,
+      bias_correction=bias_correction, axis_name=axis_name)
+  loss = jnp.sum(w * beta * per_elem)
+  if axis_name is not None:
+    loss = jax.lax.psum(loss, axis_name)
+  return loss, new_state
