@@ -315,7 +315,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if best_metric and best_file.exists():   # a resumed run keeps its best so far
     best = json.loads(best_file.read_text())
   start = int(state.step)
-  total_metrics, t_log, steps_since = None, time.perf_counter(), 0
+  total_metrics, t_log, steps_since, tokens_since = (
+      None, time.perf_counter(), 0, 0)
 
   def check_health(step):
     bad = int(jax.device_get(state.nonfinite_step))
@@ -339,7 +340,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
 
   with _Preemption() as preemption:
     for step in range(start, total_steps):
-      batch = sharding.make_global_batch(next(train_iter), mesh)
+      local = next(train_iter)
+      if 'input_ids' in local:   # padded tokens; batches may differ in length
+        tokens_since += local['input_ids'].size * jax.process_count()
+      batch = sharding.make_global_batch(local, mesh)
       state, metrics = step_fn(state, batch)
       # Summed on device: no host sync until the metrics are logged.
       total_metrics = metrics if total_metrics is None else (
@@ -352,9 +356,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
         dt = time.perf_counter() - t_log
         scalars['steps_per_sec'] = steps_since / dt
         scalars['examples_per_sec'] = steps_since * config.batch_size / dt
-        if 'input_ids' in first:
-          scalars['tokens_per_sec'] = (scalars['examples_per_sec']
-                                       * first['input_ids'].shape[1])
+        if tokens_since:
+          scalars['tokens_per_sec'] = tokens_since / dt
         if flops and peak:
           scalars['mfu'] = (scalars['examples_per_sec'] * flops
                             / (peak * jax.device_count()))
@@ -362,6 +365,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
         writer.write_scalars(done, scalars)
         history.append(dict(step=done, **scalars))
         total_metrics, t_log, steps_since = None, time.perf_counter(), 0
+        tokens_since = 0
       is_eval = done == total_steps or (
           config.eval_every > 0 and done % config.eval_every == 0)
       if is_eval:

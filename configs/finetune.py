@@ -62,6 +62,10 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
       split_seed=0, vocab='', max_seq_length=max_len, on_error='raise',
       sampling_q=ml_collections.FieldReference(None, field_type=float),
       max_train_examples=0, max_eval_examples=0,   # 0: all; N: the first N
+      # Length bucketing: batches cut to the smallest of these lengths that
+      # holds their longest example (one compiled step per bucket; () off);
+      # group_by_length also batches examples of similar length together.
+      length_buckets=(), group_by_length=False,
       reader_options=ml_collections.ConfigDict()))
   c.data.reader_options.unlock()   # free-form kwargs for local-file readers
   c.loss = loss_config('ce')

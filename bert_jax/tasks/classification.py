@@ -30,6 +30,8 @@ import losses
 class ClassificationTask(finetune.FinetuneTask):
   """Sequence (pair) classification with any loss of `losses`."""
 
+  trim_eval_batches = True   # eval outputs are per example
+
   def __init__(self, config):
     super().__init__(config)
     self.tokenizer = finetune.tokenizer_for(config)

@@ -127,6 +127,42 @@ def load_split(config, which: str) -> datasets.Dataset:
   return ds
 
 
+def length_buckets(config) -> tuple[int, ...]:
+  """`config.data.length_buckets`, checked, ending at `max_seq_length`.
+
+  Empty: no bucketing (every batch has `max_seq_length` columns).
+  """
+  max_len = int(config.data.max_seq_length)
+  buckets = tuple(config.data.get('length_buckets', ()) or ())
+  if not buckets:
+    return ()
+  if (any(not isinstance(b, int) or isinstance(b, bool) for b in buckets)
+      or list(buckets) != sorted(set(buckets)) or buckets[0] < 1
+      or buckets[-1] > max_len):
+    raise ValueError(
+        f'config.data.length_buckets={buckets}: need increasing whole '
+        f'numbers in [1, config.data.max_seq_length={max_len}]')
+  return buckets if buckets[-1] == max_len else buckets + (max_len,)
+
+
+def trim_to_bucket(batch: dict[str, np.ndarray], max_len: int, length: int
+                   ) -> dict[str, np.ndarray]:
+  """Cuts every `[N, max_len, ...]` feature of `batch` to `[N, length, ...]`.
+
+  Sequence features are recognised by their second axis being `max_len`;
+  the tasks pad every per-token feature to exactly that length.
+  """
+  if length == max_len:
+    return batch
+  return {k: v[:, :length] if v.ndim >= 2 and v.shape[1] == max_len else v
+          for k, v in batch.items()}
+
+
+def _bucket_for(lengths: np.ndarray, buckets: tuple[int, ...]) -> int:
+  longest = int(lengths.max()) if len(lengths) else 1
+  return next(b for b in buckets if b >= longest)
+
+
 class ArrayIterator:
   """Resumable batches of rows of in-memory feature arrays.
 
@@ -134,21 +170,39 @@ class ArrayIterator:
   (q-power), the sampler's draws. Each host takes rows
   [h*b, (h+1)*b) of every global batch, so hosts see disjoint rows and
   together the single-host batch.
+
+  Length bucketing (`buckets`, with per-example `lengths`): each batch's
+  sequence features are cut to the smallest bucket that holds its longest
+  example, chosen from the whole global batch so every host cuts alike; the
+  step compiles once per bucket. Padding is masked, so this changes the
+  cost, not the result. `group_by_length` also changes which examples share
+  a batch: each epoch's permutation is cut into windows of 50 batches, each
+  window sorted by length into batches, and the batches shuffled (HF's
+  `group_by_length`; less padding, length-homogeneous batches).
   """
+
+  GROUP_WINDOW = 50   # batches per sorted window when grouping by length
 
   def __init__(self, features: dict[str, np.ndarray], *, global_batch_size: int,
                seed: int, shard_index: int = 0, num_shards: int = 1,
-               sampler: Optional[sampling.QPowerSampler] = None):
+               sampler: Optional[sampling.QPowerSampler] = None,
+               lengths: Optional[np.ndarray] = None,
+               buckets: tuple[int, ...] = (), group_by_length: bool = False):
     self.features = features
     self.n = len(next(iter(features.values())))
     if self.n < global_batch_size and sampler is None:
       raise ValueError(f'{self.n} training examples make no batch of '
                        f'{global_batch_size}')
+    if (buckets or group_by_length) and lengths is None:
+      raise ValueError('length bucketing needs per-example lengths')
     self.global_batch_size = global_batch_size
     self.local = global_batch_size // num_shards
     self.shard_index = shard_index
     self.seed = seed
     self.sampler = sampler
+    self.lengths = None if lengths is None else np.asarray(lengths)
+    self.buckets = tuple(buckets)
+    self.group_by_length = group_by_length
     self.steps_per_epoch = max(1, self.n // global_batch_size)
     self.epoch, self.step = 0, 0
     self._order = None
@@ -156,11 +210,28 @@ class ArrayIterator:
   def __iter__(self):
     return self
 
+  def _epoch_order(self) -> np.ndarray:
+    rng = np.random.default_rng([self.seed, self.epoch])
+    order = rng.permutation(self.n)
+    if not self.group_by_length:
+      return order
+    bs = self.global_batch_size
+    used = order[:self.steps_per_epoch * bs]   # whole batches only
+    window = self.GROUP_WINDOW * bs
+    batches = []
+    for start in range(0, len(used), window):
+      chunk = used[start:start + window]
+      # Stable sort, longest first: the order within equal lengths is the
+      # permutation's, so it still depends on the seed.
+      chunk = chunk[np.argsort(-self.lengths[chunk], kind='stable')]
+      batches.extend(chunk[i:i + bs] for i in range(0, len(chunk), bs))
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
   def _indices(self) -> np.ndarray:
     if self.sampler is not None:
       return self.sampler.next_global_batch(self.global_batch_size)
     if self._order is None:
-      self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+      self._order = self._epoch_order()
     start = self.step * self.global_batch_size
     idx = self._order[start:start + self.global_batch_size]
     self.step += 1
@@ -171,7 +242,11 @@ class ArrayIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     idx = self._indices()
     mine = idx[self.shard_index * self.local:(self.shard_index + 1) * self.local]
-    return {k: v[mine] for k, v in self.features.items()}
+    batch = {k: v[mine] for k, v in self.features.items()}
+    if self.buckets:
+      batch = trim_to_bucket(batch, self.buckets[-1],
+                             _bucket_for(self.lengths[idx], self.buckets))
+    return batch
 
   def get_state(self) -> dict[str, Any]:
     state = dict(epoch=self.epoch, step=self.step, n=self.n, seed=self.seed,
@@ -204,8 +279,14 @@ def sampler_for(config, labels: Sequence[int], shard_index: int,
 
 
 def eval_batches_from(features: dict[str, np.ndarray], local_batch_size: int,
-                      shard_index: int, num_shards: int):
-  """Fixed-size eval batches; `weights` 0 on padding rows."""
+                      shard_index: int, num_shards: int, *,
+                      lengths: Optional[np.ndarray] = None,
+                      buckets: tuple[int, ...] = ()):
+  """Fixed-size eval batches in data order; `weights` 0 on padding rows.
+
+  With `buckets` (and `lengths`), sequence features are cut as in
+  `ArrayIterator`, by the longest example of the global batch.
+  """
   n = len(next(iter(features.values())))
   global_bs = local_batch_size * num_shards
   for start in range(0, n, global_bs):
@@ -215,6 +296,9 @@ def eval_batches_from(features: dict[str, np.ndarray], local_batch_size: int,
     rows = np.where(valid, rows, 0)
     batch = {k: v[rows] for k, v in features.items()}
     batch['weights'] = batch.get('weights', np.ones(local_batch_size, np.float32)) * valid
+    if buckets:
+      batch = trim_to_bucket(batch, buckets[-1], _bucket_for(
+          lengths[start:start + global_bs], buckets))
     yield batch
 
 
@@ -237,19 +321,41 @@ class FinetuneTask(base.Task):
     """One class id per training example, for q-power sampling."""
     return self.train_features['labels']
 
+  # Whether eval batches may be cut to a length bucket: only where eval
+  # outputs are per example (per-token outputs of batches of different
+  # lengths could not be concatenated).
+  trim_eval_batches = False
+
   def train_iterator(self, local_batch_size, shard_index, num_shards, seed):
     sampler = None
     if self.config.data.get('sampling_q') is not None:
       sampler = sampler_for(self.config, self.sampler_labels(), shard_index,
                             num_shards)
+    buckets = length_buckets(self.config)
+    group = bool(self.config.data.get('group_by_length', False))
+    if group and sampler is not None:
+      raise ValueError('config.data.group_by_length and config.data.'
+                       'sampling_q exclude each other (the sampler picks '
+                       'the batches)')
     return ArrayIterator(
         self.train_features, global_batch_size=local_batch_size * num_shards,
         seed=seed, shard_index=shard_index, num_shards=num_shards,
-        sampler=sampler)
+        sampler=sampler, lengths=self._lengths(self.train_features),
+        buckets=buckets, group_by_length=group)
 
   def eval_batches(self, local_batch_size, shard_index, num_shards):
+    buckets = length_buckets(self.config) if self.trim_eval_batches else ()
     return eval_batches_from(self.eval_features, local_batch_size,
-                             shard_index, num_shards)
+                             shard_index, num_shards,
+                             lengths=self._lengths(self.eval_features),
+                             buckets=buckets)
+
+  @staticmethod
+  def _lengths(features) -> np.ndarray:
+    """Tokens per example: the last unmasked position + 1."""
+    mask = features['attention_mask']
+    last = mask.shape[1] - np.argmax(mask[:, ::-1] > 0, axis=1)
+    return np.where(mask.any(axis=1), last, 1)
 
   def _logits(self, params, batch, *, deterministic, rng=None):
     """`self.model` on the standard inputs (tasks with more inputs override)."""

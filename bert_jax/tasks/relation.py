@@ -280,6 +280,8 @@ def relation_metrics(preds: np.ndarray, labels: np.ndarray,
 class RelationTask(finetune.FinetuneTask):
   """Relation classification with any loss of `losses` and three methods."""
 
+  trim_eval_batches = True   # eval outputs are per example
+
   def __init__(self, config):
     super().__init__(config)
     d = config.data
