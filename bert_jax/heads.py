@@ -19,7 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.model import ACTIVATIONS, BertConfig, BertModel, _dense, _layer_norm
+from bert_jax.model import (ACTIVATIONS, BertConfig, BertModel, Dropout, _dense,
+                            _layer_norm)
 
 Array = jax.Array
 
@@ -150,7 +151,7 @@ class BertForSequenceClassification(nn.Module):
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
     x = pool(self.config, self.pooling, seq, pooled, attention_mask)
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
-    x = nn.Dropout(rate)(x, deterministic=deterministic)
+    x = Dropout(rate)(x, deterministic=deterministic)
     return _dense(self.config, self.num_labels, 'classifier')(x).astype(jnp.float32)
 
 
@@ -166,7 +167,7 @@ class BertForTokenClassification(nn.Module):
     seq, _ = BertModel(self.config, name='bert')(
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
-    seq = nn.Dropout(rate)(seq, deterministic=deterministic)
+    seq = Dropout(rate)(seq, deterministic=deterministic)
     return _dense(self.config, self.num_labels, 'tagger')(seq).astype(jnp.float32)
 
 
@@ -213,7 +214,7 @@ class BertForRelation(nn.Module):
       starts = jnp.stack([head_start, tail_start], axis=1)
       x = gather_positions(seq, starts).reshape(seq.shape[0], -1)
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
-    x = nn.Dropout(rate)(x, deterministic=deterministic)
+    x = Dropout(rate)(x, deterministic=deterministic)
     return _dense(self.config, self.num_labels, 'relation')(x).astype(jnp.float32)
 
 

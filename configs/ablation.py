@@ -11,6 +11,12 @@ words and `key=value` items:
                 the same sweep, checking the plumbing in minutes on 2 CPU cores.
   seeds=N       the first N of the seeds 0, 1, 2 (default 3; smoke 2).
   variants=a+b  only these loss variants (names of VARIANTS below).
+  max_len=N     config.data.max_seq_length (shorter: cheaper runs).
+Every run but smoke ones cuts its batches to length buckets (`data.length_buckets`: each
+batch as wide as its longest example rounded up to a multiple of
+max_len / 4), which changes the cost, not the result; batches are not
+grouped by length, so every variant (q-power sampling included) sees the
+same kind of batches.
 `get_config(arg)` builds one run's base config; `sweep(add, arg)` calls
 `add(**overrides)` once per run. `sweep` takes `arg` as its second parameter
 (big_vision's `sweep(add)` cannot see it; `experiments.sweep` passes it to a
@@ -52,7 +58,7 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
   """'drug_reviews,smoke,seeds=2' -> preset, smoke, seeds, variants."""
   parts = [p.strip() for p in (arg or 'drug_reviews').split(',') if p.strip()]
   a = types.SimpleNamespace(preset=parts[0], smoke=False, seeds=None,
-                            variants=list(VARIANTS))
+                            variants=list(VARIANTS), max_len=None)
   for part in parts[1:]:
     key, eq, value = part.partition('=')
     if not eq and key == 'smoke':
@@ -61,9 +67,11 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
       a.seeds = int(value)
     elif eq and key == 'variants':
       a.variants = value.split('+')
+    elif eq and key == 'max_len' and value.isdigit() and int(value) >= 8:
+      a.max_len = int(value)
     else:
       raise ValueError(f'configs/ablation.py:{arg}: unknown item {part!r}; '
-                       'known: smoke, seeds=N, variants=a+b')
+                       'known: smoke, seeds=N, variants=a+b, max_len=N (>= 8)')
   if a.seeds is None:
     a.seeds = 2 if a.smoke else len(SEEDS)
   if not 1 <= a.seeds <= len(SEEDS):
@@ -81,6 +89,11 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
   c = finetune.get_config(a.preset)
   if a.smoke:
     _smoke(c)
+  if a.max_len:
+    c.data.max_seq_length = a.max_len
+  if not a.smoke:   # smoke: one compiled shape keeps the CI sweep quick
+    step = max(1, c.data.max_seq_length // 4)
+    c.data.length_buckets = tuple(range(step, c.data.max_seq_length, step))
   return c
 
 

@@ -236,3 +236,35 @@ def sig(x: Optional[float], digits: int = 3) -> str:
 
 def mib(x: Optional[float]) -> str:
   return '—' if x is None else f'{x / 2**20:,.0f}'
+
+
+def write_section(path: str, name: str, text: str) -> None:
+  """Puts `text` between `<!-- name:start -->` / `<!-- name:end -->` in the
+  Markdown file `path` (replacing that section, else appending it), so each
+  benchmark script owns its own part of BENCHMARKS.md."""
+  start, end = f'<!-- {name}:start -->', f'<!-- {name}:end -->'
+  block = f'{start}\n{text.strip()}\n{end}\n'
+  old = open(path).read() if os.path.exists(path) else ''
+  if start in old and end in old:
+    head, rest = old.split(start, 1)
+    new = head + block + rest.split(end, 1)[1].lstrip('\n')
+  else:
+    new = old + ('\n' if old and not old.endswith('\n\n') else '') + block
+  with open(path, 'w') as f:
+    f.write(new)
+
+
+def sections_after(path: str, name: str) -> str:
+  """The `write_section` blocks of `path` other than `name`, to keep when a
+  script regenerates the rest of the file."""
+  if not os.path.exists(path):
+    return ''
+  text, kept = open(path).read(), []
+  while '<!-- ' in text:
+    _, _, text = text.partition('<!-- ')
+    tag, _, text = text.partition(':start -->')
+    if not _ or tag == name:
+      continue
+    body, _, text = text.partition(f'<!-- {tag}:end -->')
+    kept.append(f'<!-- {tag}:start -->{body}<!-- {tag}:end -->\n')
+  return '\n'.join(kept)

@@ -726,7 +726,9 @@ def run_main(args) -> str:
                 rounds=rounds)
   sys.stdout.write(text)
   if args.out:
-    pathlib.Path(args.out).write_text(text)
+    # Sections owned by other scripts (experiments/bench_epoch.py) stay.
+    kept = bu.sections_after(args.out, '')
+    pathlib.Path(args.out).write_text(text + ('\n' + kept if kept else ''))
     _log(f'wrote {args.out}')
   if args.json:
     # Every step time of every row, for analysis beyond the tables.

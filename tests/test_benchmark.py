@@ -1,6 +1,7 @@
 """Smoke tests of experiments/benchmark.py: it runs end to end and writes its
 tables. No timing is asserted anywhere: speed is the benchmark's business."""
 
+import argparse
 import datetime
 import json
 import os
@@ -170,3 +171,58 @@ def test_targets_are_judged_from_the_ratios():
   (compile_s,) = {r['compile s'] for r in _table_rows(text, '## Step time')
                   if r['impl'] == 'bert_jax'}
   assert compile_s == '3.0'
+
+
+def test_sections_of_other_scripts_survive_a_rewrite(tmp_path):
+  path = str(tmp_path / 'B.md')
+  with open(path, 'w') as f:
+    f.write('# generated\nold table\n')
+  bu.write_section(path, 'bench_epoch', 'epoch table 1')
+  bu.write_section(path, 'other', 'other table')
+  bu.write_section(path, 'bench_epoch', 'epoch table 2')   # replaced in place
+  text = open(path).read()
+  assert text.count('epoch table') == 1 and 'epoch table 2' in text
+  assert text.index('epoch table 2') < text.index('other table')
+  kept = bu.sections_after(path, '')
+  assert 'old table' not in kept
+  assert 'epoch table 2' in kept and 'other table' in kept
+  assert 'epoch table' not in bu.sections_after(path, 'bench_epoch')
+
+
+def _epoch_result(name, total, tokens, shapes=1):
+  return dict(name=name, import_s=1.0, data_s=0.5, setup_s=1.5,
+              train_s=total - 4.0, compile_s=1.0, eval_s=2.0, tokens=tokens,
+              shapes=shapes, steps=33, accuracy=0.7, macro_f1=0.45)
+
+
+def test_epoch_table_ratios_are_against_hf_flax():
+  from experiments import bench_epoch  # pylint: disable=g-import-not-at-top
+  args = argparse.Namespace(
+      max_len=256, batch=16, epochs=1, limit=0)
+  text = bench_epoch.render(
+      [_epoch_result('bert_jax, bucketed + grouped', 50.0, 70_000, 4),
+       _epoch_result('HF Flax, padded', 100.0, 135_168)], args, 'test')
+  rows = _table_rows('x\n' + text, 'x')
+  assert [r['HF Flax / this'] for r in rows] == ['2.00x', '1.00x']
+  assert rows[0]['compiled shapes'] == '4'
+  assert rows[0]['tokens fed'] == '70,000'
+
+
+@pytest.mark.slow
+def test_epoch_benchmark_small_run(tmp_path):
+  out = tmp_path / 'B.md'
+  env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.bench_epoch', '--limit=48',
+       '--max_len=64', '--buckets=32', f'--out={out}'], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=1800)
+  assert proc.returncode == 0, proc.stderr[-6000:]
+  rows = _table_rows(out.read_text(), '## One fine-tuning epoch')
+  by_name = {r['implementation']: r for r in rows}
+  bucketed = by_name['bert_jax, bucketed + grouped']
+  padded = by_name['bert_jax, padded']
+  assert padded['tokens fed'] == by_name['HF Flax, padded']['tokens fed'] == (
+      f'{3 * 16 * 64:,}')
+  assert int(bucketed['tokens fed'].replace(',', '')) < 3 * 16 * 64
+  for r in rows:
+    assert 0 <= float(r['test acc']) <= 1

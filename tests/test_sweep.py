@@ -146,6 +146,19 @@ def test_ablation_config_sweep():
   assert len(ner) == 11
 
 
+def test_ablation_config_max_len_and_buckets():
+  from configs import ablation  # pylint: disable=g-import-not-at-top
+  c = ablation.get_config('drug_reviews,max_len=128,seeds=1')
+  assert c.data.max_seq_length == 128
+  assert c.data.length_buckets == (32, 64, 96)
+  assert not c.data.group_by_length
+  assert ablation.get_config('drug_reviews').data.length_buckets == (64, 128, 192)
+  for bad in ('drug_reviews,max_len=abc', 'drug_reviews,max_len=4',
+              'drug_reviews,maxlen=128'):
+    with pytest.raises(ValueError, match='max_len=N'):
+      ablation.get_config(bad)
+
+
 # ------------------------------------------------------------ validation
 def test_typo_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
   cfg = _config(tmp_path, "[{'seed': 0}, {'seed': 1}, "
