@@ -71,6 +71,23 @@ def mask_elements(x, weights):
   return jnp.where(weights > 0, x, jnp.zeros((), x.dtype))
 
 
+def _softmax_args(logits, labels, weights):
+  """Checked softmax-loss arguments: logits `[..., C]` as given, integer
+  labels `[...]`, weights `[...]` in the compute dtype (>= fp32)."""
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  if logits.ndim < 1:
+    raise ValueError('softmax losses need logits of shape [..., C].')
+  if labels.shape != logits.shape[:-1]:
+    raise ValueError(
+        f'labels shape {labels.shape} must equal logits.shape[:-1] = '
+        f'{logits.shape[:-1]} (integer class ids).')
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(f'softmax losses need integer labels, got {labels.dtype}.')
+  dtype = compute_dtype(logits)
+  return logits, labels, element_weights(weights, labels.shape, dtype=dtype)
+
+
 def softmax_inputs(logits, labels, weights):
   """Validated, cast and masked inputs for a softmax loss.
 
@@ -86,18 +103,8 @@ def softmax_inputs(logits, labels, weights):
     loss is NaN and the trainer's non-finite check stops the run (a silent
     wrap-around of -1, or a dropped row, would corrupt an ablation quietly).
   """
-  logits = jnp.asarray(logits)
-  labels = jnp.asarray(labels)
-  if logits.ndim < 1:
-    raise ValueError('softmax losses need logits of shape [..., C].')
-  if labels.shape != logits.shape[:-1]:
-    raise ValueError(
-        f'labels shape {labels.shape} must equal logits.shape[:-1] = '
-        f'{logits.shape[:-1]} (integer class ids).')
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f'softmax losses need integer labels, got {labels.dtype}.')
-  dtype = compute_dtype(logits)
-  weights = element_weights(weights, labels.shape, dtype=dtype)
+  logits, labels, weights = _softmax_args(logits, labels, weights)
+  dtype = weights.dtype
   active = weights > 0
   invalid = active & ((labels < 0) | (labels >= logits.shape[-1]))
   live = active & ~invalid
@@ -247,31 +254,14 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
   Returns:
     `(loss, aux)`: scalar in the compute dtype, and `row_fn`'s aux.
   """
-  logits = jnp.asarray(logits)
-  labels = jnp.asarray(labels)
-  if logits.ndim < 1:
-    raise ValueError('softmax losses need logits of shape [..., C].')
-  if labels.shape != logits.shape[:-1]:
-    raise ValueError(
-        f'labels shape {labels.shape} must equal logits.shape[:-1] = '
-        f'{logits.shape[:-1]} (integer class ids).')
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f'softmax losses need integer labels, got {labels.dtype}.')
-  dtype = compute_dtype(logits)
-  w = element_weights(weights, labels.shape, dtype=dtype)
+  logits, labels, w = _softmax_args(logits, labels, weights)
   return _fused_rows(row_fn, bool(mean), float(label_smoothing), axis_name,
                      logits, labels, w, hparams)
 
 
 def _rows_forward(row_fn, mean, eps, axis_name, logits, labels, w, hparams):
-  dtype = w.dtype
-  num_classes = logits.shape[-1]
-  active = w > 0
-  invalid = active & ((labels < 0) | (labels >= num_classes))
-  live = active & ~invalid
-  fill = jnp.where(invalid, jnp.nan, 0.0).astype(dtype)
-  z = jnp.where(live[..., None], logits.astype(dtype), fill[..., None])
-  labels = jnp.where(live, labels, 0)
+  num_classes, dtype = logits.shape[-1], w.dtype
+  z, labels, _ = softmax_inputs(logits, labels, w)   # masked / NaN rows
   shifted = z - jnp.max(z, axis=-1, keepdims=True)
   e = jnp.exp(shifted)
   s = jnp.sum(e, axis=-1)
