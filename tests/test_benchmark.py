@@ -226,3 +226,21 @@ def test_epoch_benchmark_small_run(tmp_path):
   assert int(bucketed['tokens fed'].replace(',', '')) < 3 * 16 * 64
   for r in rows:
     assert 0 <= float(r['test acc']) <= 1
+
+
+def test_input_table_compares_with_one_gpu():
+  from experiments import bench_input  # pylint: disable=g-import-not-at-top
+  text = bench_input.render(dict(examples=100, offline=580.0, shards=1160.0,
+                                 in_memory=5800.0), 'test')
+  rows = _table_rows(text, '## Host input pipeline')
+  assert [r['vs 1 A100, BERT-large (580/s)'] for r in rows] == [
+      '1.0x', '2.0x', '10.0x']
+  assert rows[1]['examples/s per core'] == '1,160'
+
+
+@pytest.mark.slow
+def test_input_benchmark_small_run():
+  from experiments import bench_input  # pylint: disable=g-import-not-at-top
+  r = bench_input.measure(speeches=4, batch=16, steps=5)
+  assert r['examples'] > 16
+  assert min(r['offline'], r['shards'], r['in_memory']) > 0
