@@ -62,13 +62,16 @@ def _metrics(preds, labels, num_classes) -> dict[str, float]:
 
 
 class _Clock:
-  """Per-shape step timings: compile = first call - median of the rest."""
+  """Per-shape step timings (compile = first call - median of the rest) and
+  the padded tokens fed."""
 
   def __init__(self):
     self.times: dict[tuple, list[float]] = {}
+    self.tokens = 0
 
-  def add(self, shape, seconds):
-    self.times.setdefault(tuple(shape), []).append(seconds)
+  def add(self, batch, seconds):
+    self.times.setdefault(batch['input_ids'].shape, []).append(seconds)
+    self.tokens += batch['input_ids'].size
 
   def summary(self) -> dict[str, Any]:
     import numpy as np  # pylint: disable=g-import-not-at-top
@@ -78,6 +81,7 @@ class _Clock:
       compile_s += max(0.0, ts[0] - float(np.median(rest)))
     return dict(train_s=sum(sum(t) for t in self.times.values()),
                 compile_s=compile_s, shapes=len(self.times),
+                tokens=int(self.tokens),
                 steps=sum(len(t) for t in self.times.values()))
 
 
@@ -118,13 +122,12 @@ def worker_bert_jax(args, bucketed: bool) -> dict[str, Any]:
       train.train_step, task=task, tx=tx, schedule=schedule,
       grad_accum_steps=1, skip_nonfinite=False), donate_argnums=0)
   t_setup = time.perf_counter()
-  clock, tokens = _Clock(), 0
+  clock = _Clock()
   for batch in batches:
     t = time.perf_counter()
     state, m = step_fn(state, batch)
     jax.block_until_ready(m)
-    clock.add(batch['input_ids'].shape, time.perf_counter() - t)
-    tokens += batch['input_ids'].size
+    clock.add(batch, time.perf_counter() - t)
 
   t_eval = time.perf_counter()
   mesh = sharding.make_mesh(None)
@@ -137,7 +140,7 @@ def worker_bert_jax(args, bucketed: bool) -> dict[str, Any]:
       name='bert_jax, bucketed + grouped' if bucketed else 'bert_jax, padded',
       import_s=t_import - t0, data_s=t_data - t_import,
       setup_s=t_setup - t_data, eval_s=t_end - t_eval,
-      tokens=int(tokens), **clock.summary(),
+      **clock.summary(),
       **_metrics(np.asarray(preds), np.asarray(labels), len(task.label_names)))
 
 
@@ -213,15 +216,14 @@ def worker_hf_flax(args) -> dict[str, Any]:
 
   train_step = jax.jit(train_step, donate_argnums=(0, 1))
   t_setup = time.perf_counter()
-  clock, tokens = _Clock(), 0
+  clock = _Clock()
   key = jax.random.PRNGKey(1)
   for batch in batches:
     key, sub = jax.random.split(key)
     t = time.perf_counter()
     params, opt_state, loss = train_step(params, opt_state, batch, sub)
     jax.block_until_ready(loss)
-    clock.add(batch['input_ids'].shape, time.perf_counter() - t)
-    tokens += batch['input_ids'].size
+    clock.add(batch, time.perf_counter() - t)
 
   t_eval = time.perf_counter()
 
@@ -240,7 +242,7 @@ def worker_hf_flax(args) -> dict[str, Any]:
   t_end = time.perf_counter()
   return dict(name='HF Flax, padded', import_s=t_import - t0,
               data_s=t_data - t_import, setup_s=t_setup - t_data,
-              eval_s=t_end - t_eval, tokens=int(tokens), **clock.summary(),
+              eval_s=t_end - t_eval, **clock.summary(),
               **_metrics(np.concatenate(preds), test_f['labels'], len(names)))
 
 

@@ -90,14 +90,11 @@ def measure(speeches: int, batch: int, steps: int) -> dict[str, float]:
     instances = pd.create_nsp_instances(
         docs, max_seq_length=128, short_seq_prob=0.1, dupe_factor=1,
         rng=np.random.default_rng(0), cls_id=101, sep_id=102)
-    t = time.perf_counter()
     memory = pd.PretrainingIterator.from_instances(
         instances, max_seq_length=128, batch_size=batch, seed=0)
-    featurise_s = time.perf_counter() - t
     memory_rate = _drain(memory, min(steps, memory.steps_per_epoch), batch)
   return dict(examples=n, offline=n / offline_s, shards=shards_rate,
-              in_memory=memory_rate,
-              in_memory_featurise=len(instances) / featurise_s)
+              in_memory=memory_rate)
 
 
 def render(r: dict[str, float], info: str) -> str:

@@ -318,15 +318,19 @@ def _fused_rows_bwd(row_fn, mean, eps, axis_name, res, cotangents):
   else:
     d_w = g * l
   d_labels = np.zeros(labels.shape, jax.dtypes.float0)
-  d_hparams = jax.tree.map(_zero_cotangent, hparams)
+  d_hparams = zero_cotangents(hparams)
   return d_logits, d_labels, d_w, d_hparams
 
 
-def _zero_cotangent(x):
-  x = jnp.asarray(x)
-  if jnp.issubdtype(x.dtype, jnp.inexact):
-    return jnp.zeros_like(x)
-  return np.zeros(x.shape, jax.dtypes.float0)
+def zero_cotangents(tree):
+  """Zero cotangents for a pytree of custom_vjp inputs that are not
+  differentiated (hyperparameters, loss state): float0 for integers."""
+  def zero(x):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      return jnp.zeros_like(x)
+    return np.zeros(x.shape, jax.dtypes.float0)
+  return jax.tree.map(zero, tree)
 
 
 _fused_rows.defvjp(_fused_rows_fwd, _fused_rows_bwd)

@@ -154,7 +154,7 @@ def _fused_probs_bwd(terms_fn, binary, res, g):
   g_z, g_w, hparams = res
   # Labels (y) are data: their cotangent is zero.
   return (g * g_z, jnp.zeros_like(g_z), g * g_w,
-          jax.tree.map(jnp.zeros_like, hparams))
+          _core.zero_cotangents(hparams))
 
 
 _fused_probs.defvjp(_fused_probs_fwd, _fused_probs_bwd)
