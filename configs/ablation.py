@@ -12,6 +12,13 @@ words and `key=value` items:
   seeds=N       the first N of the seeds 0, 1, 2 (default 3; smoke 2).
   variants=a+b  only these loss variants (names of VARIANTS below).
   max_len=N     config.data.max_seq_length (shorter: cheaper runs).
+  train_examples=N, eval_examples=N
+                a sample of N examples (seeded by data.split_seed)
+                (config.data.max_{train,eval}_examples): subsets for the
+                CPU budget, said in the report.
+  epochs=X      config.num_epochs.
+  init_from=DIR config.model.init_from, e.g. the `hf` export of
+                `configs/pretrain.py:chinese_msra` for msra_ner.
 Every run but smoke ones cuts its batches to length buckets (`data.length_buckets`: each
 batch as wide as its longest example rounded up to a multiple of
 max_len / 4), which changes the cost, not the result; batches are not
@@ -58,7 +65,9 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
   """'drug_reviews,smoke,seeds=2' -> preset, smoke, seeds, variants."""
   parts = [p.strip() for p in (arg or 'drug_reviews').split(',') if p.strip()]
   a = types.SimpleNamespace(preset=parts[0], smoke=False, seeds=None,
-                            variants=list(VARIANTS), max_len=None)
+                            variants=list(VARIANTS), max_len=None,
+                            train_examples=0, eval_examples=0, epochs=None,
+                            init_from='')
   for part in parts[1:]:
     key, eq, value = part.partition('=')
     if not eq and key == 'smoke':
@@ -69,9 +78,18 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
       a.variants = value.split('+')
     elif eq and key == 'max_len' and value.isdigit() and int(value) >= 8:
       a.max_len = int(value)
+    elif (eq and key in ('train_examples', 'eval_examples')
+          and value.isdigit() and int(value) > 0):
+      setattr(a, key, int(value))
+    elif eq and key == 'epochs' and _positive_float(value):
+      a.epochs = float(value)
+    elif eq and key == 'init_from' and value:
+      a.init_from = value
     else:
       raise ValueError(f'configs/ablation.py:{arg}: unknown item {part!r}; '
-                       'known: smoke, seeds=N, variants=a+b, max_len=N (>= 8)')
+                       'known: smoke, seeds=N, variants=a+b, max_len=N (>= 8), '
+                       'train_examples=N, eval_examples=N (> 0), epochs=X '
+                       '(> 0), init_from=DIR')
   if a.seeds is None:
     a.seeds = 2 if a.smoke else len(SEEDS)
   if not 1 <= a.seeds <= len(SEEDS):
@@ -84,6 +102,13 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
   return a
 
 
+def _positive_float(value: str) -> bool:
+  try:
+    return float(value) > 0
+  except ValueError:
+    return False
+
+
 def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
   a = parse_arg(arg)
   c = finetune.get_config(a.preset)
@@ -91,6 +116,14 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
     _smoke(c)
   if a.max_len:
     c.data.max_seq_length = a.max_len
+  if a.train_examples:
+    c.data.max_train_examples = a.train_examples
+  if a.eval_examples:
+    c.data.max_eval_examples = a.eval_examples
+  if a.epochs:
+    c.num_epochs = a.epochs
+  if a.init_from:
+    c.model.init_from = a.init_from
   if not a.smoke:   # smoke: one compiled shape keeps the CI sweep quick
     step = max(1, c.data.max_seq_length // 4)
     c.data.length_buckets = tuple(range(step, c.data.max_seq_length, step))

@@ -61,7 +61,7 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
       train=train, eval='', train_split=train_split, eval_split=eval_split,
       split_seed=0, vocab='', max_seq_length=max_len, on_error='raise',
       sampling_q=ml_collections.FieldReference(None, field_type=float),
-      max_train_examples=0, max_eval_examples=0,   # 0: all; N: the first N
+      max_train_examples=0, max_eval_examples=0,   # 0: all; N: a seeded sample of N
       # Length bucketing: batches cut to the smallest of these lengths that
       # holds their longest example (one compiled step per bucket; () off);
       # group_by_length also batches examples of similar length together.
@@ -112,7 +112,7 @@ def _span_qa(c: ml_collections.ConfigDict, arg: str) -> None:
 def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
   """Token tagging fields (bert_jax/tasks/tagging.py)."""
   c.data.scheme = {'msra_ner': 'BMES', 'conll_sample': 'IOB2'}.get(arg, 'auto')
-  c.data.max_train_examples = 0     # 0: all; N: the first N sentences
+  c.data.max_train_examples = 0     # 0: all; N: a seeded sample of N
   c.data.max_eval_examples = 0
   c.best_metric = 'span_f1'         # strict entity-level micro F1
   if arg == 'msra_ner':

@@ -1,9 +1,12 @@
 r"""Non-BERT baselines on the registered data sets, for the recorded results.
 
   python -m experiments.baselines [--datasets=drug_reviews,spam_assassin,...] [--out=FILE]
+      [--max_train_examples=N] [--max_eval_examples=N]
 
 Each baseline is fit on the same train split and scored on the same eval
-split as the BERT runs of `configs/finetune.py`, with the project's metrics:
+split as the BERT runs of `configs/finetune.py` (the same seeded subsets
+with --max_{train,eval}_examples, as config.data.max_{train,eval}_examples
+gives a BERT run), with the project's metrics:
   classification and pairs: TF-IDF (word 1-2 grams) + logistic regression;
   tagging: most frequent tag per word (seen in training; 'O' otherwise);
   span QA: the empty answer and the first sentence of the passage.
@@ -21,6 +24,7 @@ import numpy as np
 
 from bert_jax import metrics
 from bert_jax.data import datasets
+from bert_jax.tasks import finetune as finetune_task
 from bert_jax.tasks import span_qa
 from configs import finetune
 
@@ -28,12 +32,13 @@ DEFAULT = ('drug_reviews', 'spam_assassin', 'boolq', 'conll_sample',
            'msra_ner', 'disfl_qa')
 
 
-def _splits(name: str):
+def _splits(name: str, max_train: int = 0, max_eval: int = 0):
+  """The preset's train and eval splits, loaded as a BERT run loads them."""
   c = finetune.get_config(name)
-  train = datasets.load(c.data.train, c.data.train_split, seed=c.data.split_seed)
-  evaluation = datasets.load(c.data.eval or c.data.train, c.data.eval_split,
-                             seed=c.data.split_seed)
-  return train, evaluation
+  c.data.max_train_examples = max_train
+  c.data.max_eval_examples = max_eval
+  return (finetune_task.load_split(c, 'train'),
+          finetune_task.load_split(c, 'eval'))
 
 
 def tfidf_logreg(train, evaluation, seed: int = 0) -> dict:
@@ -72,8 +77,8 @@ def most_frequent_tag(train, evaluation, scheme: str) -> dict:
               per_type_f1={k: v['f1'] for k, v in m['per_type'].items()})
 
 
-def run(name: str) -> dict:
-  train, evaluation = _splits(name)
+def run(name: str, max_train: int = 0, max_eval: int = 0) -> dict:
+  train, evaluation = _splits(name, max_train, max_eval)
   if train.task_kind == 'classification':
     out = tfidf_logreg(train, evaluation)
   elif train.task_kind == 'tagging':
@@ -92,8 +97,13 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog='python -m experiments.baselines')
   p.add_argument('--datasets', default=','.join(DEFAULT))
   p.add_argument('--out', default='')
+  p.add_argument('--max_train_examples', type=int, default=0,
+                 help='a seeded sample of N training examples (0: all)')
+  p.add_argument('--max_eval_examples', type=int, default=0,
+                 help='a seeded sample of N eval examples (0: all)')
   args = p.parse_args(argv)
-  rows = [run(n) for n in args.datasets.split(',') if n]
+  rows = [run(n, args.max_train_examples, args.max_eval_examples)
+          for n in args.datasets.split(',') if n]
   text = json.dumps(rows, indent=2)
   print(text)
   if args.out:

@@ -305,7 +305,7 @@ def main(argv=None):
   p.add_argument('--buckets', type=lambda s: [int(x) for x in s.split(',')],
                  default=[64, 128, 192])
   p.add_argument('--limit', type=int, default=0,
-                 help='only the first N train and test reviews (smoke runs)')
+                 help='a seeded sample of N train and test reviews (smoke runs)')
   p.add_argument('--only', default=','.join(WORKERS),
                  help=f'comma-separated subset of {WORKERS}')
   p.add_argument('--out', default='',

@@ -159,6 +159,21 @@ def test_ablation_config_max_len_and_buckets():
       ablation.get_config(bad)
 
 
+def test_ablation_config_subsets_epochs_and_init(tmp_path):
+  from configs import ablation  # pylint: disable=g-import-not-at-top
+  c = ablation.get_config('spam_assassin,train_examples=800,eval_examples=300,'
+                          f'epochs=2.5,init_from={tmp_path}')
+  assert c.data.max_train_examples == 800 and c.data.max_eval_examples == 300
+  assert c.num_epochs == 2.5 and c.model.init_from == str(tmp_path)
+  plain = ablation.get_config('spam_assassin')
+  assert plain.data.max_train_examples == 0 and plain.model.init_from == 'minilm'
+  for bad in ('spam_assassin,train_examples=0', 'spam_assassin,epochs=-1',
+              'spam_assassin,epochs=x', 'spam_assassin,init_from=',
+              'spam_assassin,eval_examples=1.5'):
+    with pytest.raises(ValueError, match='unknown item'):
+      ablation.get_config(bad)
+
+
 # ------------------------------------------------------------ validation
 def test_typo_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
   cfg = _config(tmp_path, "[{'seed': 0}, {'seed': 1}, "

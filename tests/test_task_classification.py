@@ -55,8 +55,13 @@ def test_tiny_run_loss_falls(tmp_path, loss):
   c = tiny(**overrides)
   results = train.run(c, tmp_path)
   losses = [h['loss'] for h in results['train_history'] if 'loss' in h]
-  assert losses[-1] < losses[0], losses
   final = results['final_eval']
+  if loss['name'] != 'ghm':
+    assert losses[-1] < losses[0], losses
+  # GHM's value is renormalised by the batch's gradient density at every
+  # step, so its curve need not fall; what it trains must still beat the
+  # uniform prediction (CE ln 3) on held-out data.
+  assert final['ce_loss'] < 0.9 * np.log(3), (losses, final['ce_loss'])
   assert set(final['per_class']) == {'negative', 'neutral', 'positive'}
   for key in ('accuracy', 'macro_f1', 'minority_f1', 'f1/neutral'):
     assert key in final
@@ -102,3 +107,21 @@ def test_bad_inputs_are_named():
     ClassificationTask(tiny(**{'loss.gamma': -1.0, 'loss.name': 'focal'}))
   with pytest.raises(ValueError, match='sampling_q'):
     ClassificationTask(tiny(**{'data.sampling_q': 1.5})).train_iterator(16, 0, 1, 0)
+
+
+def test_example_limits_draw_a_seeded_sample_in_source_order():
+  from bert_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import finetune as finetune_task  # pylint: disable=g-import-not-at-top
+  full = datasets.load('spam_assassin', 'train', seed=0).examples
+  position = {e.guid: i for i, e in enumerate(full)}
+  c = tiny('spam_assassin', **{'data.max_train_examples': 600})
+  first = finetune_task.load_split(c, 'train').examples
+  assert len(first) == 600 and len({e.guid for e in first}) == 600
+  order = [position[e.guid] for e in first]
+  assert order == sorted(order)                     # source order kept
+  assert finetune_task.load_split(c, 'train').examples == first  # seeded
+  # Not a prefix (all ham): about the split's 31% spam.
+  spam = sum(e.label == 'spam' for e in first) / 600
+  assert 0.25 < spam < 0.38
+  c.data.split_seed = 1
+  assert finetune_task.load_split(c, 'train').examples != first

@@ -106,7 +106,9 @@ def pretrained_bert_params(config, params, bert: BertConfig):
 
 def load_split(config, which: str) -> datasets.Dataset:
   """config.data.train / .eval (name or path) and their splits; with
-  config.data.max_{train,eval}_examples > 0 only the first N examples."""
+  config.data.max_{train,eval}_examples = N > 0, N examples drawn without
+  replacement (seeded by config.data.split_seed, so every run and baseline
+  gets the same ones), kept in source order."""
   d = config.data
   name = d.train if which == 'train' else (d.eval or d.train)
   split = d.train_split if which == 'train' else d.eval_split
@@ -117,8 +119,13 @@ def load_split(config, which: str) -> datasets.Dataset:
   except KeyError as e:
     raise ValueError(f'config.data.{which}: {e}') from e
   limit = d.get(f'max_{which}_examples')
-  if limit and limit < len(ds):   # the first N examples (quick runs, tests)
-    ds = datasets.Dataset(ds.name, ds.split, ds.examples[:limit],
+  if limit and limit < len(ds):
+    # A sample, not a prefix: a split in source order can start with one
+    # class only (spam_assassin's train split lists all its ham first).
+    keep = np.sort(np.random.default_rng(d.split_seed).choice(
+        len(ds), limit, replace=False))
+    ds = datasets.Dataset(ds.name, ds.split,
+                          tuple(ds.examples[i] for i in keep),
                           ds.label_names, ds.task_kind, ds.report)
   report = ds.report
   if getattr(report, 'skipped', 0):

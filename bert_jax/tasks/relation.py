@@ -49,8 +49,8 @@ in the label set, if any):
     over the relations (but the no-relation one) seen in gold or predictions.
     Not checked against the Perl scorer, which also counts examples it was
     not given as Other; here skipped examples are simply not scored.
-`config.data.max_train_examples` / `max_eval_examples` (0 = all) keep the
-first N examples of a split.
+`config.data.max_train_examples` / `max_eval_examples` (0 = all) keep a
+seeded sample of N examples of a split (`finetune.load_split`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ per word. `config.data.scheme` is 'IOB2', 'BIOES' (alias 'IOBES') or 'BMES',
 or 'auto' to infer it from the training tag set: BMES if any tag has an M-
 prefix, BIOES if any has E- or S-, else IOB2. Every tag must be valid in the
 scheme. `config.data.max_train_examples` / `max_eval_examples` (0 = all)
-keep only the first N sentences of a split, for quick runs.
+keep a seeded sample of N sentences of a split, for quick runs.
 
 Features: the words go through `encode_pretokenized_batch`, so a word may
 become several sub-tokens. The tag of a word is the label of its FIRST
