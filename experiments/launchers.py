@@ -53,7 +53,12 @@ def launch(args, spec: str, runs: Sequence[sweep_lib.Run]) -> int:
   else:
     python = args.python or sys.executable
     dirs = [str(workdir / r.name) for r in runs]
-  argvs = [sweep_lib.train_argv(python, spec, r, d) for r, d in zip(runs, dirs)]
+  base = (args.remote_workdir or args.workdir).rstrip('/') if (
+      args.launcher == 'tpu') else str(workdir)
+  cache = '' if getattr(args, 'no_compilation_cache', False) else (
+      getattr(args, 'compilation_cache_dir', '') or f'{base}/compilation_cache')
+  argvs = [sweep_lib.train_argv(python, spec, r, d, cache)
+           for r, d in zip(runs, dirs)]
   if args.launcher != 'tpu':   # the workers' directories are not visible here
     sweep_lib.check_finished(runs, [pathlib.Path(d) for d in dirs])
   sweep_json = sweep_lib.write_sweep_json(workdir, spec, runs, argvs)

@@ -314,6 +314,11 @@ def _diff(a: Any, b: Any, prefix: str = '') -> list[str]:
   return [] if a == b else [f'{prefix[:-1]}: {b!r} there, {a!r} now']
 
 
+# Config keys that change how a run is executed, not what it computes: left
+# out when a finished run's config is compared with the sweep's.
+EXECUTION_ONLY = ('compilation_cache_dir',)
+
+
 def check_finished(runs: Sequence[Run], dirs: Sequence[pathlib.Path]) -> None:
   """A finished run is skipped, so its results must come from the config
   this sweep would give it (not from an older sweep in the same workdir)."""
@@ -326,8 +331,12 @@ def check_finished(runs: Sequence[Run], dirs: Sequence[pathlib.Path]) -> None:
       old = json.loads(path.read_text()).get('config')
     except (OSError, ValueError):
       continue
-    if old is not None and old != run.config:
-      diff = _diff(run.config, old)
+    if old is None:
+      continue
+    new = {k: v for k, v in run.config.items() if k not in EXECUTION_ONLY}
+    old = {k: v for k, v in old.items() if k not in EXECUTION_ONLY}
+    if old != new:
+      diff = _diff(new, old)
       errors.append(f'run {run.index} ({run.name}): {path} comes from another '
                     f'config ({"; ".join(diff[:3])}{"; ..." if len(diff) > 3 else ""})')
   if errors:
@@ -337,11 +346,22 @@ def check_finished(runs: Sequence[Run], dirs: Sequence[pathlib.Path]) -> None:
 
 
 # ------------------------------------------------------------ commands
-def train_argv(python: str, spec: str, run: Run, workdir: str) -> list[str]:
+def train_argv(python: str, spec: str, run: Run, workdir: str,
+               compilation_cache_dir: str = '') -> list[str]:
   """One run's argv. Never joined into a shell string here: the local
-  launcher execs it directly, the script launchers quote every element."""
+  launcher execs it directly, the script launchers quote every element.
+
+  With `compilation_cache_dir`, every run shares one persistent XLA cache:
+  runs of a sweep compile the same steps (shapes do not depend on the loss
+  or seed), so all but the first load them instead of compiling.
+  """
+  cache = []
+  if (compilation_cache_dir and run.config is not None
+      and 'compilation_cache_dir' in run.config
+      and 'compilation_cache_dir' not in run.overrides):
+    cache = [f'--config.compilation_cache_dir={compilation_cache_dir}']
   return ([python, '-m', 'bert_jax.main', f'--config={spec}']
-          + command_overrides(run.overrides)
+          + command_overrides(run.overrides) + cache
           + [f'--workdir={workdir}'])
 
 
@@ -376,6 +396,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--python', default=None,
                  help='interpreter in the commands (local/slurm: this one; '
                  'tpu: python3)')
+  p.add_argument('--compilation_cache_dir', default='',
+                 help='persistent XLA compilation cache shared by the runs '
+                 '(default <workdir>/compilation_cache; a TPU pod: the remote '
+                 'workdir\'s)')
+  p.add_argument('--no_compilation_cache', action='store_true',
+                 help='every run compiles its own steps')
   launchers.add_flags(p)
   args = p.parse_args(argv)
   if args.parallel < 1:

@@ -257,6 +257,40 @@ def test_results_of_another_config_are_not_skipped_silently(tmp_path, capsys):
   assert not (out / 'sweep.json').exists()
 
 
+def test_runs_share_a_compilation_cache(tmp_path, capsys, monkeypatch):
+  cfg = _config(tmp_path)
+  cfg.write_text(cfg.read_text().replace(
+      "  c.seed = 0\n", "  c.seed = 0\n  c.compilation_cache_dir = ''\n"))
+  out = tmp_path / 'out'
+  calls = tmp_path / 'calls'
+  monkeypatch.setenv('FAKE_CALLS', str(calls))
+  fake = _fake_python(tmp_path)
+  # A run finished with another cache directory is the same run: skipped.
+  done = out / 'loss=ce,seed=0'
+  done.mkdir(parents=True)
+  (done / 'results.json').write_text(json.dumps(
+      {'config': {'seed': 0, 'compilation_cache_dir': '/elsewhere',
+                  'note': 'base', 'loss': {'name': 'ce', 'gamma': None,
+                                           'alpha': None},
+                  'optim': {'lr': 0.001, 'steps': 10}}}))
+  sweep.main([f'--config={cfg}:base', f'--workdir={out}', f'--python={fake}'])
+  argvs = _calls(calls)
+  assert len(argvs) == 3                       # run 0 skipped
+  flag = f'--config.compilation_cache_dir={out.resolve()}/compilation_cache'
+  assert all(flag in a for a in argvs)
+  calls.unlink()
+  sweep.main([f'--config={cfg}:base', f'--workdir={tmp_path / "out2"}',
+              f'--python={fake}', '--no_compilation_cache'])
+  assert not any('compilation_cache' in x for a in _calls(calls) for x in a)
+  # A config without the key gets no flag (it would be an unknown key).
+  calls.unlink()
+  plain = _config(tmp_path, name='plain.py')
+  sweep.main([f'--config={plain}:base', f'--workdir={tmp_path / "out3"}',
+              f'--python={fake}'])
+  assert not any('compilation_cache' in x for a in _calls(calls) for x in a)
+  capsys.readouterr()
+
+
 # ------------------------------------------------------------ quoting
 EVIL = 'x; touch PWNED $(touch PWNED2) `touch PWNED3` \'"\\ ~'
 
