@@ -396,6 +396,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
         ckpt.close()
         writer.flush()
         return {'preempted_at_step': done}
+  if not final_eval and int(state.step) >= total_steps:
+    # Resumed from the final checkpoint (the process died after saving it,
+    # before results.json): evaluate the final state again, so results.json
+    # is never written without its final eval. Copying a finished run's
+    # directory and resuming it with other eval settings (split, threshold)
+    # evaluates the same weights on them.
+    final_eval = evaluate(task, eval_fn, state, config, mesh)
   ckpt.close()
   if best_ckpt is not None:
     best_ckpt.close()

@@ -64,6 +64,15 @@ def test_resume_continues_the_same_run_exactly(tmp_path):
   assert resumed['final_eval'] == uninterrupted['final_eval']
   # Loss went down over the 6 steps (the run learns, not just replays).
   assert uninterrupted['losses'][-1][1] < uninterrupted['losses'][0][1]
+  # Killed after its final checkpoint, before results.json: the restart has
+  # no step left to run and must still evaluate the final state.
+  done = tmp_path / 'done'
+  shutil.copytree(full, done)
+  (done / 'results.json').unlink()
+  again = train.run(train_probe.tiny_config(done), done)
+  assert again['final_step'] == 6 and again['final_eval']
+  assert (train_probe.summarize(done, again)['final_eval']
+          == uninterrupted['final_eval'])
 
 
 def test_bf16_compute_trains_like_fp32_and_keeps_fp32_params(tmp_path):
