@@ -1,7 +1,7 @@
 r"""Non-BERT baselines on the registered data sets, for the recorded results.
 
   python -m experiments.baselines [--datasets=drug_reviews,spam_assassin,...] [--out=FILE]
-      [--max_train_examples=N] [--max_eval_examples=N]
+      [--max_train_examples=N] [--max_eval_examples=N] [--eval_split=test]
 
 Each baseline is fit on the same train split and scored on the same eval
 split as the BERT runs of `configs/finetune.py` (the same seeded subsets
@@ -32,9 +32,11 @@ DEFAULT = ('drug_reviews', 'spam_assassin', 'boolq', 'conll_sample',
            'msra_ner', 'disfl_qa')
 
 
-def _splits(name: str, max_train: int = 0, max_eval: int = 0):
+def _splits(name: str, max_train: int = 0, max_eval: int = 0,
+            eval_split: str = ''):
   """The preset's train and eval splits, loaded as a BERT run loads them."""
   c = finetune.get_config(name)
+  c.data.eval_split = eval_split or c.data.eval_split
   c.data.max_train_examples = max_train
   c.data.max_eval_examples = max_eval
   return (finetune_task.load_split(c, 'train'),
@@ -77,8 +79,9 @@ def most_frequent_tag(train, evaluation, scheme: str) -> dict:
               per_type_f1={k: v['f1'] for k, v in m['per_type'].items()})
 
 
-def run(name: str, max_train: int = 0, max_eval: int = 0) -> dict:
-  train, evaluation = _splits(name, max_train, max_eval)
+def run(name: str, max_train: int = 0, max_eval: int = 0,
+        eval_split: str = '') -> dict:
+  train, evaluation = _splits(name, max_train, max_eval, eval_split)
   if train.task_kind == 'classification':
     out = tfidf_logreg(train, evaluation)
   elif train.task_kind == 'tagging':
@@ -101,8 +104,11 @@ def main(argv=None) -> int:
                  help='a seeded sample of N training examples (0: all)')
   p.add_argument('--max_eval_examples', type=int, default=0,
                  help='a seeded sample of N eval examples (0: all)')
+  p.add_argument('--eval_split', default='',
+                 help="score on this split instead of the preset's")
   args = p.parse_args(argv)
-  rows = [run(n, args.max_train_examples, args.max_eval_examples)
+  rows = [run(n, args.max_train_examples, args.max_eval_examples,
+              args.eval_split)
           for n in args.datasets.split(',') if n]
   text = json.dumps(rows, indent=2)
   print(text)

@@ -55,3 +55,11 @@ def test_subsets_are_the_examples_a_bert_run_sees():
   assert sub_train.examples == finetune_task.load_split(c, 'train').examples
   # A sample, not a prefix: the split lists all its ham first.
   assert {e.label for e in sub_train.examples} == {'ham', 'spam'}
+
+
+def test_eval_split_override():
+  row = baselines.run('disfl_qa', eval_split='test')
+  assert row['eval_split'] == 'test' and row['eval'] == 99
+  # Every unanswerable question and nothing else is right for the empty answer.
+  empty = row['empty']
+  assert empty['exact_match'] == pytest.approx(100 * empty['no_ans_total'] / 99)
