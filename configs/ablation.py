@@ -17,6 +17,7 @@ words and `key=value` items:
                 (config.data.max_{train,eval}_examples): subsets for the
                 CPU budget, said in the report.
   epochs=X      config.num_epochs.
+  lr=X          config.optim.lr (the same for every variant).
   init_from=DIR config.model.init_from, e.g. the `hf` export of
                 `configs/pretrain.py:chinese_msra` for msra_ner.
 Every run but smoke ones cuts its batches to length buckets (`data.length_buckets`: each
@@ -67,7 +68,7 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
   a = types.SimpleNamespace(preset=parts[0], smoke=False, seeds=None,
                             variants=list(VARIANTS), max_len=None,
                             train_examples=0, eval_examples=0, epochs=None,
-                            init_from='')
+                            lr=None, init_from='')
   for part in parts[1:]:
     key, eq, value = part.partition('=')
     if not eq and key == 'smoke':
@@ -81,15 +82,15 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
     elif (eq and key in ('train_examples', 'eval_examples')
           and value.isdigit() and int(value) > 0):
       setattr(a, key, int(value))
-    elif eq and key == 'epochs' and _positive_float(value):
-      a.epochs = float(value)
+    elif eq and key in ('epochs', 'lr') and _positive_float(value):
+      setattr(a, key, float(value))
     elif eq and key == 'init_from' and value:
       a.init_from = value
     else:
       raise ValueError(f'configs/ablation.py:{arg}: unknown item {part!r}; '
                        'known: smoke, seeds=N, variants=a+b, max_len=N (>= 8), '
-                       'train_examples=N, eval_examples=N (> 0), epochs=X '
-                       '(> 0), init_from=DIR')
+                       'train_examples=N, eval_examples=N (> 0), epochs=X, '
+                       'lr=X (> 0), init_from=DIR')
   if a.seeds is None:
     a.seeds = 2 if a.smoke else len(SEEDS)
   if not 1 <= a.seeds <= len(SEEDS):
@@ -122,6 +123,8 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
     c.data.max_eval_examples = a.eval_examples
   if a.epochs:
     c.num_epochs = a.epochs
+  if a.lr:
+    c.optim.lr = a.lr
   if a.init_from:
     c.model.init_from = a.init_from
   if not a.smoke:   # smoke: one compiled shape keeps the CI sweep quick

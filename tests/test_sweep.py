@@ -162,13 +162,15 @@ def test_ablation_config_max_len_and_buckets():
 def test_ablation_config_subsets_epochs_and_init(tmp_path):
   from configs import ablation  # pylint: disable=g-import-not-at-top
   c = ablation.get_config('spam_assassin,train_examples=800,eval_examples=300,'
-                          f'epochs=2.5,init_from={tmp_path}')
+                          f'epochs=2.5,lr=1e-3,init_from={tmp_path}')
   assert c.data.max_train_examples == 800 and c.data.max_eval_examples == 300
   assert c.num_epochs == 2.5 and c.model.init_from == str(tmp_path)
+  assert c.optim.lr == 1e-3
   plain = ablation.get_config('spam_assassin')
   assert plain.data.max_train_examples == 0 and plain.model.init_from == 'minilm'
   for bad in ('spam_assassin,train_examples=0', 'spam_assassin,epochs=-1',
               'spam_assassin,epochs=x', 'spam_assassin,init_from=',
+              'spam_assassin,lr=0',
               'spam_assassin,eval_examples=1.5'):
     with pytest.raises(ValueError, match='unknown item'):
       ablation.get_config(bad)
