@@ -117,3 +117,21 @@ def test_compile_log_signal_works():
       env=_env(), capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'Compiling' in proc.stderr
+
+
+def test_chinese_msra_pretraining_matches_the_msra_ner_encoder():
+  """configs/pretrain.py:chinese_msra pretrains the encoder msra_ner starts
+  from: same vocab file and architecture, Chinese corpus, every variant
+  builds."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from configs import finetune  # pylint: disable=g-import-not-at-top
+  from configs import pretrain  # pylint: disable=g-import-not-at-top
+  for variant in pretrain.VARIANTS:
+    pretrain.get_config(variant)
+  pre, ner = pretrain.get_config('chinese_msra'), finetune.get_config('msra_ner')
+  assert pre.data.corpus == 'msra' and pre.data.vocab == ner.data.vocab
+  assert pathlib.Path(pre.data.vocab).is_file()
+  for key in ('hidden_size', 'num_hidden_layers', 'num_attention_heads',
+              'intermediate_size'):
+    assert pre.model[key] == ner.model[key], key
+  assert pre.model.max_position_embeddings >= pre.data.max_seq_length
