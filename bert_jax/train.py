@@ -396,9 +396,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
         ckpt.close()
         writer.flush()
         return {'preempted_at_step': done}
-  if not final_eval and int(state.step) >= total_steps:
+  if start >= total_steps:
     # Resumed from the final checkpoint (the process died after saving it,
-    # before results.json): evaluate the final state again, so results.json
+    # before results.json), so the loop ran no step and no eval: evaluate
+    # the final state, so results.json
     # is never written without its final eval. Copying a finished run's
     # directory and resuming it with other eval settings (split, threshold)
     # evaluates the same weights on them.

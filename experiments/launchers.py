@@ -47,16 +47,14 @@ def add_flags(p) -> None:
 def launch(args, spec: str, runs: Sequence[sweep_lib.Run]) -> int:
   workdir = pathlib.Path(args.workdir).resolve()
   if args.launcher == 'tpu':
-    remote = (args.remote_workdir or args.workdir).rstrip('/')
+    base = (args.remote_workdir or args.workdir).rstrip('/')
     python = args.python or 'python3'
-    dirs = [f'{remote}/{r.name}' for r in runs]
   else:
+    base = str(workdir)
     python = args.python or sys.executable
-    dirs = [str(workdir / r.name) for r in runs]
-  base = (args.remote_workdir or args.workdir).rstrip('/') if (
-      args.launcher == 'tpu') else str(workdir)
-  cache = '' if getattr(args, 'no_compilation_cache', False) else (
-      getattr(args, 'compilation_cache_dir', '') or f'{base}/compilation_cache')
+  dirs = [f'{base}/{r.name}' for r in runs]
+  cache = '' if args.no_compilation_cache else (
+      args.compilation_cache_dir or f'{base}/compilation_cache')
   argvs = [sweep_lib.train_argv(python, spec, r, d, cache)
            for r, d in zip(runs, dirs)]
   if args.launcher != 'tpu':   # the workers' directories are not visible here
