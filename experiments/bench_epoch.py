@@ -35,11 +35,9 @@ seed: metrics move by a few points between seeds and batch orders, so
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -322,10 +320,8 @@ def main(argv=None):
     return
   import jax  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  info = (f'{datetime.date.today()}, {jax.devices()[0].platform} '
-          f'({platform.machine()}, {os.cpu_count()} cores), jax '
-          f'{jax.__version__}, transformers {transformers.__version__}, '
-          f'load average before {os.getloadavg()[0]:.1f}')
+  info = bu.host_info(jax.devices()[0].platform, f'jax {jax.__version__}',
+                      f'transformers {transformers.__version__}')
   with tempfile.TemporaryDirectory() as tmp:
     results = [_run_worker(w, args, pathlib.Path(tmp))
                for w in args.only.split(',')]

@@ -25,7 +25,6 @@ would take about 1,800 sequences/s. An H100 is roughly 2-3x an A100.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -132,11 +131,8 @@ def main(argv=None):
   p.add_argument('--steps', type=int, default=50)
   p.add_argument('--out', default='')
   args = p.parse_args(argv)
-  import platform  # pylint: disable=g-import-not-at-top
-  info = (f'{datetime.date.today()}, {platform.machine()}, '
-          f'{os.cpu_count()} cores, load average before '
-          f'{os.getloadavg()[0]:.1f}')
-  table = render(measure(args.speeches, args.batch, args.steps), info)
+  table = render(measure(args.speeches, args.batch, args.steps),
+                 bu.host_info())
   print(table)
   if args.out:
     bu.write_section(args.out, 'bench_input', table)

@@ -178,6 +178,16 @@ def num_cores() -> int:
     return os.cpu_count() or 1
 
 
+def host_info(*extra: str) -> str:
+  """'<date>, <machine>, <N> cores, <extra>..., load average before <x>':
+  the line a benchmark section records about the run."""
+  import datetime  # pylint: disable=g-import-not-at-top
+  import platform  # pylint: disable=g-import-not-at-top
+  return ', '.join([str(datetime.date.today()),
+                    f'{platform.machine()}, {num_cores()} cores', *extra,
+                    f'load average before {os.getloadavg()[0]:.1f}'])
+
+
 # ------------------------------------------------------------------ timing
 def time_steps(step: Callable[[], Any], sync: Callable[[Any], None], *,
                repeats: int, warmup: int,

@@ -189,6 +189,16 @@ def test_sections_of_other_scripts_survive_a_rewrite(tmp_path):
   assert 'epoch table' not in bu.sections_after(path, 'bench_epoch')
 
 
+def test_host_info_line(monkeypatch):
+  import datetime  # pylint: disable=g-import-not-at-top
+  import platform  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(bu.os, 'getloadavg', lambda: (1.25, 0.0, 0.0))
+  monkeypatch.setattr(bu, 'num_cores', lambda: 3)
+  assert bu.host_info('cpu', 'jax 1') == (
+      f'{datetime.date.today()}, {platform.machine()}, 3 cores, cpu, jax 1, '
+      'load average before 1.2')
+
+
 def _epoch_result(name, total, tokens, shapes=1):
   return dict(name=name, import_s=1.0, data_s=0.5, setup_s=1.5,
               train_s=total - 4.0, compile_s=1.0, eval_s=2.0, tokens=tokens,
