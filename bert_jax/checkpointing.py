@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import uuid
 from typing import Any, Optional
 
 from absl import logging
@@ -33,20 +34,30 @@ def _all_finite(tree: Any) -> bool:
              for x in leaves)
 
 
+def check_writable(directory: pathlib.Path) -> None:
+  """Creates `directory` and writes a probe file there, or raises CheckpointSaveError.
+
+  The probe has a name no other writer uses: on a pod every host probes the
+  same shared directory at the same moment, and with one common name a host
+  could delete another's probe between its write and its unlink.
+  """
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f'.write_probe.{uuid.uuid4().hex}'
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise CheckpointSaveError(
+        f'checkpoint directory {directory} is not writable: {e}') from e
+
+
 class RunCheckpointer:
   """Saves and restores `{'state': TrainState, 'data': iterator state}`."""
 
   def __init__(self, directory: str | os.PathLike, *, keep: int = 3,
                async_save: bool = True):
     self.directory = pathlib.Path(directory).absolute()
-    try:
-      self.directory.mkdir(parents=True, exist_ok=True)
-      probe = self.directory / '.write_probe'
-      probe.write_text('')
-      probe.unlink()
-    except OSError as e:
-      raise CheckpointSaveError(
-          f'checkpoint directory {self.directory} is not writable: {e}') from e
+    check_writable(self.directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

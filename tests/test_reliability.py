@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -519,3 +520,28 @@ def test_unusable_checkpoint_directory_is_reported_when_the_run_starts(
   with pytest.raises(checkpointing.CheckpointSaveError,
                      match=re.escape(str(directory))):
     checkpointing.RunCheckpointer(directory)
+
+
+def test_hosts_probing_one_shared_checkpoint_directory_do_not_collide(tmp_path):
+  # CI caught this: two processes of one run probed `checkpoints/` with the
+  # same probe name, and one unlinked the other's probe before it could.
+  # Many concurrent probes of one directory must all pass and leave nothing.
+  directory = tmp_path / 'checkpoints'
+  errors = []
+  barrier = threading.Barrier(8)
+
+  def probe_many():
+    barrier.wait()
+    try:
+      for _ in range(200):
+        checkpointing.check_writable(directory)
+    except checkpointing.CheckpointSaveError as e:
+      errors.append(e)
+
+  threads = [threading.Thread(target=probe_many) for _ in range(8)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors, errors[0]
+  assert os.listdir(directory) == []
