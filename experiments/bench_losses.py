@@ -1,6 +1,7 @@
 r"""Times every loss's forward+backward under `jit`, as a ratio to plain CE.
 
   python -m experiments.bench_losses [--repeats 200] [--inner 8] [--cost]
+                                     [--only REGEX]
 
 Each timed call runs `inner` forward+backward passes inside one jitted
 `fori_loop` (logits shifted by the loop index so XLA cannot hoist the work
@@ -22,6 +23,7 @@ where wall-clock timings are noisy (a loaded, shared CPU).
 
 import argparse
 import platform
+import re
 import time
 
 import jax
@@ -113,12 +115,12 @@ def make_inputs(shape, seed=0):
   return logits, {'int': labels, 'multi_hot': multi_hot}, weights, counts
 
 
-def bench_shape(shape, repeats, inner):
+def bench_shape(shape, repeats, inner, cases=CASES):
   logits, labels, weights, counts = make_inputs(shape)
   probe = jnp.full(shape, 1e-3, jnp.float32)
   runs = [(CE, make_step(plain_ce, inner), labels['int'], {}),
           (BCE, make_step(plain_bce, inner), labels['multi_hot'], {})]
-  for label, cfg, kind in CASES:
+  for label, cfg, kind in cases:
     spec = losses.from_config(cfg, num_classes=shape[-1], class_counts=counts)
     runs.append((label, make_step(spec, inner), labels[kind],
                  spec.init_state()))
@@ -137,7 +139,7 @@ def bench_shape(shape, repeats, inner):
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def cost_table(shape):
+def cost_table(shape, cases=CASES):
   """Static XLA cost of one forward+backward, relative to the baseline."""
   logits, labels, weights, counts = make_inputs(shape)
 
@@ -155,7 +157,7 @@ def cost_table(shape):
         'the baseline (flops / transcendentals / bytes accessed):\n')
   print('| loss | baseline | flops | transcendentals | bytes |')
   print('|---|---|---:|---:|---:|')
-  for label, cfg, kind in CASES:
+  for label, cfg, kind in cases:
     spec = losses.from_config(cfg, num_classes=shape[-1], class_counts=counts)
     b = CE if kind == 'int' else BCE
     r = cost(spec, labels[kind], spec.init_state()) / np.maximum(base[b], 1)
@@ -169,8 +171,15 @@ def main():
   parser.add_argument('--inner', type=int, default=8)
   parser.add_argument('--cost', action='store_true',
                       help='also print XLA static cost ratios')
+  parser.add_argument('--only', default='',
+                      help='time only the rows whose label matches this '
+                      'regular expression (the baselines always run)')
   args = parser.parse_args()
-  results = {title: bench_shape(shape, args.repeats, args.inner)
+  cases = [c for c in CASES if re.search(args.only, c[0])]
+  if not cases:
+    parser.error(f'--only {args.only!r} matches no row; rows: '
+                 f'{[c[0] for c in CASES]}')
+  results = {title: bench_shape(shape, args.repeats, args.inner, cases)
              for title, shape in SHAPES.items()}
   print(f'Device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '
         f'jax {jax.__version__}, {platform.machine()}; median of '
@@ -180,7 +189,7 @@ def main():
   for base in (CE, BCE):
     print(f'| {base}, µs/pass | | ' + ' | '.join(
         f'{results[t][base] * 1e6:.1f}' for t in SHAPES) + ' |')
-  for label, _, kind in CASES:
+  for label, _, kind in cases:
     base = CE if kind == 'int' else BCE
     cells = []
     for t in SHAPES:
@@ -191,7 +200,7 @@ def main():
     print(f'| {label} | {"CE" if base == CE else "BCE"} | ' +
           ' | '.join(cells) + ' |')
   if args.cost:
-    cost_table(SHAPES['tagging [64,128,9]'])
+    cost_table(SHAPES['tagging [64,128,9]'], cases)
 
 
 if __name__ == '__main__':

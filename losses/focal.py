@@ -51,7 +51,7 @@ def focal(logits, labels, *, weights=None, gamma=2.0, alpha=None):
     hparams['alpha'] = _core.class_vector('focal', 'alpha', alpha, logits,
                                           dtype)
   loss, _ = _core.fused_softmax_loss(_focal_rows, logits, labels, weights,
-                                     hparams)
+                                     hparams, with_log1m_p=True)
   return loss
 
 

@@ -374,6 +374,43 @@ def test_focal_confident_rows_finite_and_exact():
   assert _finite(static(x))
 
 
+def test_focal_confident_rows_exact_per_row():
+  # Row by row, not as a mean (which the least confident row dominates):
+  # value and gradient stay relatively exact while 1 - p_y = 2 e^-m is far
+  # below fp32's rounding of 1. A log(1 - p_y) taken from s - e_y, or a
+  # -log p_y taken from log(s), is 0 or the floor there and fails this.
+  margins = np.array([0.0, 5.0, 12.0, 20.0, 35.0, 50.0])
+  x = np.zeros((len(margins), 3), np.float32)
+  x[:, 0] = margins
+  y = np.zeros(len(margins), np.int32)
+  per_row = jax.jit(jax.vmap(
+      jax.value_and_grad(lambda a, b, g: losses.focal.focal(
+          a[None], b[None], gamma=g)), in_axes=(0, 0, None)))
+  log_rest = np.log(2.0) - margins             # log(1 - p_y) + log s
+  log_s = np.logaddexp(0.0, log_rest)
+  nll = np.exp(np.log(np.log1p(np.exp(log_rest))))   # = log_s, exact
+  log1m_p = log_rest - log_s
+  for gamma in [0.0, 1e-3, 0.5, 1.0, 2.0, 5.0]:
+    value, grad = per_row(x, y, jnp.float32(gamma))
+    expect = np.exp(gamma * log1m_p) * nll
+    # atol: values below fp32's smallest normal (1.2e-38) may flush to 0.
+    np.testing.assert_allclose(value, expect, rtol=2e-5, atol=1e-37,
+                               err_msg=str(gamma))
+    # dl/dz_c = coef * p_c for c != y, with
+    # coef = (1 - p)^gamma + gamma p nll (1 - p)^(gamma - 1).
+    p_y = np.exp(-log_s)
+    coef = (np.exp(gamma * log1m_p)
+            + gamma * p_y * nll * np.exp((gamma - 1.0) * log1m_p))
+    p_other = np.exp(-margins - log_s)
+    for c in (1, 2):
+      np.testing.assert_allclose(grad[:, c], coef * p_other, rtol=2e-5,
+                                 atol=1e-37, err_msg=str(gamma))
+    # The label's entry is p_y - 1 = -(sum of the others), to a few ulps of 1
+    # (the backward pass forms p - onehot, as every CE does).
+    np.testing.assert_allclose(grad[:, 0], -2 * coef * p_other, rtol=2e-5,
+                               atol=3e-7)
+
+
 def test_focal_gamma0_is_ce_and_bce():
   # Also the eager (un-jitted) path, which the other tests do not take.
   x, y, w = _inputs('softmax')
