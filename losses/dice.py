@@ -112,18 +112,46 @@ def _safe_ratio(num, den):
 
 def _fused_loss(terms_fn, loss, logits, labels, weights, hparams):
   """Runs `terms_fn` on the binary / one-vs-rest probabilities with its
-  hand-written gradient."""
-  problems = _problems(loss, logits, labels, weights)
-  hparams = {k: jnp.asarray(v, problems.z.dtype) for k, v in hparams.items()}
-  return _fused_probs(terms_fn, problems.binary, problems.z, problems.y,
-                      problems.w, hparams)
+  hand-written gradient.
+
+  The masking (`_core.softmax_inputs` / `sigmoid_inputs`) runs inside the
+  custom VJP, so the backward pass writes the logits' gradient directly
+  (masked elements get exactly 0 from their zero weight) instead of
+  chaining it back through a select: one pass over `[..., C]` less.
+  """
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  binary = _check_form(loss, logits, labels)
+  dtype = _core.compute_dtype(logits)
+  w = _core.element_weights(weights, labels.shape, dtype=dtype,
+                            allow_class_axis=binary)
+  hparams = {k: jnp.asarray(v, dtype) for k, v in hparams.items()}
+  return _fused_probs(terms_fn, binary, logits, labels, w, hparams)
 
 
-def _probs_forward(terms_fn, binary, z, y, w, hparams):
+def _check_form(loss, logits, labels):
+  """Whether the shapes give the binary form; raises if neither form fits."""
+  if labels.shape == logits.shape:
+    return True
+  if labels.shape != logits.shape[:-1]:
+    raise ValueError(
+        f'{loss}: labels must have the logits shape {logits.shape} (binary, '
+        f'sigmoid) or logits.shape[:-1] = {logits.shape[:-1]} (multi-class, '
+        f'softmax), got {labels.shape}.')
+  if logits.shape[-1] < 2:
+    raise ValueError(f'{loss}: the multi-class form needs C >= 2.')
+  return False
+
+
+def _probs_forward(terms_fn, binary, logits, labels, w, hparams):
   if binary:
+    z, y, w = _core.sigmoid_inputs(logits, labels, w)
+    z, y = z[..., None], y[..., None]
     p = jax.nn.sigmoid(z)
     p0 = jax.nn.sigmoid(-z)
   else:
+    z, labels, w = _core.softmax_inputs(logits, labels, w)
+    y = _core.label_mask(labels, z.shape[-1]).astype(z.dtype)
     shifted = z - jnp.max(z, axis=-1, keepdims=True)
     e = jnp.exp(shifted)
     s = jnp.sum(e, axis=-1, keepdims=True)
@@ -134,26 +162,30 @@ def _probs_forward(terms_fn, binary, z, y, w, hparams):
     p0 = (s - e) * inv_s
   value, g_p, g_w = terms_fn(p, p0, y, w, hparams)
   if binary:
-    g_z = g_p * p * p0
+    g_z = (g_p * p * p0)[..., 0]
   else:
     g_z = p * (g_p - jnp.sum(g_p * p, axis=-1, keepdims=True))
-  return value, (g_z, g_w, hparams)
+  return value, (g_z.astype(logits.dtype), g_w, hparams,
+                 jnp.zeros((0,), labels.dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _fused_probs(terms_fn, binary, z, y, w, hparams):
-  return _probs_forward(terms_fn, binary, z, y, w, hparams)[0]
+def _fused_probs(terms_fn, binary, logits, labels, w, hparams):
+  return _probs_forward(terms_fn, binary, logits, labels, w, hparams)[0]
 
 
-def _fused_probs_fwd(terms_fn, binary, z, y, w, hparams):
-  return _probs_forward(terms_fn, binary, z, y, w, hparams)
+def _fused_probs_fwd(terms_fn, binary, logits, labels, w, hparams):
+  return _probs_forward(terms_fn, binary, logits, labels, w, hparams)
 
 
 def _fused_probs_bwd(terms_fn, binary, res, g):
-  del terms_fn, binary
-  g_z, g_w, hparams = res
-  # Labels (y) are data: their cotangent is zero.
-  return (g * g_z, jnp.zeros_like(g_z), g * g_w,
+  del terms_fn
+  g_z, g_w, hparams, labels_carrier = res
+  # Labels are data: a zero cotangent (float0 for integer labels).
+  labels_shape = g_z.shape if binary else g_z.shape[:-1]
+  zero_labels = _core.zero_cotangents(
+      jnp.zeros(labels_shape, labels_carrier.dtype))
+  return ((g * g_z).astype(g_z.dtype), zero_labels, g * g_w,
           _core.zero_cotangents(hparams))
 
 
@@ -171,13 +203,14 @@ def _dsc_terms(p, p0, y, w, hparams, *, alpha):
   else:
     f, df_dp = p, jnp.ones_like(p)
   positive = y > 0.5
-  den_pos = f + 1.0 + gamma                   # >= 1
+  # Two reciprocals per element serve both forms' values and derivatives.
+  inv_pos = 1.0 / (f + 1.0 + gamma)           # denominator >= 1
   den_neg = f + gamma
-  safe_neg = jnp.maximum(den_neg, jnp.finfo(p.dtype).eps)
-  per_class = jnp.where(positive, (1.0 - f) / den_pos, 1.0 - gamma / safe_neg)
-  d_per_class = jnp.where(positive, -(2.0 + gamma) / (den_pos * den_pos),
+  inv_neg = 1.0 / jnp.maximum(den_neg, jnp.finfo(p.dtype).eps)
+  per_class = jnp.where(positive, (1.0 - f) * inv_pos, 1.0 - gamma * inv_neg)
+  d_per_class = jnp.where(positive, -(2.0 + gamma) * inv_pos * inv_pos,
                           jnp.where(den_neg > jnp.finfo(p.dtype).eps,
-                                    gamma / (safe_neg * safe_neg), 0.0))
+                                    gamma * inv_neg * inv_neg, 0.0))
   per_instance = jnp.sum(per_class, axis=-1) / k
   total = jnp.sum(w)
   tiny = jnp.finfo(p.dtype).tiny
