@@ -105,14 +105,20 @@ def softmax_inputs(logits, labels, weights):
   """
   logits, labels, weights = _softmax_args(logits, labels, weights)
   dtype = weights.dtype
-  active = weights > 0
-  invalid = active & ((labels < 0) | (labels >= logits.shape[-1]))
-  live = active & ~invalid
+  live, invalid = _row_status(labels, weights, logits.shape[-1])
   # One select per element: live rows kept, masked rows 0, bad rows NaN.
   fill = jnp.where(invalid, jnp.nan, 0.0).astype(dtype)
   logits = jnp.where(live[..., None], logits.astype(dtype), fill[..., None])
   labels = jnp.where(live, labels, 0)
   return logits, labels, weights
+
+
+def _row_status(labels, weights, num_classes):
+  """`(live, invalid)`, bool `[...]`: unmasked with a label in `[0, C)`;
+  unmasked with a label outside it."""
+  active = weights > 0
+  invalid = active & ((labels < 0) | (labels >= num_classes))
+  return active & ~invalid, invalid
 
 
 def label_mask(labels, num_classes):
@@ -284,7 +290,12 @@ def _row_sums(e, labels, with_rest):
 def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
                   w, hparams):
   dtype = w.dtype
-  z, labels, _ = softmax_inputs(logits, labels, w)   # masked / NaN rows
+  # Masked rows are not cleaned up front (a select writing all of [N, C]
+  # that XLA could not fuse away); whatever they hold (NaN, inf, any label)
+  # is replaced in the row results below and in the backward pass.
+  live, invalid = _row_status(labels, w, logits.shape[-1])
+  labels = jnp.where(live, labels, 0)
+  z = logits.astype(dtype)
   shifted = z - jnp.max(z, axis=-1, keepdims=True)
   e = jnp.exp(shifted)
   s, rest = _row_sums(e, labels, with_log1m_p)
@@ -301,9 +312,13 @@ def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
   nll = log_s - shifted_y
   if eps:
     nll = (1.0 - eps) * nll + eps * (log_s - jnp.mean(shifted, axis=-1))
+  # Masked rows: 0; live rows with an out-of-range label: NaN (see
+  # softmax_inputs).
+  nll = jnp.where(live, nll, jnp.where(invalid, jnp.nan, 0.0).astype(dtype))
   log1m_p = None
   if rest is not None:   # log(rest / s), rest floored at tiny (log_ratio)
     log1m_p = jnp.log(jnp.maximum(rest, jnp.finfo(dtype).tiny)) - log_s
+    log1m_p = jnp.where(live, log1m_p, 0.0)
   rows = SoftmaxRows(nll, log1m_p, labels, w)
   l, coef, aux = row_fn(rows, hparams)
   numerator = jnp.sum(w * l)
@@ -315,7 +330,8 @@ def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
       (), dtype)
   loss = numerator / denom
   p = e / s[..., None]
-  residuals = (p, labels, w * coef / denom, l, loss, denom, total, hparams)
+  scale = jnp.where(live, w * coef / denom, 0.0)
+  residuals = (p, labels, live, scale, l, loss, denom, total, hparams)
   return (loss, aux), residuals
 
 
@@ -337,14 +353,15 @@ def _fused_rows_fwd(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
 def _fused_rows_bwd(row_fn, mean, eps, axis_name, with_log1m_p, res,
                     cotangents):
   del row_fn, axis_name, with_log1m_p
-  (p, labels, scale, l, loss, denom, total, hparams), dtype_carrier = res
+  (p, labels, live, scale, l, loss, denom, total, hparams), dtype_carrier = res
   logits_dtype = dtype_carrier.dtype
   g = cotangents[0]   # aux is not differentiated
   num_classes = p.shape[-1]
   target = label_mask(labels, num_classes).astype(p.dtype)
   if eps:
     target = (1.0 - eps) * target + eps / num_classes
-  d_logits = ((g * scale)[..., None] * (p - target)).astype(logits_dtype)
+  d_logits = jnp.where(live[..., None], (g * scale)[..., None] * (p - target),
+                       0.0).astype(logits_dtype)
   # d/dw_i of sum(w l) / max(sum(w), tiny): (l_i - loss) / denom (the max
   # passes no gradient to the sum when it is below tiny).
   if mean:
