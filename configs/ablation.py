@@ -58,8 +58,10 @@ VARIANTS = {
     'ce_q0': {'loss.name': 'ce', 'data.sampling_q': 0.0},
     'ce_q0.5': {'loss.name': 'ce', 'data.sampling_q': 0.5},
 }
-# Only classification evaluates post-hoc logit adjustment.
-CLASSIFICATION_ONLY = ('ce_posthoc_la',)
+# Variants that need training class counts (a prior, weights or a sampler);
+# span QA's classes are token positions, which have none.
+NEEDS_CLASS_COUNTS = ('weighted_ce', 'class_balanced_ce', 'logit_adjusted_ce',
+                      'ce_posthoc_la', 'ce_q0', 'ce_q0.5')
 
 
 def parse_arg(arg: str) -> types.SimpleNamespace:
@@ -160,7 +162,7 @@ def sweep(add, arg: str = 'drug_reviews') -> None:
   a = parse_arg(arg)
   task = finetune.PRESETS[a.preset][0] if a.preset in finetune.PRESETS else ''
   names = [v for v in a.variants
-           if task == 'classification' or v not in CLASSIFICATION_ONLY]
+           if task != 'span_qa' or v not in NEEDS_CLASS_COUNTS]
   for seed in SEEDS[:a.seeds]:
     for name in names:
       add(**VARIANTS[name], seed=seed)

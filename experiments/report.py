@@ -42,7 +42,8 @@ _NOT_METRICS = re.compile(r'(^|_)(num|total|truncated|windows)(_|$)|'
                           r'words_without_tokens|^support$')
 HEADLINE = ('accuracy', 'macro_f1', 'minority_f1', 'adjusted_accuracy',
             'adjusted_macro_f1', 'adjusted_minority_f1', 'span_f1',
-            'span_macro_f1', 'exact_match', 'f1', 'macro_f1_excl_other')
+            'span_macro_f1', 'adjusted_span_f1', 'exact_match', 'f1',
+            'macro_f1_excl_other', 'adjusted_macro_f1_excl_other')
 
 
 @dataclasses.dataclass
@@ -254,15 +255,21 @@ def scorer_for(run: RunResult) -> Optional[Scorer]:
   return None
 
 
+def _scored_field(g: Group) -> str:
+  """The predictions.jsonl field the task's scorer reads."""
+  return 'pred' if g.runs[0].results.get('task') == 'tagging' else 'prediction'
+
+
 def _prediction_field(g: Group) -> Optional[str]:
   """The predictions.jsonl field holding this group's predictions. Post-hoc
   logit adjustment changes only the adjusted_* metrics: its predictions are
-  `adjusted_prediction` where written, else unavailable (None)."""
+  `adjusted_<field>` where written, else unavailable (None)."""
+  field = _scored_field(g)
   tau = g.runs[0].results['config'].get('eval_logit_adjustment_tau') or 0
   if not tau:
-    return 'prediction'
+    return field
   rows = g.runs[0].predictions or [{}]
-  return 'adjusted_prediction' if 'adjusted_prediction' in rows[0] else None
+  return f'adjusted_{field}' if f'adjusted_{field}' in rows[0] else None
 
 
 class Bootstrap:
@@ -297,8 +304,9 @@ class Bootstrap:
       if set(by_guid) != set(self.guids) or len(by_guid) != len(run.predictions):
         return f'{run.name}: its eval examples differ from the baseline\'s'
       rows = [by_guid[g] for g in self.guids]
-      if field != 'prediction':
-        rows = [dict(r, prediction=r[field]) for r in rows]
+      scored = _scored_field(group)
+      if field != scored:
+        rows = [dict(r, **{scored: r[field]}) for r in rows]
       stats = stats_fn(rows)
       per_seed.append(metric_fn(self.counts @ stats))
       full.append(metric_fn(self.ones @ stats))
@@ -327,7 +335,7 @@ class Bootstrap:
   def check(self, group: Group) -> list[str]:
     """Runs whose predictions do not reproduce their results.json metrics."""
     bad = []
-    if self.problem or _prediction_field(group) != 'prediction':
+    if self.problem or _prediction_field(group) != _scored_field(group):
       return bad
     stats_fn, metric_fn = self.scorer
     for run in group.runs:

@@ -213,6 +213,52 @@ def test_adjusted_predictions_are_used_when_present(tmp_path):
   assert cmp['accuracy']['diff'] == 1.0
 
 
+def _write_tagging_run(root, name, overrides, gold, pred, *, tau=0.0,
+                       adjusted=None):
+  """A tagging run as bert_jax.train writes it (final_eval from
+  bert_jax.metrics.span_f1)."""
+  d = pathlib.Path(root) / name
+  d.mkdir(parents=True)
+  spans = metrics_lib.span_f1(gold, pred, 'IOB2')
+  final = dict(span_f1=spans['micro_f1'], token_accuracy=0.9)
+  if tau:
+    final['adjusted_span_f1'] = metrics_lib.span_f1(gold, adjusted,
+                                                    'IOB2')['micro_f1']
+  config = dict(task='tagging', seed=overrides.get('seed', 0),
+                eval_logit_adjustment_tau=tau, data={'scheme': 'IOB2'},
+                loss={'name': 'ce'})
+  (d / 'results.json').write_text(json.dumps(dict(
+      task='tagging', final_step=30, final_eval=final, best=None,
+      train_history=[dict(step=30, loss=0.1)], config=config)))
+  with open(d / 'predictions.jsonl', 'w') as f:
+    for i, (g, p) in enumerate(zip(gold, pred)):
+      row = dict(guid=f's{i}', words=['w'] * len(g), gold=g, pred=p)
+      if adjusted is not None:
+        row['adjusted_pred'] = adjusted[i]
+      f.write(json.dumps(row) + '\n')
+
+
+def test_tagging_adjusted_predictions_are_bootstrapped(tmp_path):
+  gold = [['B-PER', 'I-PER', 'O'], ['O', 'B-LOC'], ['B-ORG', 'O', 'B-PER']] * 4
+  missed = [['O'] * len(g) for g in gold]
+  runs = [({'loss.name': 'ce', 'seed': 0}, dict()),
+          ({'loss.name': 'ce', 'eval_logit_adjustment_tau': 1.0, 'seed': 0},
+           dict(tau=1.0, adjusted=gold))]
+  named = sweep.name_runs([o for o, _ in runs])
+  for r, (o, kw) in zip(named, runs):
+    _write_tagging_run(tmp_path, r.name, o, gold, missed, **kw)
+  (tmp_path / 'sweep.json').write_text(json.dumps(dict(
+      config='c.py:x', runs=[dict(index=r.index, name=r.name,
+                                  overrides=r.overrides) for r in named])))
+  report.write_report(tmp_path)
+  out = json.loads((tmp_path / 'report.json').read_text())
+  cmp = out['groups']['loss=ce,eval_logit_adjustment_tau=1']['vs_baseline']
+  # Raw predictions find no entity (F1 0); the adjusted ones are all right.
+  assert cmp['span_f1'] == dict(diff=1.0, lo=1.0, hi=1.0, excludes_zero=True)
+  text = (tmp_path / 'report.md').read_text()
+  assert 'adjusted_span_f1' in text and 'disagrees' not in text
+
+
 def test_baseline_choice(tmp_path):
   runs, _ = report.load_runs(_ablation(tmp_path))
   groups = report.group_runs(runs)

@@ -141,9 +141,15 @@ def test_ablation_config_sweep():
   _, arg, smoke = sweep.expand(str(REPO / 'configs/ablation.py') +
                                ':drug_reviews', smoke=True)
   assert arg == 'drug_reviews,smoke' and len(smoke) == 24   # 12 x 2 seeds
-  # Tagging has no post-hoc logit adjustment.
+  # Tagging evaluates post-hoc logit adjustment too (per token).
   _, _, ner = sweep.expand(str(REPO / 'configs/ablation.py') + ':msra_ner,seeds=1')
-  assert len(ner) == 11
+  assert len(ner) == 12
+  # Span QA's classes are positions: no variant that needs class counts.
+  _, _, qa = sweep.expand(str(REPO / 'configs/ablation.py') + ':disfl_qa,seeds=1')
+  assert sorted(r.name for r in qa) == sorted([
+      'loss=ce,seed=0', 'loss=focal,gamma=1,seed=0', 'loss=focal,gamma=2,seed=0',
+      'loss=ghm,bins=30,momentum=0.75,seed=0', 'loss=dsc,alpha=1,gamma=1,seed=0',
+      'loss=tversky,alpha=0.3,beta=0.7,seed=0'])
 
 
 def test_ablation_config_max_len_and_buckets():

@@ -251,6 +251,33 @@ def test_metrics_exclude_other_and_semeval_score():
     relation.other_label(['x'], 'Other')
 
 
+def test_posthoc_logit_adjustment(data_files):
+  # A sample of 20 of the 36 balanced training examples: unequal counts.
+  c = tiny_config(data_files, max_train_examples=20)
+  c.eval_logit_adjustment_tau = 1.5
+  task = relation.RelationTask(c)
+  assert len(set(task.class_counts)) > 1, task.class_counts
+  f = task.eval_features
+  n, k = len(f['labels']), len(task.label_names)
+  logits = np.random.default_rng(0).normal(0, 1, (n, k)).astype(np.float32)
+  outputs = dict(logits=logits, labels=f['labels'],
+                 weights=np.ones(n, np.float32),
+                 example_index=np.arange(n, dtype=np.int32))
+  out = task.summarize_eval({'ce_loss': 0.0}, outputs)
+  counts = np.asarray(task.class_counts, np.float64)
+  ref = np.argmax(logits - 1.5 * np.log(counts / counts.sum()), -1)
+  assert [r['adjusted_prediction'] for r in out['_predictions']] == [
+      task.label_names[i] for i in ref]
+  assert (ref != np.argmax(logits, -1)).any()   # the prior changed something
+  want = relation.relation_metrics(ref, f['labels'], task.label_names,
+                                   task.other)
+  assert out['adjusted_macro_f1'] == want['macro_f1']
+  assert out['adjusted_macro_f1_excl_other'] == want['macro_f1_excl_other']
+  assert out['macro_f1'] == relation.relation_metrics(
+      np.argmax(logits, -1), f['labels'], task.label_names,
+      task.other)['macro_f1']
+
+
 def test_pretrained_encoder_keeps_fresh_entity_embeddings(data_files):
   c = tiny_config(data_files, 'entity_embeddings')
   c.model.init_from = 'minilm'

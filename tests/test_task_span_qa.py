@@ -353,6 +353,11 @@ def test_presets():
   assert s.task == 'span_qa' and not s.data.version_2_with_negative
   with pytest.raises(ValueError, match='SQuAD JSON'):
     span_qa.SpanQATask(s)
+  # Positions have no class prior: post-hoc logit adjustment is refused
+  # before any data is read.
+  c.eval_logit_adjustment_tau = 1.0
+  with pytest.raises(ValueError, match='eval_logit_adjustment_tau.*positions'):
+    span_qa.SpanQATask(c)
 
 
 # ---------------------------------------------------------------- task

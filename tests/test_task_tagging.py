@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from bert_jax import metrics as metrics_lib
 from bert_jax import tokenization
 from bert_jax import train
 from bert_jax.data import datasets
@@ -187,6 +188,57 @@ def test_truncated_words_are_predicted_O():
   assert out['truncated_sentences'] == stats['truncated_sentences']
   assert out['span_f1'] < 1.0          # entities past the cut are missed
   assert 'cut off' in out['report']
+
+
+def test_posthoc_logit_adjustment_per_token():
+  """adjusted_* metrics and adjusted_pred come from argmax(z - tau log pi)
+  per token, pi the training tag frequencies (a NumPy reference)."""
+  c = tiny_config('conll_sample', max_seq_length=256)
+  plain = tagging.TaggingTask(c)
+  rng = np.random.default_rng(0)
+  outputs = one_hot_outputs(plain, scale=1.0)
+  outputs['logits'] = outputs['logits'] + rng.normal(
+      0, 0.7, outputs['logits'].shape).astype(np.float32)
+  raw = plain.summarize_eval({'ce_loss': 0.0, 'accuracy': 1.0}, outputs)
+  assert not any(k.startswith('adjusted_') for k in raw)
+  assert 'adjusted_pred' not in raw['_predictions'][0]
+
+  c.eval_logit_adjustment_tau = 1.0
+  task = tagging.TaggingTask(c)
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 1.0}, outputs)
+  counts = np.asarray(task.class_counts, np.float64)
+  ref_logits = outputs['logits'] - np.log(counts / counts.sum())
+  ref = [tagging.word_tags(task.eval_first[i], np.argmax(ref_logits[i], -1),
+                           task.tag_names)
+         for i in range(len(task.eval_ds))]
+  rows = out['_predictions']
+  assert [r['adjusted_pred'] for r in rows] == ref
+  # The unadjusted metrics are those of the plain run.
+  assert out['span_f1'] == raw['span_f1']
+  assert [r['pred'] for r in rows] == [r['pred'] for r in raw['_predictions']]
+  gold = [r['gold'] for r in rows]
+  want = metrics_lib.span_f1(gold, ref, 'IOB2')
+  assert out['adjusted_span_f1'] == want['micro_f1']
+  assert out['adjusted_span_recall'] == want['micro_recall']
+  # 'O', the most frequent tag, gains least from -tau log pi: a token can
+  # only move away from it (and some do, or this test would not notice).
+  count_o = lambda tags: sum(t == 'O' for s in tags for t in s)
+  assert count_o(ref) < count_o([r['pred'] for r in rows])
+
+
+def test_posthoc_tau_is_checked_before_training(tmp_path):
+  c = tiny_config('conll_sample')
+  c.eval_logit_adjustment_tau = -1.0
+  with pytest.raises(ValueError, match=r'config\.eval_logit_adjustment_tau=-1'):
+    tagging.TaggingTask(c)
+  # A tag never seen in training has no prior: 'O' is added to this tag set.
+  train_file = write_conll(tmp_path / 'train.conll', [
+      [('John', 'B-PER'), ('Smith', 'I-PER')]])
+  c = tiny_config('conll_sample', train=train_file, eval=train_file)
+  c.eval_logit_adjustment_tau = 1.0
+  with pytest.raises(ValueError, match=r"eval_logit_adjustment_tau=1\.0 needs "
+                     r".*\['O'\] never occur"):
+    tagging.TaggingTask(c)
 
 
 def test_word_tags_cut_words_are_O_whatever_its_id():

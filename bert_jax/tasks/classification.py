@@ -51,6 +51,8 @@ class ClassificationTask(finetune.FinetuneTask):
         self.bert, num_labels=len(self.label_names), pooling=config.pooling)
     self.loss = finetune.loss_spec(config, len(self.label_names),
                                    self.class_counts)
+    self.tau = finetune.posthoc_tau(config, self.class_counts,
+                                    self.label_names)
     logging.info('classification: %d train / %d eval examples, labels %s, '
                  'train counts %s, loss %s', len(self.train_ds),
                  len(self.eval_ds), self.label_names, self.class_counts,
@@ -107,10 +109,9 @@ class ClassificationTask(finetune.FinetuneTask):
     out.update(self._report(np.argmax(logits, -1), labels))
     rows = [dict(guid=e.guid, label=e.label, prediction=self.label_names[int(p)])
             for e, p in zip(self.eval_ds.examples, np.argmax(logits, -1))]
-    tau = self.config.get('eval_logit_adjustment_tau', 0.0)
-    if tau:
+    if self.tau:
       adjusted = np.argmax(np.asarray(losses.logit_adjustment.adjust_logits(
-          logits, self.class_counts, tau)), -1)
+          logits, self.class_counts, self.tau)), -1)
       out.update({f'adjusted_{k}': v for k, v in
                   self._report(adjusted, labels).items() if k != 'report'})
       for row, p in zip(rows, adjusted):   # the sweep report bootstraps these

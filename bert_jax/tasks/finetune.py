@@ -41,6 +41,28 @@ def loss_spec(config, num_classes: int, class_counts: Optional[Sequence[int]]):
     raise ValueError(f'config.loss: {e}') from e
 
 
+def posthoc_tau(config, class_counts: Sequence[int],
+                names: Sequence[str]) -> float:
+  """`config.eval_logit_adjustment_tau`, checked before anything trains.
+
+  Post-hoc logit adjustment (Menon et al. 2021) predicts
+  `argmax z - tau log pi` with `pi` the training class frequencies, so with
+  tau > 0 every class needs a training count. Returns 0.0 when off.
+  """
+  tau = config.get('eval_logit_adjustment_tau', 0.0) or 0.0
+  if isinstance(tau, bool) or not isinstance(tau, (int, float)) or tau < 0:
+    raise ValueError(f'config.eval_logit_adjustment_tau={tau!r} must be a '
+                     'number >= 0')
+  if tau:
+    unseen = [n for n, c in zip(names, class_counts) if c <= 0]
+    if unseen:
+      raise ValueError(
+          f'config.eval_logit_adjustment_tau={tau} needs the training count '
+          f'of every class for its prior; {unseen} never occur in the '
+          'training data')
+  return float(tau)
+
+
 def bert_config(config, vocab_size: int) -> BertConfig:
   """config.model -> BertConfig; with init_from, the architecture comes from
   the pretrained directory and config.model only sets execution options."""

@@ -49,6 +49,8 @@ in the label set, if any):
     over the relations (but the no-relation one) seen in gold or predictions.
     Not checked against the Perl scorer, which also counts examples it was
     not given as Other; here skipped examples are simply not scored.
+With `config.eval_logit_adjustment_tau > 0` the same metrics of post-hoc
+logit-adjusted predictions (training label prior) are added as `adjusted_*`.
 `config.data.max_train_examples` / `max_eval_examples` (0 = all) keep a
 seeded sample of N examples of a split (`finetune.load_split`).
 """
@@ -69,6 +71,8 @@ from bert_jax.data import datasets
 from bert_jax.heads import RELATION_METHODS, BertForRelation
 from bert_jax.tasks import base
 from bert_jax.tasks import finetune
+
+import losses
 
 # Head start, head end, tail start, tail end.
 MARKER_TOKENS = ('[unused0]', '[unused1]', '[unused2]', '[unused3]')
@@ -335,6 +339,8 @@ class RelationTask(finetune.FinetuneTask):
       self.class_counts[self.index[e.label]] += 1
     self.loss = finetune.loss_spec(config, len(self.label_names),
                                    self.class_counts)
+    self.tau = finetune.posthoc_tau(config, self.class_counts,
+                                    self.label_names)
     logging.info('relation (%s): %d train / %d eval examples (%d / %d skipped '
                  'for truncated entities), labels %s, train counts %s, loss '
                  '%s', self.method, len(self.train_kept), len(self.eval_kept),
@@ -434,9 +440,16 @@ class RelationTask(finetune.FinetuneTask):
     for key in ('macro_f1_excl_other', 'semeval_macro_f1'):
       if key in out:
         out['report'] += f'{key}: {out[key]:.4f}\n'
-    out['_predictions'] = [
-        dict(guid=self.eval_ds.examples[int(i)].guid,
-             label=self.eval_ds.examples[int(i)].label,
-             prediction=self.label_names[int(p)])
-        for i, p in zip(outputs['example_index'][keep], preds)]
+    rows = [dict(guid=self.eval_ds.examples[int(i)].guid,
+                 label=self.eval_ds.examples[int(i)].label,
+                 prediction=self.label_names[int(p)])
+            for i, p in zip(outputs['example_index'][keep], preds)]
+    if self.tau:
+      adjusted = np.argmax(np.asarray(losses.logit_adjustment.adjust_logits(
+          outputs['logits'][keep], self.class_counts, self.tau)), -1)
+      m = relation_metrics(adjusted, labels, self.label_names, self.other)
+      out.update({f'adjusted_{k}': v for k, v in m.items() if k != 'report'})
+      for row, p in zip(rows, adjusted):   # the sweep report bootstraps these
+        row['adjusted_prediction'] = self.label_names[int(p)]
+    out['_predictions'] = rows
     return out

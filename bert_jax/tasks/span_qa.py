@@ -453,6 +453,10 @@ class SpanQATask(finetune.FinetuneTask):
     if d.get('sampling_q') is not None:
       raise ValueError('config.data.sampling_q (q-power class sampling) does '
                        'not apply to span QA')
+    if config.get('eval_logit_adjustment_tau'):
+      raise ValueError('config.eval_logit_adjustment_tau (post-hoc logit '
+                       'adjustment by class prior) does not apply to span QA: '
+                       'its classes are token positions, which have no prior')
     self.version_2 = bool(d.version_2_with_negative)
     self.tokenizer = finetune.tokenizer_for(config)
     self.train_ds = finetune.load_split(config, 'train')

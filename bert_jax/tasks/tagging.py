@@ -28,7 +28,10 @@ with strict entity-level span F1 (`metrics.span_f1`; micro P/R/F1 as
 `span_precision/span_recall/span_f1`, `span_macro_f1`, `span_weighted_f1`,
 per-type `f1/<TYPE>`), plus `token_accuracy` over all words. `accuracy` and
 `ce_loss` are the device-side sub-token values (first sub-tokens of kept
-words only). Predictions rows are `{guid, words, gold, pred}`.
+words only). Predictions rows are `{guid, words, gold, pred}`. With
+`config.eval_logit_adjustment_tau > 0` each token's logits are also
+post-hoc adjusted by the training tag prior (Menon et al. 2021) and the same
+metrics are reported as `adjusted_*`, the rows gaining `adjusted_pred`.
 
 Sampling: with `config.data.sampling_q`, sentences are q-power sampled by
 their rarest entity type (`sampling.sentence_classes`).
@@ -50,6 +53,8 @@ from bert_jax.data import sampling
 from bert_jax.heads import BertForTokenClassification
 from bert_jax.tasks import base
 from bert_jax.tasks import finetune
+
+import losses
 
 # config.data.scheme value (upper-cased) -> the name metrics.span_f1 takes.
 SCHEMES = {'IOB2': 'IOB2', 'BIOES': 'BIOES', 'IOBES': 'BIOES', 'BMES': 'BMES'}
@@ -215,6 +220,7 @@ class TaggingTask(finetune.FinetuneTask):
                                             num_labels=len(self.tag_names))
     self.loss = finetune.loss_spec(config, len(self.tag_names),
                                    self.class_counts)
+    self.tau = finetune.posthoc_tau(config, self.class_counts, self.tag_names)
     self.stats = {}
     self.train_features, _ = self._features(self.train_ds, 'train')
     self.eval_features, self.eval_first = self._features(self.eval_ds, 'eval')
@@ -290,26 +296,16 @@ class TaggingTask(finetune.FinetuneTask):
   def summarize_eval(self, metrics, outputs):
     preds = self.word_predictions(outputs)
     gold = [list(e.tags) for e in self.eval_ds.examples]
-    spans = metrics_lib.span_f1(gold, preds, self.scheme)
-    n_words = sum(len(g) for g in gold)
-    right = sum(a == b for g, p in zip(gold, preds) for a, b in zip(g, p))
+    spans, out = self._span_metrics(gold, preds)
     stats = self.stats['eval']
     out = dict(
-        ce_loss=metrics['ce_loss'], accuracy=metrics['accuracy'],
-        span_precision=spans['micro_precision'],
-        span_recall=spans['micro_recall'], span_f1=spans['micro_f1'],
-        span_macro_f1=spans['macro_f1'], span_weighted_f1=spans['weighted_f1'],
-        token_accuracy=right / n_words, num_gold_spans=spans['num_true'],
-        num_pred_spans=spans['num_pred'],
-        num_correct_spans=spans['num_correct'],
+        ce_loss=metrics['ce_loss'], accuracy=metrics['accuracy'], **out,
         truncated_sentences=stats['truncated_sentences'],
         truncated_words=stats['truncated_words'],
         words_without_tokens=stats['words_without_tokens'],
         train_truncated_sentences=self.stats['train']['truncated_sentences'],
         train_truncated_words=self.stats['train']['truncated_words'],
         per_type=spans['per_type'])
-    for kind, v in spans['per_type'].items():
-      out[f'f1/{kind}'] = v['f1']
     note = ''
     if stats['truncated_words'] or stats['words_without_tokens']:
       note = (f'({stats["truncated_words"]} words cut off by max_seq_length in '
@@ -319,7 +315,32 @@ class TaggingTask(finetune.FinetuneTask):
     out['report'] = (f'{self.scheme} strict span F1, token accuracy '
                      f'{out["token_accuracy"]:.4f}\n{note}'
                      + metrics_lib.format_report(spans))
-    out['_predictions'] = [
-        dict(guid=e.guid, words=list(e.words), gold=list(e.tags), pred=p)
-        for e, p in zip(self.eval_ds.examples, preds)]
+    rows = [dict(guid=e.guid, words=list(e.words), gold=list(e.tags), pred=p)
+            for e, p in zip(self.eval_ds.examples, preds)]
+    if self.tau:
+      # Post-hoc logit adjustment per token, with the training tag prior.
+      adjusted = np.asarray(losses.logit_adjustment.adjust_logits(
+          outputs['logits'], self.class_counts, self.tau))
+      adjusted_preds = self.word_predictions(dict(outputs, logits=adjusted))
+      _, adjusted_out = self._span_metrics(gold, adjusted_preds)
+      out.update({f'adjusted_{k}': v for k, v in adjusted_out.items()})
+      for row, p in zip(rows, adjusted_preds):   # the sweep report bootstraps these
+        row['adjusted_pred'] = p
+    out['_predictions'] = rows
     return out
+
+  def _span_metrics(self, gold, preds):
+    """(metrics.span_f1's dict, the flat span and token metrics of a run)."""
+    spans = metrics_lib.span_f1(gold, preds, self.scheme)
+    n_words = sum(len(g) for g in gold)
+    right = sum(a == b for g, p in zip(gold, preds) for a, b in zip(g, p))
+    out = dict(
+        span_precision=spans['micro_precision'],
+        span_recall=spans['micro_recall'], span_f1=spans['micro_f1'],
+        span_macro_f1=spans['macro_f1'], span_weighted_f1=spans['weighted_f1'],
+        token_accuracy=right / n_words, num_gold_spans=spans['num_true'],
+        num_pred_spans=spans['num_pred'],
+        num_correct_spans=spans['num_correct'])
+    for kind, v in spans['per_type'].items():
+      out[f'f1/{kind}'] = v['f1']
+    return spans, out
