@@ -31,14 +31,8 @@ RELATION_METHODS = ('entity_pool', 'entity_embeddings', 'entity_markers')
 NEG_LOGIT = -1e9
 
 
-def gather_positions(sequence: Array, positions: Array) -> Array:
-  """sequence [B, T, H], positions int [B, P] -> [B, P, H]."""
-  return jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32),
-                             axis=1)
-
-
 class MLMHead(nn.Module):
-  """Masked-LM head, run only at the gathered masked positions.
+  """Masked-LM head, run only at the masked positions.
 
   transform = LayerNorm(act(dense(h))); logits = transform @ E^T + bias, with
   E the word-embedding table (tied decoder).
@@ -46,12 +40,11 @@ class MLMHead(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, sequence_output: Array, masked_lm_positions: Array,
-               embedding_table: Array) -> Array:
-    """-> logits float32 [B, P, V]."""
+  def __call__(self, masked_output: Array, embedding_table: Array) -> Array:
+    """masked_output: [B, P, H], the encoder at the masked positions;
+    embedding_table: [V, H] -> logits float32 [B, P, V]."""
     c = self.config
-    h = gather_positions(sequence_output, masked_lm_positions)
-    h = _dense(c, c.hidden_size, 'transform_dense')(h)
+    h = _dense(c, c.hidden_size, 'transform_dense')(masked_output)
     h = ACTIVATIONS[c.hidden_act](h)
     h = _layer_norm(c, 'transform_LayerNorm')(h)
     table = embedding_table.astype(jnp.dtype(c.dtype))
@@ -82,11 +75,14 @@ class BertForPreTraining(nn.Module):
 
   def __call__(self, input_ids, token_type_ids, attention_mask,
                masked_lm_positions, *, deterministic: bool = True):
-    """masked_lm_positions int [B, P] -> (mlm_logits [B,P,V], nsp_logits [B,2])."""
-    seq, pooled = self.bert(input_ids, token_type_ids, attention_mask,
-                            deterministic=deterministic)
-    mlm_logits = self.mlm(seq, masked_lm_positions,
-                          self.bert.word_embedding_table())
+    """masked_lm_positions int [B, P] -> (mlm_logits [B,P,V], nsp_logits [B,2]).
+
+    The encoder's output is needed at the P masked positions and [CLS] only
+    (`output_positions`: the last layer runs its queries there alone)."""
+    masked, pooled = self.bert(input_ids, token_type_ids, attention_mask,
+                               output_positions=masked_lm_positions,
+                               deterministic=deterministic)
+    mlm_logits = self.mlm(masked, self.bert.word_embedding_table())
     return mlm_logits, self.nsp(pooled)
 
 
@@ -147,8 +143,13 @@ class BertForSequenceClassification(nn.Module):
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *,
                deterministic: bool = True):
+    # 'pooler' and 'cls' read the last layer at [CLS] only.
+    b = input_ids.shape[0]
+    outputs = {'pooler': jnp.zeros((b, 0), jnp.int32),
+               'cls': jnp.zeros((b, 1), jnp.int32)}.get(self.pooling)
     seq, pooled = BertModel(self.config, name='bert')(
-        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+        input_ids, token_type_ids, attention_mask, output_positions=outputs,
+        deterministic=deterministic)
     x = pool(self.config, self.pooling, seq, pooled, attention_mask)
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
     x = Dropout(rate)(x, deterministic=deterministic)
@@ -201,18 +202,25 @@ class BertForRelation(nn.Module):
     if self.method == 'entity_embeddings' and self.config.num_entity_types < 3:
       raise ValueError('relation method entity_embeddings needs '
                        'config.num_entity_types >= 3 (none, head, tail)')
+    # The last layer runs only where the method reads it (BertModel's
+    # output_positions): the pooler's [CLS], and the two marker tokens.
+    b = input_ids.shape[0]
+    outputs = None
+    if self.method == 'entity_embeddings':
+      outputs = jnp.zeros((b, 0), jnp.int32)
+    elif self.method == 'entity_markers':
+      outputs = jnp.stack([head_start, tail_start], axis=1)
     seq, pooled = BertModel(self.config, name='bert')(
         input_ids, token_type_ids, attention_mask,
         entity_ids=entity_ids if self.method == 'entity_embeddings' else None,
-        deterministic=deterministic)
+        output_positions=outputs, deterministic=deterministic)
     if self.method == 'entity_pool':
       x = jnp.concatenate([pooled, masked_mean(seq, head_mask),
                            masked_mean(seq, tail_mask)], axis=-1)
     elif self.method == 'entity_embeddings':
       x = pooled
     else:
-      starts = jnp.stack([head_start, tail_start], axis=1)
-      x = gather_positions(seq, starts).reshape(seq.shape[0], -1)
+      x = seq.reshape(b, -1)   # [h(head marker); h(tail marker)]
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
     x = Dropout(rate)(x, deterministic=deterministic)
     return _dense(self.config, self.num_labels, 'relation')(x).astype(jnp.float32)

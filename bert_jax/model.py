@@ -83,6 +83,11 @@ class BertConfig:
   attention_implementation: Optional[str] = None   # None | 'xla' | 'cudnn'
   scan_layers: bool = False
   remat_policy: str = 'none'
+  # When the heads read only some positions (MLM slots, [CLS]), compute the
+  # last layer's queries, attention output and FFN only there (keys and
+  # values still cover every token): exact, and 1/L of the encoder cheaper.
+  # Not with scan_layers (all scanned layers run the same shapes).
+  last_layer_at_outputs: bool = True
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -180,6 +185,12 @@ class Dropout(nn.Module):
                      jnp.zeros((), x.dtype))
 
 
+def take_positions(sequence: Array, positions: Array) -> Array:
+  """sequence [B, T, H], positions int [B, P] -> [B, P, H]."""
+  return jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32),
+                             axis=1)
+
+
 def _dense(config: BertConfig, features: int, name: str) -> nn.Dense:
   return nn.Dense(
       features, dtype=jnp.dtype(config.dtype),
@@ -236,12 +247,15 @@ class SelfAttention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array) -> Array:
-    """x: [B, T, H]; mask: bool [B, 1, 1, T] (True = attend). Returns [B, T, H]."""
+  def __call__(self, x: Array, mask: Array,
+               query_positions: Optional[Array] = None) -> Array:
+    """x: [B, T, H]; mask: bool [B, 1, 1, T] (True = attend);
+    query_positions: int [B, Q] or None (= all T). Returns [B, Q, H]."""
     c = self.config
     b, t, _ = x.shape
-    split = lambda y: y.reshape(b, t, c.num_attention_heads, c.head_dim)
-    q = split(_dense(c, c.hidden_size, 'query')(x))
+    split = lambda y: y.reshape(b, -1, c.num_attention_heads, c.head_dim)
+    xq = x if query_positions is None else take_positions(x, query_positions)
+    q = split(_dense(c, c.hidden_size, 'query')(xq))
     k = split(_dense(c, c.hidden_size, 'key')(x))
     v = split(_dense(c, c.hidden_size, 'value')(x))
     q = checkpoint_name(q, 'query_proj')
@@ -261,7 +275,7 @@ class SelfAttention(nn.Module):
       probs = jax.nn.softmax(logits, axis=-1)
       probs = Dropout(dropout)(probs, deterministic=False)
       ctx = jnp.einsum('bnqk,bknd->bqnd', probs.astype(v.dtype), v)
-    ctx = ctx.reshape(b, t, c.hidden_size)
+    ctx = ctx.reshape(b, -1, c.hidden_size)
     out = _dense(c, c.hidden_size, 'output')(ctx)
     return checkpoint_name(out, 'attention_out')
 
@@ -272,11 +286,17 @@ class EncoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array) -> Array:
+  def __call__(self, x: Array, mask: Array,
+               query_positions: Optional[Array] = None) -> Array:
+    """x [B, T, H] -> [B, T, H], or [B, Q, H] at `query_positions` [B, Q]
+    (the layer's output there; keys and values still use all T tokens)."""
     c = self.config
     drop = lambda y: Dropout(c.hidden_dropout_prob)(
         y, deterministic=self.deterministic)
-    attn = SelfAttention(c, self.deterministic, name='attention')(x, mask)
+    attn = SelfAttention(c, self.deterministic, name='attention')(
+        x, mask, query_positions)
+    if query_positions is not None:
+      x = take_positions(x, query_positions)
     x = _layer_norm(c, 'attention_LayerNorm')(x + drop(attn))
     h = ACTIVATIONS[c.hidden_act](_dense(c, c.intermediate_size,
                                          'intermediate')(x))
@@ -297,7 +317,10 @@ class Encoder(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               output_positions: Optional[Array] = None) -> Array:
+    """x [B, T, H] -> [B, T, H], or [B, Q, H] at `output_positions` [B, Q]
+    (with `last_layer_at_outputs` only the last layer's queries are cut)."""
     # `deterministic` becomes a layer attribute (static), which keeps it out
     # of nn.scan's and nn.remat's traced arguments.
     c = self.config
@@ -310,12 +333,18 @@ class Encoder(nn.Module):
                       split_rngs={'params': True, 'dropout': True},
                       in_axes=nn.broadcast, length=c.num_hidden_layers)
       x, _ = stack(c, deterministic, name='layers')(x, mask)
-      return x
+      return x if output_positions is None else take_positions(
+          x, output_positions)
     cls = EncoderLayer
     if c.remat_policy != 'none':
       cls = nn.remat(cls, policy=policy)
+    last = c.num_hidden_layers - 1
+    cut_last = output_positions is not None and c.last_layer_at_outputs
     for i in range(c.num_hidden_layers):
-      x = cls(c, deterministic, name=f'layer_{i}')(x, mask)
+      positions = output_positions if cut_last and i == last else None
+      x = cls(c, deterministic, name=f'layer_{i}')(x, mask, positions)
+    if output_positions is not None and not cut_last:
+      x = take_positions(x, output_positions)
     return x
 
 
@@ -324,9 +353,10 @@ class Pooler(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, sequence_output: Array) -> Array:
+  def __call__(self, cls_output: Array) -> Array:
+    """cls_output: [B, H], the last layer at [CLS] -> [B, H]."""
     return jnp.tanh(_dense(self.config, self.config.hidden_size,
-                           'dense')(sequence_output[:, 0]))
+                           'dense')(cls_output))
 
 
 class BertModel(nn.Module):
@@ -342,9 +372,17 @@ class BertModel(nn.Module):
                attention_mask: Optional[Array] = None, *,
                position_ids: Optional[Array] = None,
                entity_ids: Optional[Array] = None,
+               output_positions: Optional[Array] = None,
                deterministic: bool = True) -> tuple[Array, Array]:
     """input_ids, token_type_ids, attention_mask, position_ids, entity_ids:
-    int [B, T] (attention_mask 1 = real token, 0 = padding)."""
+    int [B, T] (attention_mask 1 = real token, 0 = padding).
+
+    output_positions: int [B, P] or None. None: sequence_output is
+    [B, T, H]. Given (P may be 0): sequence_output is [B, P, H], the output at
+    those positions (= the full output gathered there), and with
+    `config.last_layer_at_outputs` the last layer runs its queries only at
+    them and at [CLS] (for the pooler).
+    """
     if input_ids.ndim != 2:
       raise ValueError(f'input_ids must be [batch, length], got {input_ids.shape}')
     b, t = input_ids.shape
@@ -360,8 +398,14 @@ class BertModel(nn.Module):
     x = self.embeddings(input_ids, token_type_ids, position_ids, entity_ids,
                         deterministic)
     mask = attention_mask.astype(bool)[:, None, None, :]
-    x = self.encoder(x, mask, deterministic)
-    return x, self.pooler(x)
+    if output_positions is None:
+      x = self.encoder(x, mask, deterministic)
+      return x, self.pooler(x[:, 0])
+    # [CLS] first, for the pooler.
+    rows = jnp.concatenate([jnp.zeros((b, 1), jnp.int32),
+                            output_positions.astype(jnp.int32)], axis=1)
+    x = self.encoder(x, mask, deterministic, rows)
+    return x[:, 1:], self.pooler(x[:, 0])
 
   def word_embedding_table(self) -> Array:
     """[V, H] word embeddings, for the tied MLM decoder."""

@@ -17,7 +17,9 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
       dtype='float32', param_dtype='float32',
       # ml_collections needs a type for a field that may be None.
       attention_implementation=ml_collections.FieldReference(None, field_type=str),
-      scan_layers=False, remat_policy='none'))
+      scan_layers=False, remat_policy='none',
+      # Last layer only where the heads read (exact; see BertConfig).
+      last_layer_at_outputs=True))
   m.update(overrides)
   return m
 

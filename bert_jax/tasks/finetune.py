@@ -71,7 +71,8 @@ def bert_config(config, vocab_size: int) -> BertConfig:
   if m.get('init_from'):
     directory = _pretrained_dir(m['init_from'])
     execution = ('dtype', 'param_dtype', 'attention_implementation',
-                 'scan_layers', 'remat_policy', 'num_entity_types',
+                 'scan_layers', 'remat_policy', 'last_layer_at_outputs',
+                 'num_entity_types',
                  'hidden_dropout_prob', 'attention_probs_dropout_prob')
     return BertConfig.from_json(directory / 'config.json',
                                 **{k: fields[k] for k in execution})

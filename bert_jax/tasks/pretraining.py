@@ -269,13 +269,23 @@ def training_flops_per_example(c: BertConfig, seq_len: int,
   """Model FLOPs of one training example (forward + backward = 3 x forward).
 
   Per layer, forward, per token: QKV and output projections 4*2*H^2, FFN
-  2*2*H*I, attention scores and context 2*2*T*H. Plus the pooler 2*H^2 and
-  NSP 2*2*H once per example, and the MLM head at P positions: transform
-  2*H^2 and decoder 2*H*V. Embedding lookups and softmax are not counted.
+  2*2*H*I, attention scores and context 2*2*T*H. With
+  `c.last_layer_at_outputs` (and no `scan_layers`) the last layer computes
+  keys and values (2*2*H^2 per token) for all T tokens but its queries,
+  attention, output projection and FFN only at the Q = P + 1 rows the heads
+  read (P masked slots and [CLS]): 2*2*H^2 + 2*2*H*I + 2*2*T*H per row.
+  Plus the pooler 2*H^2 and NSP 2*2*H once per example, and the MLM head at
+  P positions: transform 2*H^2 and decoder 2*H*V. Embedding lookups and
+  softmax are not counted.
   """
   h, i, v, t, p = (c.hidden_size, c.intermediate_size, c.vocab_size, seq_len,
                    num_predictions)
   per_token_layer = 8 * h * h + 4 * h * i + 4 * t * h
-  forward = (c.num_hidden_layers * t * per_token_layer + 2 * h * h + 4 * h
+  full_layers = c.num_hidden_layers
+  last = 0
+  if c.last_layer_at_outputs and not c.scan_layers:
+    full_layers -= 1
+    last = t * 4 * h * h + (p + 1) * (4 * h * h + 4 * h * i + 4 * t * h)
+  forward = (full_layers * t * per_token_layer + last + 2 * h * h + 4 * h
              + p * (2 * h * h + 2 * h * v))
   return 3.0 * forward
