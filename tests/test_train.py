@@ -206,6 +206,11 @@ def test_nonfinite_step_is_never_applied_and_is_reported():
     assert float(metrics['skipped_steps'][0]) == 1.0
     # The update was not applied: params are exactly the ones given.
     jax.tree_util.tree_map(np.testing.assert_array_equal, new.params, bad_params)
+    # Nor did the optimizer's moments or count move (Adam's count would
+    # shift every later bias correction).
+    jax.tree_util.tree_map(np.testing.assert_array_equal, new.opt_state,
+                           poisoned.opt_state)
+    assert int(new.step) == int(poisoned.step) + 1
     if skip:
       assert int(new.nonfinite_step) == -1
     else:
