@@ -80,7 +80,10 @@ class BertConfig:
   # Execution options (not part of the architecture).
   dtype: str = 'float32'          # compute dtype: 'bfloat16' on accelerators
   param_dtype: str = 'float32'
-  attention_implementation: Optional[str] = None   # None | 'xla' | 'cudnn'
+  # None | 'xla' | 'cudnn'. cuDNN's fused kernel takes bf16/fp16 only and
+  # no boolean mask: padding goes in as per-example key lengths, so it needs
+  # right-padded inputs (every batch this codebase builds is).
+  attention_implementation: Optional[str] = None
   scan_layers: bool = False
   remat_policy: str = 'none'
   # When the heads read only some positions (MLM slots, [CLS]), compute the
@@ -109,6 +112,12 @@ class BertConfig:
         jnp.dtype(getattr(self, name))
       except TypeError as e:
         raise ValueError(f'BertConfig.{name}={getattr(self, name)!r}') from e
+    if (self.attention_implementation == 'cudnn' and
+        jnp.dtype(self.dtype) not in (jnp.bfloat16, jnp.float16)):
+      raise ValueError(
+          "BertConfig.attention_implementation='cudnn' needs dtype "
+          f"'bfloat16' or 'float16' (cuDNN's fused attention), got "
+          f'dtype={self.dtype!r}')
     for name in ('vocab_size', 'hidden_size', 'num_hidden_layers',
                  'num_attention_heads', 'intermediate_size',
                  'max_position_embeddings', 'type_vocab_size'):
@@ -191,6 +200,13 @@ def take_positions(sequence: Array, positions: Array) -> Array:
                              axis=1)
 
 
+def key_lengths(mask: Array) -> Array:
+  """bool [B, 1, 1, T] right-padded attention mask -> int32 [B], the number
+  of real tokens (at least 1: a cuDNN row with no key is undefined, and an
+  all-padding row is masked out of every loss anyway)."""
+  return jnp.maximum(mask.sum(axis=(1, 2, 3)), 1).astype(jnp.int32)
+
+
 def _dense(config: BertConfig, features: int, name: str) -> nn.Dense:
   return nn.Dense(
       features, dtype=jnp.dtype(config.dtype),
@@ -263,8 +279,15 @@ class SelfAttention(nn.Module):
     v = checkpoint_name(v, 'value_proj')
     dropout = c.attention_probs_dropout_prob
     if self.deterministic or dropout == 0.0:
-      ctx = jax.nn.dot_product_attention(
-          q, k, v, mask=mask, implementation=c.attention_implementation)
+      if c.attention_implementation == 'cudnn':
+        # cuDNN turns a mask into a [B, 1, Q, T] bias and then refuses one
+        # broadcast over the queries; key lengths are its padding form.
+        ctx = jax.nn.dot_product_attention(
+            q, k, v, key_value_seq_lengths=key_lengths(mask),
+            implementation='cudnn')
+      else:
+        ctx = jax.nn.dot_product_attention(
+            q, k, v, mask=mask, implementation=c.attention_implementation)
     else:
       # The fused kernels have no attention-probability dropout: compute the
       # probabilities explicitly (fp32 softmax) when training with it.

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bert_jax import heads
+from bert_jax import model as model_lib
 from bert_jax.model import BertConfig, BertModel
 from bert_jax.tasks import pretraining
 
@@ -94,13 +95,66 @@ def test_training_mode_shapes_and_no_dropout_equality():
                       deterministic=False, rngs=rngs)
   seq, _ = model.apply(params, ids, types, mask, deterministic=True)
   np.testing.assert_allclose(at, _gather(seq, positions), atol=2e-6)
-  # With dropout on, the explicit-softmax attention path takes Q rows too.
+  # Attention dropout on takes the explicit-softmax path; at rate 1e-6 the
+  # 16-bit threshold is 0, so it drops nothing and must equal the fused path,
+  # with the cut queries (Q rows against T keys, padding masked) too.
+  model = BertModel(config.replace(attention_probs_dropout_prob=1e-6))
+  at, pooled = model.apply(params, ids, types, mask,
+                           output_positions=positions, deterministic=False,
+                           rngs=rngs)
+  np.testing.assert_allclose(at, _gather(seq, positions), atol=2e-6)
+  full, _ = model.apply(params, ids, types, mask, deterministic=False,
+                        rngs=rngs)
+  np.testing.assert_allclose(full, seq, atol=2e-6)
+  # And with real dropout the cut path still runs, finite, Q rows out.
   model = BertModel(CONFIG)
   at, pooled = model.apply(params, ids, types, mask,
                            output_positions=positions, deterministic=False,
                            rngs=rngs)
   assert at.shape == (B, 4, 32) and pooled.shape == (B, 32)
   assert np.isfinite(np.asarray(at)).all()
+
+
+def test_key_lengths_are_the_padding_mask_in_length_form():
+  mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]],
+                   bool)[:, None, None, :]
+  lengths = model_lib.key_lengths(mask)
+  assert lengths.dtype == jnp.int32
+  np.testing.assert_array_equal(lengths, [3, 5, 1])
+  # The length form attends exactly like the mask (XLA implements both), with
+  # queries cut to fewer rows than keys as the last layer does.
+  ks = jax.random.split(jax.random.PRNGKey(0), 3)
+  q = jax.random.normal(ks[0], (2, 3, 4, 8))
+  k = jax.random.normal(ks[1], (2, 5, 4, 8))
+  v = jax.random.normal(ks[2], (2, 5, 4, 8))
+  mask = mask[:2]
+  by_mask = jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                         implementation='xla')
+  by_length = jax.nn.dot_product_attention(
+      q, k, v, key_value_seq_lengths=model_lib.key_lengths(mask),
+      implementation='xla')
+  np.testing.assert_allclose(by_length, by_mask, atol=1e-6)
+
+
+def test_cudnn_attention_needs_half_precision():
+  with pytest.raises(ValueError, match="attention_implementation='cudnn'.*"
+                     "dtype='float32'"):
+    CONFIG.replace(attention_implementation='cudnn')
+  CONFIG.replace(attention_implementation='cudnn', dtype='bfloat16')
+
+
+@pytest.mark.skipif(jax.default_backend() != 'gpu', reason='needs a GPU')
+def test_cudnn_attention_matches_xla_on_gpu():
+  ids, types, mask, positions = _inputs()
+  config = CONFIG.replace(dtype='bfloat16', hidden_size=64,
+                          num_attention_heads=2)
+  model = BertModel(config)
+  params = model.init(jax.random.PRNGKey(1), ids, types, mask)
+  xla, _ = model.apply(params, ids, types, mask, output_positions=positions)
+  model = BertModel(config.replace(attention_implementation='cudnn'))
+  cudnn, _ = model.apply(params, ids, types, mask, output_positions=positions)
+  np.testing.assert_allclose(np.asarray(cudnn, np.float32),
+                             np.asarray(xla, np.float32), atol=5e-2)
 
 
 def _forward_flops(fn, *args):
