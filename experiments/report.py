@@ -208,6 +208,25 @@ def classification_scorer(classes: Sequence[str], minority: str,
   return stats, metrics
 
 
+def relation_scorer(classes: Sequence[str], other: Optional[str]) -> Scorer:
+  """Accuracy, macro-F1 and macro-F1 without the no-relation label, as
+  `bert_jax.tasks.relation.relation_metrics` computes them (both macros over
+  the classes present in the gold or predicted labels)."""
+  stats, base_metrics = classification_scorer(classes, classes[0])
+  c = len(classes)
+  rest = np.asarray([n != other for n in classes])
+
+  def metrics(sums):
+    out = base_metrics(sums)
+    del out['minority_f1']
+    support, predicted, tp = sums[:, :c], sums[:, c:2 * c], sums[:, 2 * c:]
+    f1 = _div(2 * tp, support + predicted)
+    keep = ((support > 0) | (predicted > 0)) & rest
+    out['macro_f1_excl_other'] = _div((f1 * keep).sum(1), keep.sum(1))
+    return out
+  return stats, metrics
+
+
 def tagging_scorer(scheme: str) -> Scorer:
   """Strict micro span F1 (`bert_jax.metrics.span_f1`) from per-sentence
   gold / predicted / correct span counts."""
@@ -252,6 +271,12 @@ def scorer_for(run: RunResult) -> Optional[Scorer]:
     return tagging_scorer(tagging.resolve_scheme(scheme, tags, str(run.path)))
   if task == 'span_qa' and rows:
     return span_qa_scorer()
+  if task == 'relation' and 'per_class' in ev and rows:
+    from bert_jax.tasks import relation  # pylint: disable=g-import-not-at-top
+    classes = list(ev['per_class'])
+    configured = run.results['config'].get('other_label', '')
+    return relation_scorer(classes,
+                           relation.other_label(classes, configured))
   return None
 
 

@@ -141,6 +141,28 @@ def test_bootstrap_equals_a_direct_resampling():
     np.testing.assert_allclose(got[k], want[k], atol=1e-12)
 
 
+def test_relation_scorer_equals_relation_metrics_on_resamples():
+  """Bootstrapped relation metrics (macro-F1 without 'Other' included) equal
+  bert_jax's own relation metrics on each explicit resample."""
+  from bert_jax.tasks import relation
+  names = ['Other', 'Cause-Effect(e1,e2)', 'Cause-Effect(e2,e1)', 'Member(e1,e2)']
+  rng = np.random.default_rng(3)
+  n, b = 30, 50
+  y = rng.choice(4, n, p=[0.5, 0.2, 0.2, 0.1])
+  p = np.where(rng.random(n) < 0.6, y, rng.integers(0, 4, n))
+  stats, score = report.relation_scorer(names, 'Other')
+  rows = [dict(label=names[i], prediction=names[j]) for i, j in zip(y, p)]
+  counts = report.resample_counts(n, b, seed=5)
+  got = score(counts @ stats(rows))
+  assert set(got) == {'accuracy', 'macro_f1', 'macro_f1_excl_other'}
+  draw = np.random.default_rng(5)
+  for r in range(b):
+    i = draw.integers(0, n, n)
+    want = relation.relation_metrics(p[i], y[i], names, 'Other')
+    for k in got:
+      assert got[k][r] == pytest.approx(want[k], abs=1e-12), (k, r)
+
+
 def test_tagging_scorer_matches_span_f1():
   gold = [['B-PER', 'I-PER', 'O'], ['O', 'B-LOC'], ['B-ORG', 'O', 'B-PER']]
   pred = [['B-PER', 'I-PER', 'O'], ['O', 'O'], ['B-ORG', 'O', 'B-LOC']]
@@ -257,6 +279,47 @@ def test_tagging_adjusted_predictions_are_bootstrapped(tmp_path):
   assert cmp['span_f1'] == dict(diff=1.0, lo=1.0, hi=1.0, excludes_zero=True)
   text = (tmp_path / 'report.md').read_text()
   assert 'adjusted_span_f1' in text and 'disagrees' not in text
+
+
+def test_relation_runs_are_bootstrapped_adjusted_included(tmp_path):
+  from bert_jax.tasks import relation
+  names = ['Other', 'Cause-Effect(e1,e2)', 'Member(e1,e2)']
+  gold = [names[i] for i in [0, 1, 2, 0, 1, 0, 2, 0] * 3]
+  wrong = ['Other'] * len(gold)
+  index = {n: i for i, n in enumerate(names)}
+  runs = [({'loss.name': 'ce', 'seed': 0}, wrong, None),
+          ({'loss.name': 'ce', 'eval_logit_adjustment_tau': 1.0, 'seed': 0},
+           wrong, gold)]
+  named = sweep.name_runs([o for o, _, _ in runs])
+  for r, (o, pred, adjusted) in zip(named, runs):
+    d = tmp_path / r.name
+    d.mkdir()
+    m = relation.relation_metrics(np.asarray([index[x] for x in pred]),
+                                  np.asarray([index[x] for x in gold]),
+                                  names, 'Other')
+    final = {k: v for k, v in m.items() if k != 'report'}
+    config = dict(task='relation', other_label='')
+    if adjusted is not None:
+      config['eval_logit_adjustment_tau'] = 1.0
+    (d / 'results.json').write_text(json.dumps(dict(
+        task='relation', final_step=30, final_eval=final, best=None,
+        train_history=[dict(step=30, loss=0.1)], config=config)))
+    with open(d / 'predictions.jsonl', 'w') as f:
+      for i, (g, p) in enumerate(zip(gold, pred)):
+        row = dict(guid=f'r{i}', label=g, prediction=p)
+        if adjusted is not None:
+          row['adjusted_prediction'] = adjusted[i]
+        f.write(json.dumps(row) + '\n')
+  (tmp_path / 'sweep.json').write_text(json.dumps(dict(
+      config='c.py:x', runs=[dict(index=r.index, name=r.name,
+                                  overrides=r.overrides) for r in named])))
+  report.write_report(tmp_path)
+  out = json.loads((tmp_path / 'report.json').read_text())
+  cmp = out['groups']['loss=ce,eval_logit_adjustment_tau=1']['vs_baseline']
+  # Raw: all 'Other' (no relation found, F1 excl. Other 0); adjusted: right.
+  assert cmp['macro_f1_excl_other'] == dict(diff=1.0, lo=1.0, hi=1.0,
+                                            excludes_zero=True)
+  assert 'disagrees' not in (tmp_path / 'report.md').read_text()
 
 
 def test_baseline_choice(tmp_path):

@@ -231,14 +231,30 @@ def test_posthoc_tau_is_checked_before_training(tmp_path):
   c.eval_logit_adjustment_tau = -1.0
   with pytest.raises(ValueError, match=r'config\.eval_logit_adjustment_tau=-1'):
     tagging.TaggingTask(c)
-  # A tag never seen in training has no prior: 'O' is added to this tag set.
+  for bad in (float('nan'), float('inf')):
+    c.eval_logit_adjustment_tau = bad
+    with pytest.raises(ValueError, match='must be a finite number'):
+      tagging.TaggingTask(c)
+
+
+def test_posthoc_never_predicts_the_O_the_task_added(tmp_path):
+  # No 'O' in this tag set: the task adds one for cut-off words. It is never
+  # a training target, so it has no prior; the adjusted logits never pick it
+  # and adjust the real tags by their training counts (2 B-PER, 1 I-PER).
   train_file = write_conll(tmp_path / 'train.conll', [
-      [('John', 'B-PER'), ('Smith', 'I-PER')]])
+      [('John', 'B-PER'), ('Smith', 'I-PER')], [('Mary', 'B-PER')]])
   c = tiny_config('conll_sample', train=train_file, eval=train_file)
   c.eval_logit_adjustment_tau = 1.0
-  with pytest.raises(ValueError, match=r"eval_logit_adjustment_tau=1\.0 needs "
-                     r".*\['O'\] never occur"):
-    tagging.TaggingTask(c)
+  task = tagging.TaggingTask(c)
+  assert task.tag_names == ['B-PER', 'I-PER', 'O']
+  assert task.class_counts == [2, 1, 0]
+  logits = np.random.default_rng(0).normal(size=(4, 6, 3)).astype(np.float32)
+  logits[..., 2] += 10.0            # 'O' would win every raw argmax
+  adjusted = task.adjusted_logits(logits)
+  assert (adjusted.argmax(-1) != 2).all()
+  log_prior = np.log(np.array([2.0, 1.0]) / 3.0)
+  np.testing.assert_allclose(adjusted[..., :2], logits[..., :2] - log_prior,
+                             rtol=1e-6)
 
 
 def test_word_tags_cut_words_are_O_whatever_its_id():

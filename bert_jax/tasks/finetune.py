@@ -10,6 +10,7 @@ encoder from `config.model.init_from`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 from absl import logging
@@ -41,20 +42,24 @@ def loss_spec(config, num_classes: int, class_counts: Optional[Sequence[int]]):
     raise ValueError(f'config.loss: {e}') from e
 
 
-def posthoc_tau(config, class_counts: Sequence[int],
-                names: Sequence[str]) -> float:
+def posthoc_tau(config, class_counts: Sequence[int], names: Sequence[str],
+                exempt: Sequence[str] = ()) -> float:
   """`config.eval_logit_adjustment_tau`, checked before anything trains.
 
   Post-hoc logit adjustment (Menon et al. 2021) predicts
   `argmax z - tau log pi` with `pi` the training class frequencies, so with
-  tau > 0 every class needs a training count. Returns 0.0 when off.
+  tau > 0 every class needs a training count, except the `exempt` ones that
+  the task added itself and never trains on (tagging's fallback 'O').
+  Returns 0.0 when off.
   """
   tau = config.get('eval_logit_adjustment_tau', 0.0) or 0.0
-  if isinstance(tau, bool) or not isinstance(tau, (int, float)) or tau < 0:
+  if (isinstance(tau, bool) or not isinstance(tau, (int, float))
+      or not math.isfinite(tau) or tau < 0):
     raise ValueError(f'config.eval_logit_adjustment_tau={tau!r} must be a '
-                     'number >= 0')
+                     'finite number >= 0')
   if tau:
-    unseen = [n for n, c in zip(names, class_counts) if c <= 0]
+    unseen = [n for n, c in zip(names, class_counts)
+              if c <= 0 and n not in exempt]
     if unseen:
       raise ValueError(
           f'config.eval_logit_adjustment_tau={tau} needs the training count '

@@ -209,9 +209,9 @@ class TaggingTask(finetune.FinetuneTask):
     self.tag_names = list(self.train_ds.label_names)
     self.scheme = resolve_scheme(d.get('scheme', 'auto'), self.tag_names,
                                  f'{self.train_ds.name}/{self.train_ds.split}')
-    if 'O' not in self.tag_names:
-      # Cut-off words are predicted 'O'; the head must be able to say it too.
-      self.tag_names.append('O')
+    # Cut-off words are predicted 'O'; the head must be able to say it too.
+    self.added_tags = [] if 'O' in self.tag_names else ['O']
+    self.tag_names += self.added_tags
     self.tag_index = {tag: i for i, tag in enumerate(self.tag_names)}
     self.class_counts = datasets.class_counts(self.train_ds)
     self.class_counts += [0] * (len(self.tag_names) - len(self.class_counts))
@@ -220,7 +220,8 @@ class TaggingTask(finetune.FinetuneTask):
                                             num_labels=len(self.tag_names))
     self.loss = finetune.loss_spec(config, len(self.tag_names),
                                    self.class_counts)
-    self.tau = finetune.posthoc_tau(config, self.class_counts, self.tag_names)
+    self.tau = finetune.posthoc_tau(config, self.class_counts, self.tag_names,
+                                    exempt=self.added_tags)
     self.stats = {}
     self.train_features, _ = self._features(self.train_ds, 'train')
     self.eval_features, self.eval_first = self._features(self.eval_ds, 'eval')
@@ -228,6 +229,17 @@ class TaggingTask(finetune.FinetuneTask):
                  'counts %s, loss %s', self.scheme, len(self.train_ds),
                  len(self.eval_ds), self.tag_names, self.class_counts,
                  self.loss.name)
+
+  def adjusted_logits(self, logits: np.ndarray) -> np.ndarray:
+    """[..., C] logits -> post-hoc adjusted `z - tau log pi` (Menon et al.
+    2021) with the training tag prior. A tag this task added (never a
+    training target, so without a prior) is never predicted by them."""
+    logits = np.asarray(logits, np.float32)
+    real = [i for i, t in enumerate(self.tag_names) if t not in self.added_tags]
+    adjusted = np.full_like(logits, np.finfo(np.float32).min)
+    adjusted[..., real] = losses.logit_adjustment.adjust_logits(
+        logits[..., real], np.asarray(self.class_counts)[real], self.tau)
+    return adjusted
 
   def _features(self, ds, which):
     features, first, stats = encode_tagging(
@@ -319,8 +331,7 @@ class TaggingTask(finetune.FinetuneTask):
             for e, p in zip(self.eval_ds.examples, preds)]
     if self.tau:
       # Post-hoc logit adjustment per token, with the training tag prior.
-      adjusted = np.asarray(losses.logit_adjustment.adjust_logits(
-          outputs['logits'], self.class_counts, self.tau))
+      adjusted = self.adjusted_logits(outputs['logits'])
       adjusted_preds = self.word_predictions(dict(outputs, logits=adjusted))
       _, adjusted_out = self._span_metrics(gold, adjusted_preds)
       out.update({f'adjusted_{k}': v for k, v in adjusted_out.items()})
