@@ -898,7 +898,7 @@ def render(rows, scaling, *, info, started, load_before, load_after, repeats,
 
 
 _METHOD_NOTES = [
-    '- Same work: one train step (forward, backward, global-norm clipping at '
+    '- Same step: one train step (forward, backward, global-norm clipping at '
     '1.0, AdamW with eps 1e-6, weight decay 0.01 off LayerNorm/bias, linear '
     'warmup/decay schedule) on the same config, weights, batch and length. '
     'Before timing, each peer must reproduce bert_jax\'s loss and gradient '
@@ -918,6 +918,15 @@ _METHOD_NOTES = [
     'B x P rows only), but not the same cost: the difference in the '
     'pretraining rows is mostly this. It also multiplies every attention '
     'map by a head mask of ones (HF\'s default).',
+    '- Same loss, less work where the heads read few positions: bert_jax runs '
+    'its last encoder layer\'s queries, attention output and FFN only at the '
+    'positions the heads read (`config.model.last_layer_at_outputs`, on by '
+    'default): the P masked slots plus [CLS] in pretraining, [CLS] alone in '
+    'the pooler classifier (about 1/L of the encoder, 14% of the MiniLM '
+    'classifier\'s FLOPs). The peers run it at all T positions. The GFLOP '
+    'column is each implementation\'s own XLA / formula count, so a ratio '
+    'there is work saved, and tokens/s per GFLOP is per-FLOP efficiency. '
+    'Tagging reads every position and does the same work as the peers.',
     '- HF PyTorch: `BertFor*` eager, default (SDPA) attention, '
     '`torch.optim.AdamW` default implementation, `clip_grad_norm_`, '
     '`torch.set_num_threads(cores)`; its pretraining loss is HF\'s own '
