@@ -260,6 +260,17 @@ def _write_tagging_run(root, name, overrides, gold, pred, *, tau=0.0,
       f.write(json.dumps(row) + '\n')
 
 
+def _report_posthoc_vs_ce(tmp_path, named):
+  """Writes sweep.json for these runs and the report; returns the post-hoc
+  group's comparison with CE from report.json."""
+  (tmp_path / 'sweep.json').write_text(json.dumps(dict(
+      config='c.py:x', runs=[dict(index=r.index, name=r.name,
+                                  overrides=r.overrides) for r in named])))
+  report.write_report(tmp_path)
+  out = json.loads((tmp_path / 'report.json').read_text())
+  return out['groups']['loss=ce,eval_logit_adjustment_tau=1']['vs_baseline']
+
+
 def test_tagging_adjusted_predictions_are_bootstrapped(tmp_path):
   gold = [['B-PER', 'I-PER', 'O'], ['O', 'B-LOC'], ['B-ORG', 'O', 'B-PER']] * 4
   missed = [['O'] * len(g) for g in gold]
@@ -269,12 +280,7 @@ def test_tagging_adjusted_predictions_are_bootstrapped(tmp_path):
   named = sweep.name_runs([o for o, _ in runs])
   for r, (o, kw) in zip(named, runs):
     _write_tagging_run(tmp_path, r.name, o, gold, missed, **kw)
-  (tmp_path / 'sweep.json').write_text(json.dumps(dict(
-      config='c.py:x', runs=[dict(index=r.index, name=r.name,
-                                  overrides=r.overrides) for r in named])))
-  report.write_report(tmp_path)
-  out = json.loads((tmp_path / 'report.json').read_text())
-  cmp = out['groups']['loss=ce,eval_logit_adjustment_tau=1']['vs_baseline']
+  cmp = _report_posthoc_vs_ce(tmp_path, named)
   # Raw predictions find no entity (F1 0); the adjusted ones are all right.
   assert cmp['span_f1'] == dict(diff=1.0, lo=1.0, hi=1.0, excludes_zero=True)
   text = (tmp_path / 'report.md').read_text()
@@ -310,12 +316,7 @@ def test_relation_runs_are_bootstrapped_adjusted_included(tmp_path):
         if adjusted is not None:
           row['adjusted_prediction'] = adjusted[i]
         f.write(json.dumps(row) + '\n')
-  (tmp_path / 'sweep.json').write_text(json.dumps(dict(
-      config='c.py:x', runs=[dict(index=r.index, name=r.name,
-                                  overrides=r.overrides) for r in named])))
-  report.write_report(tmp_path)
-  out = json.loads((tmp_path / 'report.json').read_text())
-  cmp = out['groups']['loss=ce,eval_logit_adjustment_tau=1']['vs_baseline']
+  cmp = _report_posthoc_vs_ce(tmp_path, named)
   # Raw: all 'Other' (no relation found, F1 excl. Other 0); adjusted: right.
   assert cmp['macro_f1_excl_other'] == dict(diff=1.0, lo=1.0, hi=1.0,
                                             excludes_zero=True)
