@@ -199,13 +199,19 @@ def classification_scorer(classes: Sequence[str], minority: str,
     return np.concatenate([y, p, y * p], axis=1)
 
   def metrics(sums):
-    support, predicted, tp = sums[:, :c], sums[:, c:2 * c], sums[:, 2 * c:]
-    f1 = _div(2 * tp, support + predicted)
-    present = (support > 0) | (predicted > 0)
+    support, tp, f1, present = _per_class(sums, c)
     return dict(accuracy=tp.sum(1) / support.sum(1),
                 macro_f1=(f1 * present).sum(1) / present.sum(1),
                 minority_f1=f1[:, index[minority]])
   return stats, metrics
+
+
+def _per_class(sums, c: int):
+  """[B, 3C] summed (gold, predicted, correct) one-hots -> support, true
+  positives, F1 and "present in gold or predictions", each [B, C]."""
+  support, predicted, tp = sums[:, :c], sums[:, c:2 * c], sums[:, 2 * c:]
+  return (support, tp, _div(2 * tp, support + predicted),
+          (support > 0) | (predicted > 0))
 
 
 def relation_scorer(classes: Sequence[str], other: Optional[str]) -> Scorer:
@@ -219,9 +225,8 @@ def relation_scorer(classes: Sequence[str], other: Optional[str]) -> Scorer:
   def metrics(sums):
     out = base_metrics(sums)
     del out['minority_f1']
-    support, predicted, tp = sums[:, :c], sums[:, c:2 * c], sums[:, 2 * c:]
-    f1 = _div(2 * tp, support + predicted)
-    keep = ((support > 0) | (predicted > 0)) & rest
+    _, _, f1, present = _per_class(sums, c)
+    keep = present & rest
     out['macro_f1_excl_other'] = _div((f1 * keep).sum(1), keep.sum(1))
     return out
   return stats, metrics

@@ -41,8 +41,17 @@ def _write_run(root, name, overrides, labels, preds, *, tau=0.0, loss=None,
                 data={'sampling_q': overrides.get('data.sampling_q')},
                 loss={'name': overrides.get('loss.name', 'ce'),
                       'gamma': overrides.get('loss.gamma')})
+  _write_labelled_run(d, 'classification', final, history, config, labels,
+                      preds, adjusted)
+  return d
+
+
+def _write_labelled_run(d, task, final, history, config, labels, preds,
+                        adjusted):
+  """results.json and predictions.jsonl (label / prediction rows, with
+  adjusted_prediction when given) of a classification or relation run."""
   (d / 'results.json').write_text(json.dumps(dict(
-      task='classification', final_step=30, final_eval=final, best=None,
+      task=task, final_step=30, final_eval=final, best=None,
       train_history=history, config=config)))
   with open(d / 'predictions.jsonl', 'w') as f:
     for i, (l, p) in enumerate(zip(labels, preds)):
@@ -50,7 +59,6 @@ def _write_run(root, name, overrides, labels, preds, *, tau=0.0, loss=None,
       if adjusted is not None:
         row['adjusted_prediction'] = adjusted[i]
       f.write(json.dumps(row) + '\n')
-  return d
 
 
 def _sweep(root, runs):
@@ -307,15 +315,8 @@ def test_relation_runs_are_bootstrapped_adjusted_included(tmp_path):
     config = dict(task='relation', other_label='')
     if adjusted is not None:
       config['eval_logit_adjustment_tau'] = 1.0
-    (d / 'results.json').write_text(json.dumps(dict(
-        task='relation', final_step=30, final_eval=final, best=None,
-        train_history=[dict(step=30, loss=0.1)], config=config)))
-    with open(d / 'predictions.jsonl', 'w') as f:
-      for i, (g, p) in enumerate(zip(gold, pred)):
-        row = dict(guid=f'r{i}', label=g, prediction=p)
-        if adjusted is not None:
-          row['adjusted_prediction'] = adjusted[i]
-        f.write(json.dumps(row) + '\n')
+    _write_labelled_run(d, 'relation', final, [dict(step=30, loss=0.1)],
+                        config, gold, pred, adjusted)
   cmp = _report_posthoc_vs_ce(tmp_path, named)
   # Raw: all 'Other' (no relation found, F1 excl. Other 0); adjusted: right.
   assert cmp['macro_f1_excl_other'] == dict(diff=1.0, lo=1.0, hi=1.0,
