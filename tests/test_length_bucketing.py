@@ -137,7 +137,7 @@ def test_cut_batches_give_the_same_loss_gradient_and_eval():
   def value_and_grad(batch):
     f = lambda p: task.train_loss(p, batch, jax.random.PRNGKey(1),
                                   loss_state)[0]
-    return jax.value_and_grad(f)(params)
+    return jax.jit(jax.value_and_grad(f))(params)
 
   # Dropout masks depend on the shape: compare without dropout.
   task.model = task.model.clone(config=task.bert.replace(

@@ -110,7 +110,7 @@ def test_bf16_compute_trains_like_fp32_and_keeps_fp32_params(tmp_path):
     batch = next(iter(task.train_iterator(config.batch_size, 0, 1, seed=0)))
     loss_fn = lambda p, task=task, batch=batch: task.train_loss(
         p, batch, jax.random.PRNGKey(3), {})[0]
-    grads[dtype] = jax.grad(loss_fn)(params)
+    grads[dtype] = jax.jit(jax.grad(loss_fn))(params)
   flat = {d: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(g)])
           for d, g in grads.items()}
   assert {x.dtype for x in jax.tree_util.tree_leaves(grads['bfloat16'])} == {
