@@ -270,7 +270,8 @@ def _run_worker(name: str, args, tmp: pathlib.Path) -> dict[str, Any]:
 def render(results, args, info) -> str:
   def total(r):   # what a user waits for, minus interpreter/library import
     return r['data_s'] + r['setup_s'] + r['train_s'] + r['eval_s']
-  hf = next(r for r in results if r['name'].startswith('HF'))
+  # Without the HF Flax worker (--only) there is no ratio to show.
+  hf = next((r for r in results if r['name'].startswith('HF')), None)
   size = (f'first {args.limit} train / test reviews' if args.limit
           else '540 train / 379 test')
   lines = [
@@ -286,7 +287,8 @@ def render(results, args, info) -> str:
         f"| {r['name']} | {r['data_s']:.1f} | {r['setup_s']:.1f} | "
         f"{r['train_s']:.1f} ({r['compile_s']:.1f}) | {r['shapes']} | "
         f"{r['tokens']:,} | {r['eval_s']:.1f} | {total(r):.1f} | "
-        f"{total(hf) / total(r):.2f}x | {r['accuracy']:.3f} | "
+        f"{'—' if hf is None else f'{total(hf) / total(r):.2f}x'} | "
+        f"{r['accuracy']:.3f} | "
         f"{r['macro_f1']:.3f} |")
   lines += ['', 'Setup: weights loaded, optimizer built (HF: from_pt '
             'conversion). Total = input pipeline + setup + train + eval '
@@ -312,6 +314,9 @@ def main(argv=None):
   p.add_argument('--worker', default='', help=argparse.SUPPRESS)
   p.add_argument('--worker_out', default='', help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  unknown = [w for w in args.only.split(',') if w not in WORKERS]
+  if unknown:
+    p.error(f'--only: unknown worker(s) {unknown}; valid: {", ".join(WORKERS)}')
   if args.worker:
     result = {'bert_jax_bucketed': lambda: worker_bert_jax(args, True),
               'bert_jax_padded': lambda: worker_bert_jax(args, False),

@@ -257,7 +257,9 @@ def write_section(path: str, name: str, text: str) -> None:
   old = open(path).read() if os.path.exists(path) else ''
   if start in old and end in old:
     head, rest = old.split(start, 1)
-    new = head + block + rest.split(end, 1)[1].lstrip('\n')
+    tail = rest.split(end, 1)[1].lstrip('\n')
+    # One blank line before whatever follows, as when it was appended.
+    new = head + block + ('\n' + tail if tail else '')
   else:
     new = old + ('\n' if old and not old.endswith('\n\n') else '') + block
   with open(path, 'w') as f:

@@ -183,6 +183,8 @@ def test_sections_of_other_scripts_survive_a_rewrite(tmp_path):
   text = open(path).read()
   assert text.count('epoch table') == 1 and 'epoch table 2' in text
   assert text.index('epoch table 2') < text.index('other table')
+  # Rewritten in place, the section keeps its blank line before the next.
+  assert '<!-- bench_epoch:end -->\n\n<!-- other:start -->' in text
   kept = bu.sections_after(path, '')
   assert 'old table' not in kept
   assert 'epoch table 2' in kept and 'other table' in kept
@@ -216,6 +218,21 @@ def test_epoch_table_ratios_are_against_hf_flax():
   assert [r['HF Flax / this'] for r in rows] == ['2.00x', '1.00x']
   assert rows[0]['compiled shapes'] == '4'
   assert rows[0]['tokens fed'] == '70,000'
+  # --only without the HF Flax worker: the rows, no ratio.
+  text = bench_epoch.render(
+      [_epoch_result('bert_jax, bucketed + grouped', 50.0, 70_000, 4)], args,
+      'test')
+  (row,) = _table_rows('x\n' + text, 'x')
+  assert row['HF Flax / this'] == '—' and row['total s'] == '50.0'
+
+
+def test_epoch_benchmark_rejects_an_unknown_worker(capsys):
+  from experiments import bench_epoch  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit):
+    bench_epoch.main(['--only=bert_jax_buckted'])
+  err = capsys.readouterr().err
+  assert "unknown worker(s) ['bert_jax_buckted']" in err
+  assert 'bert_jax_bucketed, bert_jax_padded, hf_flax' in err
 
 
 @pytest.mark.slow
