@@ -89,8 +89,16 @@ def xla_cache(tmp_path_factory) -> str:
 
 
 def test_sigterm_checkpoints_exits_cleanly_and_resume_is_bit_exact(
-    tmp_path, corpus, xla_cache):
+    tmp_path, corpus, xla_cache, request):
   command = functools.partial(_command, cache=xla_cache)
+  # The uninterrupted reference runs beside the rest (output to a file: a
+  # pipe nobody reads would stall it).
+  reference = tmp_path / 'reference'
+  reference_log = tmp_path / 'reference.log'
+  with open(reference_log, 'w') as f:
+    ref = subprocess.Popen(command(reference, corpus), cwd=ROOT, env=_env(),
+                           stdout=f, stderr=subprocess.STDOUT)
+  request.addfinalizer(lambda: ref.poll() is None and ref.kill())
   # Interrupted: SIGTERM once step 5 has been logged.
   interrupted = tmp_path / 'interrupted'
   proc = subprocess.Popen(command(interrupted, corpus), cwd=ROOT, env=_env(),
@@ -116,11 +124,8 @@ def test_sigterm_checkpoints_exits_cleanly_and_resume_is_bit_exact(
                          capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'resumed at step' in again.stderr
-  # Uninterrupted reference.
-  reference = tmp_path / 'reference'
-  ref = subprocess.run(command(reference, corpus), cwd=ROOT, env=_env(),
-                       capture_output=True, text=True, timeout=600)
-  assert ref.returncode == 0, ref.stderr[-3000:]
+  ref.wait(timeout=600)
+  assert ref.returncode == 0, reference_log.read_text()[-3000:]
   a = train_probe.summarize(interrupted, json.loads((interrupted / 'results.json').read_text()))
   b = train_probe.summarize(reference, json.loads((reference / 'results.json').read_text()))
   assert a['step'] == b['step'] == STEPS
