@@ -226,27 +226,11 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
 # --------------------------------------------------------------------------
 
 def _start_probe(root: pathlib.Path, runs: dict, devices: int, cache: str):
-  """Starts tests/train_probe.py on `devices` fake CPU devices."""
-  root.mkdir(parents=True, exist_ok=True)
+  """train_probe.launch on `devices` fake CPU devices, sharing `cache`."""
   out = root / f'out-{devices}-{"-".join(sorted(runs))}.json'
   runs = {name: dict(overrides, compilation_cache_dir=cache)
           for name, overrides in runs.items()}
-  # Output to a file, not a pipe: a pipe nobody reads yet would stall a
-  # process that runs beside others.
-  log = out.with_suffix('.log')
-  with open(log, 'w') as f:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / 'tests' / 'train_probe.py'), str(root),
-         str(out), json.dumps(runs)], env=_env(devices), stdout=f,
-        stderr=subprocess.STDOUT)
-  return proc, out, log
-
-
-def _finish_probe(started, timeout=900) -> dict:
-  proc, out, log = started
-  proc.wait(timeout=timeout)
-  assert proc.returncode == 0, log.read_text()[-4000:]
-  return json.loads(out.read_text())
+  return train_probe.launch(root, out, runs, _env(devices))
 
 
 def _cut_at_step_3(source: pathlib.Path, *targets: pathlib.Path) -> None:
@@ -282,7 +266,7 @@ def topology_runs(tmp_path_factory, xla_cache):
   saved8, saved1 = root / 'saved_on_8', root / 'saved_on_1'
   full8 = _start_probe(saved8, {'dp8': DP(8), 'fsdp8': FSDP(8)}, 8, xla_cache)
   full1 = _start_probe(saved1, {'one': {}}, 1, xla_cache)
-  runs = {**_finish_probe(full8), **_finish_probe(full1)}
+  runs = {**train_probe.finish(full8), **train_probe.finish(full1)}
   dirs = {'dp8': saved8 / 'dp8', 'fsdp8': saved8 / 'fsdp8',
           'one': saved1 / 'one'}
   on = {n: root / f'on_{n}' for n in (1, 4, 8)}
@@ -298,7 +282,7 @@ def topology_runs(tmp_path_factory, xla_cache):
       _start_probe(on[8], {'one_to_dp8': DP(8), 'one_to_fsdp8': FSDP(8)}, 8,
                    xla_cache)]
   for s in started:
-    runs.update(_finish_probe(s))
+    runs.update(train_probe.finish(s))
   return types.SimpleNamespace(runs=runs, dirs=dirs)
 
 

@@ -25,39 +25,17 @@ import train_probe  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def _start_probe(tmp, runs, *, devices=1, env=None):
-  """Starts tests/train_probe.py on `devices` fake CPU devices; returns
-  (process, output path, log path). Probes that run at the same time need
-  their own `tmp`: each rewrites its corpus files there."""
-  tmp.mkdir(parents=True, exist_ok=True)
+  """train_probe.launch on `devices` fake CPU devices, in root `tmp`."""
   out = tmp / f'out-{len(list(tmp.glob("out-*.log")))}.json'
   full_env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2',
                   XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
                   **(env or {}))
-  log = out.with_suffix('.log')
-  # Output to a file, not a pipe: a pipe nobody reads yet would stall a
-  # probe that runs beside another.
-  with open(log, 'w') as f:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / 'tests' / 'train_probe.py'), str(tmp),
-         str(out), json.dumps(runs)], env=full_env, stdout=f,
-        stderr=subprocess.STDOUT)
-  return proc, out, log
-
-
-def _finish_probe(started, timeout=900):
-  proc, out, log = started
-  try:
-    proc.wait(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    raise
-  assert proc.returncode == 0, log.read_text()[-4000:]
-  return json.loads(out.read_text())
+  return train_probe.launch(tmp, out, runs, full_env)
 
 
 def _run_probe(tmp, runs, *, devices=1, env=None, timeout=900):
-  return _finish_probe(_start_probe(tmp, runs, devices=devices, env=env),
-                       timeout=timeout)
+  return train_probe.finish(_start_probe(tmp, runs, devices=devices, env=env),
+                            timeout=timeout)
 
 
 def _assert_close_runs(a, b, rtol):
@@ -252,7 +230,7 @@ def eight_device_runs(tmp_path_factory):
       'dp': {'mesh.data': 8, 'mesh.fsdp': 1},
       'fsdp': {'mesh.data': 1, 'mesh.fsdp': 8, 'sharding': 'fsdp'},
   }, devices=8)
-  return _finish_probe(single)['single'], _finish_probe(multi)
+  return train_probe.finish(single)['single'], train_probe.finish(multi)
 
 
 def test_data_parallel_on_8_devices_matches_one_device(eight_device_runs):
@@ -296,5 +274,5 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     assert p.returncode == 0, log[-4000:]
   two = json.loads(outs[0].read_text())['two_proc']
   assert two['processes'] == 2 and two['devices'] == 2
-  one = _finish_probe(reference)['one_proc']
+  one = train_probe.finish(reference)['one_proc']
   _assert_close_runs(one, two, rtol=2e-5)

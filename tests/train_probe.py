@@ -12,6 +12,7 @@ device counts, processes and interruptions.
 import json
 import os
 import pathlib
+import subprocess
 import sys
 
 if os.environ.get('PROBE_GLOO'):
@@ -84,6 +85,34 @@ def summarize(workdir: pathlib.Path, results: dict) -> dict:
               final_eval=results.get('final_eval'),
               preempted=results.get('preempted_at_step'),
               devices=jax.device_count(), processes=jax.process_count())
+
+
+def launch(root: pathlib.Path, out: pathlib.Path, runs: dict, env: dict):
+  """Starts this script in its own process: `runs` in `root`, the summaries
+  to `out`, its output to `out` with a .log suffix (a file, not a pipe: a
+  pipe nobody reads yet would stall a probe that runs beside others).
+  Probes that run at the same time need their own `root`: each rewrites its
+  corpus files there. Returns what `finish` takes."""
+  root.mkdir(parents=True, exist_ok=True)
+  log = out.with_suffix('.log')
+  with open(log, 'w') as f:
+    proc = subprocess.Popen(
+        [sys.executable, str(pathlib.Path(__file__).resolve()), str(root),
+         str(out), json.dumps(runs)], env=env, stdout=f,
+        stderr=subprocess.STDOUT)
+  return proc, out, log
+
+
+def finish(started, timeout: float = 900) -> dict:
+  """Waits for a `launch`ed probe (killed past `timeout`); its summaries."""
+  proc, out, log = started
+  try:
+    proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+  assert proc.returncode == 0, log.read_text()[-4000:]
+  return json.loads(out.read_text())
 
 
 def main():
