@@ -178,13 +178,30 @@ def num_cores() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), else what `platform` knows.
+
+  Recorded with every table: the same environment is not always the same
+  machine type, and ratios against PyTorch differ between CPU vendors."""
+  import platform  # pylint: disable=g-import-not-at-top
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def host_info(*extra: str) -> str:
-  """'<date>, <machine>, <N> cores, <extra>..., load average before <x>':
-  the line a benchmark section records about the run."""
+  """'<date>, <machine> (<CPU model>), <N> cores, <extra>..., load average
+  before <x>': the line a benchmark section records about the run."""
   import datetime  # pylint: disable=g-import-not-at-top
   import platform  # pylint: disable=g-import-not-at-top
   return ', '.join([str(datetime.date.today()),
-                    f'{platform.machine()}, {num_cores()} cores', *extra,
+                    f'{platform.machine()} ({cpu_model()}), '
+                    f'{num_cores()} cores', *extra,
                     f'load average before {os.getloadavg()[0]:.1f}'])
 
 

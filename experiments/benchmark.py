@@ -605,20 +605,9 @@ def _probe() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
       versions[pkg] = 'not installed'
   info['versions'] = versions
-  info['cpu'] = _cpu_model()
+  info['cpu'] = bu.cpu_model()
   info['cores'] = bu.num_cores()
   return info
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:

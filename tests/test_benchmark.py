@@ -196,8 +196,10 @@ def test_host_info_line(monkeypatch):
   import platform  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(bu.os, 'getloadavg', lambda: (1.25, 0.0, 0.0))
   monkeypatch.setattr(bu, 'num_cores', lambda: 3)
+  monkeypatch.setattr(bu, 'cpu_model', lambda: 'Some CPU')
   assert bu.host_info('cpu', 'jax 1') == (
-      f'{datetime.date.today()}, {platform.machine()}, 3 cores, cpu, jax 1, '
+      f'{datetime.date.today()}, {platform.machine()} (Some CPU), 3 cores, '
+      'cpu, jax 1, '
       'load average before 1.2')
 
 
