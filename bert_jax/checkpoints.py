@@ -79,6 +79,9 @@ _top_table = [
     ('nsp/dense/bias', 'cls.seq_relationship.bias', 'cls/seq_relationship/output_bias', _, _, 'nsp'),
 ]
 
+# Pretraining heads: absent from encoder-only files, unused by fine-tuning.
+_HEAD_GROUPS = ('mlm', 'nsp')
+
 # Keys a file may hold that carry no information of their own.
 _HF_IGNORED = ('embeddings.position_ids', 'cls.predictions.decoder.weight',
                'cls.predictions.decoder.bias')
@@ -195,8 +198,13 @@ def _normalise_hf_name(name: str) -> str:
 
 
 def _convert_in(config: BertConfig, weights: Mapping[str, np.ndarray],
-                fmt: str, source: str, seed: int) -> tuple[Params, list[str]]:
-  """File weights -> our params; strict. Returns (params, fresh groups)."""
+                fmt: str, source: str, seed: int, heads: bool = True
+                ) -> tuple[Params, list[str]]:
+  """File weights -> our params; strict. Returns (params, fresh groups).
+
+  heads=False: the MLM/NSP groups are neither returned nor initialised; a
+  file's head weights are checked as usual, then dropped.
+  """
   expected = _expected_shapes(config)
   entries = list(_entries(config, fmt))
   known = {name for _, name, _, _ in entries}
@@ -237,11 +245,14 @@ def _convert_in(config: BertConfig, weights: Mapping[str, np.ndarray],
     if len(names) != group_total:   # half a head is a broken file, not a layout
       raise CheckpointError(f'{source}: {group} weights partly missing: {names}')
     fresh.append(group)
+  if not heads:
+    flat = {k: v for k, v in flat.items() if k.split('/')[0] not in _HEAD_GROUPS}
+    expected = {k: v for k, v in expected.items()
+                if k.split('/')[0] not in _HEAD_GROUPS}
+    fresh = [g for g in fresh if g not in _HEAD_GROUPS]
   if fresh:
-    init = _fresh_params(config, seed)
-    for path in expected:
-      if path not in flat:
-        flat[path] = init[path]
+    flat.update(_fresh_params(config, seed,
+                              [path for path in expected if path not in flat]))
     logging.info('%s: initialised fresh (absent from file): %s', source, fresh)
   return unflatten(flat), fresh
 
@@ -252,13 +263,23 @@ def _tf_ignorable(name: str) -> bool:
           or name in ('global_step', '_CHECKPOINTABLE_OBJECT_GRAPH'))
 
 
-def _fresh_params(config: BertConfig, seed: int) -> dict[str, np.ndarray]:
+def _fresh_params(config: BertConfig, seed: int, paths: list[str]
+                  ) -> dict[str, np.ndarray]:
+  """Fresh values of `paths` (flat) from BertForPreTraining's initialiser.
+
+  Only `paths` leave the jitted init, so XLA drops the draws of everything
+  else (the encoder's 11M+ weights when only a head is missing): the values
+  are the full init's, at a fraction of its compile and run time.
+  """
   from bert_jax.heads import BertForPreTraining  # pylint: disable=g-import-not-at-top
   model = BertForPreTraining(config.replace(scan_layers=False))
   ids = np.zeros((1, 2), np.int32)
-  params = jax.jit(lambda k: model.init(k, ids, ids, ids, ids[:, :1]))(
-      jax.random.PRNGKey(seed))['params']
-  return {k: np.asarray(v) for k, v in flatten(params).items()}
+
+  def init(key):
+    flat = flatten(model.init(key, ids, ids, ids, ids[:, :1])['params'])
+    return {path: flat[path] for path in paths}
+  return {k: np.asarray(v) for k, v in
+          jax.jit(init)(jax.random.PRNGKey(seed)).items()}
 
 
 def _check_vocab(config: BertConfig, vocab: pathlib.Path) -> None:
@@ -284,7 +305,7 @@ def _resolve(path_or_name: str | os.PathLike) -> pathlib.Path:
 
 def from_pretrained(path_or_name: str | os.PathLike, *, scan_layers: bool = False,
                     seed: int = 0, load_tokenizer: bool = True,
-                    **config_overrides):
+                    heads: bool = True, **config_overrides):
   """Loads a HF-format BERT directory (or a short name such as 'minilm').
 
   The directory holds `config.json`, `model.safetensors` (or
@@ -292,6 +313,8 @@ def from_pretrained(path_or_name: str | os.PathLike, *, scan_layers: bool = Fals
   `config_overrides` set execution options (dtype, scan_layers, ...) or
   dropout. Returns `(config, params, tokenizer)`; params are fp32 numpy
   arrays in the BertForPreTraining layout (scanned if `scan_layers`).
+  `heads=False` returns `{'bert': ...}` alone (what fine-tuning reads), and
+  skips initialising MLM/NSP heads the file lacks.
   """
   directory = _resolve(path_or_name)
   cfg_path = directory / 'config.json'
@@ -308,7 +331,7 @@ def from_pretrained(path_or_name: str | os.PathLike, *, scan_layers: bool = Fals
                             'load the weights alone')
   weights, source = _read_hf_weights(directory)
   weights = {_normalise_hf_name(k): v for k, v in weights.items()}
-  params, _ = _convert_in(config, weights, 'hf', str(source), seed)
+  params, _ = _convert_in(config, weights, 'hf', str(source), seed, heads)
   if 'cls.predictions.decoder.weight' in weights:
     tied = np.asarray(weights['cls.predictions.decoder.weight'])
     if not np.array_equal(tied, params['bert']['embeddings']['word_embeddings']['embedding']):

@@ -107,6 +107,64 @@ def train_step(state: TrainState, batch, *, task: base.Task,
   return new_state, metrics
 
 
+def _state_from(task: base.Task, tx: optax.GradientTransformation, params,
+                rng: jax.Array) -> TrainState:
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+      loss_state=task.init_loss_state(), rng=jax.random.fold_in(rng, 1),
+      nonfinite_step=-jnp.ones((), jnp.int32),
+      nonfinite_what=jnp.zeros((), jnp.int32))
+
+
+def initial_state(task: base.Task, tx: optax.GradientTransformation,
+                  rng: jax.Array, batch, *, shardings: Any = None
+                  ) -> TrainState:
+  """Step-0 TrainState for `batch`'s shapes: the task's pretrained weights,
+  fresh ones for the rest (a classifier head), zero optimizer moments.
+
+  Shape first: the pretrained weights are read for the abstract parameters,
+  then one jitted init draws the rest; the loaded leaves replace their fresh
+  twins inside it, so XLA drops those draws (the encoder's) instead of
+  computing values that are thrown away. The fresh leaves equal those of a
+  full `task.init_params(rng, batch)`. `shardings`: the TrainState's, or None
+  (default placement).
+  """
+  def build(rng, batch, loaded):
+    params = task.init_params(rng, batch)
+    if loaded is not None:
+      fresh, treedef = jax.tree_util.tree_flatten(params)
+      params = jax.tree_util.tree_unflatten(
+          treedef, [f if new is None else new for f, new in zip(fresh, loaded)])
+    return _state_from(task, tx, params, rng)
+
+  abstract = jax.eval_shape(task.init_params, rng, batch)
+  pretrained = task.pretrained_params(abstract)
+  loaded = None
+  if pretrained is not None:
+    want, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    got, got_def = jax.tree_util.tree_flatten(pretrained)
+    if got_def != treedef:
+      raise ValueError(f'{type(task).__name__}.pretrained_params returned a '
+                       f'tree unlike the parameters: {got_def} vs {treedef}')
+    param_sh = ([None] * len(got) if shardings is None else
+                jax.tree_util.tree_leaves(
+                    shardings.params,
+                    is_leaf=lambda x: isinstance(x, jax.sharding.Sharding)))
+    loaded = []
+    for (path, w), g, sh in zip(want, got, param_sh):
+      if isinstance(g, jax.ShapeDtypeStruct):   # not loaded: drawn fresh
+        loaded.append(None)
+        continue
+      if tuple(np.shape(g)) != tuple(w.shape):
+        raise ValueError(f'pretrained weight {jax.tree_util.keystr(path)} has '
+                         f'shape {tuple(np.shape(g))}, the model expects '
+                         f'{tuple(w.shape)}')
+      loaded.append(jax.device_put(np.asarray(g, w.dtype), sh))
+  # The loaded buffers become the state's: donated, not copied.
+  init = jax.jit(build, out_shardings=shardings, donate_argnums=2)
+  return init(rng, batch, loaded)
+
+
 def _abstract_batch(batch: dict[str, np.ndarray], global_batch: int, mesh):
   bs = sharding.batch_sharding(mesh)
   return {k: jax.ShapeDtypeStruct((global_batch,) + v.shape[1:], v.dtype,
@@ -269,16 +327,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
                                       max(1, total_steps // accum))
   logging.info('parameters:\n%s', optim.describe(abstract_params, config.optim))
 
-  def init_state(rng, batch):
-    params = task.init_params(rng, batch)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        opt_state=tx.init(params), loss_state=task.init_loss_state(),
-        rng=jax.random.fold_in(rng, 1), nonfinite_step=-jnp.ones((), jnp.int32),
-        nonfinite_what=jnp.zeros((), jnp.int32))
-
   rng = jax.random.PRNGKey(config.seed)
-  abstract_state = jax.eval_shape(init_state, rng, abstract_batch)
+  abstract_state = jax.eval_shape(
+      lambda r, b: _state_from(task, tx, task.init_params(r, b), r),
+      rng, abstract_batch)
   state_sh = sharding.state_shardings(abstract_state, mesh,
                                       config.get('sharding', 'dp'))
   batch_sh = sharding.batch_sharding(mesh)
@@ -301,11 +353,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     train_iter.set_state(data_state['train'])
     logging.info('resumed at step %d', int(state.step))
   else:
-    state = jax.jit(init_state, out_shardings=state_sh)(
-        rng, sharding.make_global_batch(first, mesh))
-    pretrained = task.pretrained_params(jax.device_get(state.params))
-    if pretrained is not None:
-      state = state.replace(params=jax.device_put(pretrained, state_sh.params))
+    state = initial_state(task, tx, rng, sharding.make_global_batch(first, mesh),
+                          shardings=state_sh)
     # The peeked batch is replayed: rewind the iterator to its beginning.
     train_iter.set_state(initial_position)
 

@@ -87,7 +87,6 @@ def worker_bert_jax(args, bucketed: bool) -> dict[str, Any]:
   t0 = time.perf_counter()
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from bert_jax import optim, sharding, train  # pylint: disable=g-import-not-at-top
   from bert_jax.tasks.classification import ClassificationTask  # pylint: disable=g-import-not-at-top
@@ -108,14 +107,10 @@ def worker_bert_jax(args, bucketed: bool) -> dict[str, Any]:
   batches = [next(it) for _ in range(steps)]
   t_data = time.perf_counter()
 
-  params = task.init_params(jax.random.PRNGKey(0), batches[0])
-  params = jax.device_put(task.pretrained_params(jax.device_get(params)))
-  tx, schedule = optim.make_optimizer(c.optim, params, steps)
-  state = train.TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-      loss_state=task.init_loss_state(), rng=jax.random.PRNGKey(1),
-      nonfinite_step=-jnp.ones((), jnp.int32),
-      nonfinite_what=jnp.zeros((), jnp.int32))
+  rng = jax.random.PRNGKey(0)
+  tx, schedule = optim.make_optimizer(
+      c.optim, jax.eval_shape(task.init_params, rng, batches[0]), steps)
+  state = train.initial_state(task, tx, rng, batches[0])   # as train.run does
   step_fn = jax.jit(functools.partial(
       train.train_step, task=task, tx=tx, schedule=schedule,
       grad_accum_steps=1, skip_nonfinite=False), donate_argnums=0)

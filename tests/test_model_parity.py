@@ -181,6 +181,45 @@ def test_random_non_default_config_matches_hf(random_hf, fmt):
   np.testing.assert_allclose(np.asarray(pooled), out.pooler_output.numpy(), atol=TOL)
 
 
+def test_absent_heads_are_the_full_inits_and_heads_false_skips_them(
+    random_hf, tmp_path):
+  from safetensors.numpy import load_file, save_file
+  _, d = random_hf
+  # An encoder-only file (what sentence-transformers ship): no cls.* keys.
+  weights = {k: v for k, v in load_file(str(d / 'st' / 'model.safetensors')).items()
+             if not k.startswith('cls.')}
+  enc = tmp_path / 'encoder_only'
+  enc.mkdir()
+  save_file(weights, str(enc / 'model.safetensors'))
+  (enc / 'config.json').write_text((d / 'st' / 'config.json').read_text())
+  config, params, _ = checkpoints.from_pretrained(enc, load_tokenizer=False,
+                                                  seed=3)
+  # Only the missing heads are drawn; they must be the full model's
+  # (jitted) init. (Eager init rounds some values 1 ulp apart.)
+  ids = np.zeros((1, 2), np.int32)
+  full = jax.jit(lambda k: BertForPreTraining(config).init(
+      k, ids, ids, ids, ids[:, :1]))(jax.random.PRNGKey(3))['params']
+  for head in ('mlm', 'nsp'):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params[head],
+                           jax.device_get(full[head]))
+  _, with_heads, _ = checkpoints.from_pretrained(d / 'st', load_tokenizer=False)
+  for directory in (enc, d / 'st'):
+    _, bare, _ = checkpoints.from_pretrained(directory, load_tokenizer=False,
+                                             heads=False)
+    assert set(bare) == {'bert'}
+    jax.tree_util.tree_map(np.testing.assert_array_equal, bare['bert'],
+                           with_heads['bert'])
+  # heads=False still checks the head weights a file has.
+  bad = tmp_path / 'bad_head'
+  bad.mkdir()
+  broken = dict(load_file(str(d / 'st' / 'model.safetensors')))
+  broken['cls.predictions.bias'] = np.zeros(5, np.float32)
+  save_file(broken, str(bad / 'model.safetensors'))
+  (bad / 'config.json').write_text((d / 'st' / 'config.json').read_text())
+  with pytest.raises(checkpoints.CheckpointError, match='cls.predictions.bias'):
+    checkpoints.from_pretrained(bad, load_tokenizer=False, heads=False)
+
+
 def test_tf_checkpoint_names_round_trip(random_hf):
   _, d = random_hf
   config, params, _ = checkpoints.from_pretrained(d / 'st', load_tokenizer=False)

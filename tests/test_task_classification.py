@@ -125,3 +125,47 @@ def test_example_limits_draw_a_seeded_sample_in_source_order():
   assert 0.25 < spam < 0.38
   c.data.split_seed = 1
   assert finetune_task.load_split(c, 'train').examples != first
+
+
+def test_initial_state_loads_the_encoder_and_draws_only_the_head(tmp_path):
+  """train.initial_state: encoder = the file's, head = the full init's."""
+  import optax
+  from bert_jax import checkpoints
+  from bert_jax.heads import BertForPreTraining
+  c = tiny()
+  fresh_task = ClassificationTask(c)
+  batch = next(fresh_task.train_iterator(16, 0, 1, seed=0))
+  rng = jax.random.PRNGKey(7)
+  reference = jax.device_get(jax.jit(fresh_task.init_params)(rng, batch))
+  tx = optax.adamw(1e-3)
+  # No init_from: everything drawn, equal to a plain init.
+  state = train.initial_state(fresh_task, tx, rng, batch)
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         jax.device_get(state.params), reference)
+  # An encoder with other weights, exported in HF format.
+  ids = np.zeros((1, 4), np.int32)
+  other = jax.device_get(BertForPreTraining(fresh_task.bert).init(
+      jax.random.PRNGKey(123), ids, ids, ids + 1, ids[:, :2])['params'])
+  checkpoints.export_hf(tmp_path / 'enc', fresh_task.bert, other)
+  task = ClassificationTask(tiny(**{'model.init_from': str(tmp_path / 'enc')}))
+  state = train.initial_state(task, tx, rng, batch)
+  params = jax.device_get(state.params)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params['bert'],
+                         other['bert'])
+  assert not np.array_equal(params['bert']['pooler']['dense']['kernel'],
+                            reference['bert']['pooler']['dense']['kernel'])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params['classifier'],
+                         reference['classifier'])
+  assert int(state.step) == 0 and int(state.nonfinite_step) == -1
+  assert all(float(np.abs(x).max()) == 0 for x in
+             jax.tree_util.tree_leaves(state.opt_state[0].mu))
+  # A pretrained tree of the wrong shape is named before anything runs.
+  task.pretrained_params = lambda p: jax.tree_util.tree_map(
+      lambda s: np.zeros(s.shape[:-1] + (s.shape[-1] + 1,), s.dtype), p)
+  with pytest.raises(ValueError, match=r"pretrained weight \['bert'\]"
+                     r"\['embeddings'\]\['LayerNorm'\]\['bias'\] has shape "
+                     r"\(33,\), the model expects \(32,\)"):
+    train.initial_state(task, tx, rng, batch)
+  task.pretrained_params = lambda p: {'bert': p['bert']}
+  with pytest.raises(ValueError, match='tree unlike the parameters'):
+    train.initial_state(task, tx, rng, batch)

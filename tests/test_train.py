@@ -223,12 +223,15 @@ def test_nonfinite_step_is_never_applied_and_is_reported():
 @pytest.fixture(scope='module')
 def eight_device_runs(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('mesh')
+  # Starting from pretrained weights: the loaded parameters go through
+  # train.initial_state's sharded, donated path on every mesh.
+  init = {'model.init_from': train_probe.export_pretrained(tmp / 'pretrained')}
   # Both at once: on a small machine one probe's imports and tracing overlap
   # the other's compiled steps.
-  single = _start_probe(tmp / 'one', {'single': {}}, devices=1)
+  single = _start_probe(tmp / 'one', {'single': init}, devices=1)
   multi = _start_probe(tmp / 'eight', {
-      'dp': {'mesh.data': 8, 'mesh.fsdp': 1},
-      'fsdp': {'mesh.data': 1, 'mesh.fsdp': 8, 'sharding': 'fsdp'},
+      'dp': {'mesh.data': 8, 'mesh.fsdp': 1, **init},
+      'fsdp': {'mesh.data': 1, 'mesh.fsdp': 8, 'sharding': 'fsdp', **init},
   }, devices=8)
   return train_probe.finish(single)['single'], train_probe.finish(multi)
 
@@ -253,15 +256,16 @@ def _free_port():
 
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
   port = _free_port()
+  init = {'model.init_from': train_probe.export_pretrained(tmp_path / 'pretrained')}
   # The one-process reference runs beside the pair, in its own root.
-  reference = _start_probe(tmp_path / 'reference', {'one_proc': {}}, devices=2)
+  reference = _start_probe(tmp_path / 'reference', {'one_proc': init}, devices=2)
   procs, outs = [], []
   for pid in range(2):
     out = tmp_path / f'proc{pid}.json'
     outs.append(out)
     runs = {'two_proc': {'distributed.coordinator_address': f'127.0.0.1:{port}',
                          'distributed.num_processes': 2,
-                         'distributed.process_id': pid}}
+                         'distributed.process_id': pid, **init}}
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2',
                XLA_FLAGS='--xla_force_host_platform_device_count=1',
                PROBE_GLOO='1')

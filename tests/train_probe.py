@@ -40,6 +40,11 @@ def tiny_corpus(directory: pathlib.Path) -> str:
   return str(directory)
 
 
+TINY_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=64,
+                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
 def tiny_config(workdir: pathlib.Path):
   c = pretrain.get_config('tiny')
   c.data.corpus = tiny_corpus(workdir.parent / 'corpus')
@@ -49,14 +54,28 @@ def tiny_config(workdir: pathlib.Path):
   c.data.dupe_factor = 1
   c.data.eval_fraction = 0.2
   c.data.max_eval_examples = 32
-  c.model.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=64, max_position_embeddings=64,
-                 hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+  c.model.update(TINY_MODEL)
   c.batch_size, c.eval_batch_size = 16, 16
   c.total_steps = 6
   c.log_every, c.eval_every, c.checkpoint_every = 1, 0, 3
   c.optim.update(lr=1e-3, warmup_fraction=None, warmup_steps=2)
   return c
+
+
+def export_pretrained(directory: pathlib.Path) -> str:
+  """A HF-format directory holding random weights for tiny_config's model
+  (seed 123, unlike any run's own init), for runs with model.init_from."""
+  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_jax.heads import BertForPreTraining  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
+  c = pretrain.get_config('tiny')
+  c.model.update(TINY_MODEL)
+  config = pretraining.bert_config_from(c)
+  ids = np.zeros((1, 8), np.int32)
+  params = jax.jit(BertForPreTraining(config).init)(
+      jax.random.PRNGKey(123), ids, ids, ids + 1, ids[:, :2])['params']
+  checkpoints.export_hf(directory, config, jax.device_get(params))
+  return str(directory)
 
 
 def apply_overrides(c, overrides):

@@ -40,8 +40,16 @@ class Task(abc.ABC):
     """Fresh parameters for `batch`'s shapes (called under jax.eval_shape/jit)."""
 
   def pretrained_params(self, params: Any) -> Any:
-    """Replaces fresh params with pretrained ones where config asks; host-side."""
-    return params
+    """Pretrained weights where config asks; host-side; None if none.
+
+    `params` has the fresh parameters' structure, its leaves arrays or
+    `jax.ShapeDtypeStruct`s (the trainer passes the abstract ones, so that
+    it draws at random only what is not loaded). Returns the same structure
+    with numpy arrays (of the leaf's dtype) where a weight is loaded and the
+    leaf itself where not.
+    """
+    del params
+    return None
 
   def init_loss_state(self) -> Any:
     return {}

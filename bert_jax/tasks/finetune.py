@@ -124,7 +124,7 @@ def pretrained_bert_params(config, params, bert: BertConfig):
     return None
   _, loaded, _ = checkpoints.from_pretrained(
       init_from, load_tokenizer=False, scan_layers=bert.scan_layers,
-      seed=config.seed)
+      seed=config.seed, heads=False)
   params = dict(params)
   params['bert'] = jax.tree_util.tree_map(
       lambda fresh, new: np.asarray(new, fresh.dtype), params['bert'],
