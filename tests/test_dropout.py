@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax.model import Dropout
+from bert_jax.model import Dropout, random_bits
 
 
 def _apply(rate, x, seed=0, deterministic=False):
@@ -49,3 +49,25 @@ def test_gradient_is_the_mask_times_the_scale():
   keep = np.asarray(y) != 0
   np.testing.assert_allclose(np.asarray(g)[keep], 65536 / (65536 - 16384))
   assert not np.asarray(g)[~keep].any()
+
+
+@pytest.mark.parametrize('num', [1, 2, 7, 4097, 1_572_864])
+def test_unrolled_threefry_bits_equal_jax_random_bits(num):
+  """The masks are those `jax.random.bits` would give, raw or typed keys."""
+  draw = jax.jit(random_bits, static_argnums=1)
+  for seed in (0, 5, 2**31 - 1):
+    raw = jax.random.fold_in(jax.random.PRNGKey(seed), 11)
+    for key in (raw, jax.random.wrap_key_data(raw)):
+      np.testing.assert_array_equal(
+          np.asarray(draw(key, num)),
+          np.asarray(jax.random.bits(key, (num,), jnp.uint32)))
+
+
+def test_other_prngs_and_counter_schemes_fall_back_to_jax_random_bits():
+  rbg = jax.random.key(0, impl='rbg')
+  np.testing.assert_array_equal(random_bits(rbg, 9),
+                                jax.random.bits(rbg, (9,), jnp.uint32))
+  key = jax.random.PRNGKey(1)
+  with jax.threefry_partitionable(False):
+    np.testing.assert_array_equal(random_bits(key, 9),
+                                  jax.random.bits(key, (9,), jnp.uint32))
