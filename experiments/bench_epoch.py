@@ -1,7 +1,7 @@
 r"""One fine-tuning epoch end to end: bert_jax (length bucketing) vs HF Flax.
 
   python -m experiments.bench_epoch [--epochs=1] [--max_len=256] [--batch=16]
-      [--buckets=64,128,192] [--out=BENCHMARKS.md]
+      [--buckets=64,128,192] [--rounds=1] [--out=BENCHMARKS.md]
 
 MiniLM (the `minilm` registry weights) fine-tuned on the `drug_reviews`
 training split (540 reviews, 3 classes) at max length 256, then evaluated on
@@ -29,7 +29,9 @@ shape), the evaluation, and the total; padded tokens fed; compiled train
 shapes; test accuracy and macro-F1. The ratio that matters is total time of
 HF Flax / bert_jax bucketed (target >= 1.3x) with comparable metrics (one
 seed: metrics move by a few points between seeds and batch orders, so
-"comparable" means within that noise, not equal).
+"comparable" means within that noise, not equal). The workers run one
+after another; on a machine whose speed drifts, `--rounds=N` runs them N
+times in alternating order and reports each one's median-total run.
 """
 
 from __future__ import annotations
@@ -262,17 +264,40 @@ def _run_worker(name: str, args, tmp: pathlib.Path) -> dict[str, Any]:
   return result
 
 
+def total(r) -> float:
+  """What a user waits for, minus interpreter and library imports."""
+  return r['data_s'] + r['setup_s'] + r['train_s'] + r['eval_s']
+
+
+def round_order(workers: list[str], round_index: int) -> list[str]:
+  """Workers in order on even rounds, reversed on odd ones, so no worker
+  always runs first (on a cold machine) or last (after the others' heat)."""
+  return list(workers) if round_index % 2 == 0 else list(reversed(workers))
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+  """The run with the median total (the lower middle one for an even
+  count), with every round's total under 'round_totals'."""
+  ordered = sorted(runs, key=total)
+  return dict(ordered[(len(ordered) - 1) // 2],
+              round_totals=[total(r) for r in runs])
+
+
 def render(results, args, info) -> str:
-  def total(r):   # what a user waits for, minus interpreter/library import
-    return r['data_s'] + r['setup_s'] + r['train_s'] + r['eval_s']
   # Without the HF Flax worker (--only) there is no ratio to show.
   hf = next((r for r in results if r['name'].startswith('HF')), None)
   size = (f'first {args.limit} train / test reviews' if args.limit
           else '540 train / 379 test')
+  rounds = getattr(args, 'rounds', 1)
+  how = ('' if rounds <= 1 else
+         f' Each row is the run with the median total of {rounds} rounds, the '
+         'workers alternating order (every round\'s total: ' + '; '.join(
+             f"{r['name']} " + ' / '.join(f'{t:.1f}' for t in r['round_totals'])
+             for r in results) + ').')
   lines = [
       f'One epoch of fine-tuning MiniLM on drug_reviews ({size}, '
       f'max length {args.max_len}, batch {args.batch}, {args.epochs} epoch(s)), '
-      f'input pipeline and evaluation included; {info}.', '',
+      f'input pipeline and evaluation included; {info}.{how}', '',
       '| implementation | input pipeline s | setup s | train s (compile s) '
       '| compiled shapes | tokens fed | eval s | total s | HF Flax / this '
       '| test acc | test macro-F1 |',
@@ -301,6 +326,9 @@ def main(argv=None):
                  default=[64, 128, 192])
   p.add_argument('--limit', type=int, default=0,
                  help='a seeded sample of N train and test reviews (smoke runs)')
+  p.add_argument('--rounds', type=int, default=1,
+                 help='run every worker this many times, alternating their '
+                      'order, and report each one\'s median-total run')
   p.add_argument('--only', default=','.join(WORKERS),
                  help=f'comma-separated subset of {WORKERS}')
   p.add_argument('--out', default='',
@@ -312,6 +340,8 @@ def main(argv=None):
   unknown = [w for w in args.only.split(',') if w not in WORKERS]
   if unknown:
     p.error(f'--only: unknown worker(s) {unknown}; valid: {", ".join(WORKERS)}')
+  if args.rounds < 1:
+    p.error(f'--rounds={args.rounds}: must be >= 1')
   if args.worker:
     result = {'bert_jax_bucketed': lambda: worker_bert_jax(args, True),
               'bert_jax_padded': lambda: worker_bert_jax(args, False),
@@ -322,9 +352,13 @@ def main(argv=None):
   import transformers  # pylint: disable=g-import-not-at-top
   info = bu.host_info(jax.devices()[0].platform, f'jax {jax.__version__}',
                       f'transformers {transformers.__version__}')
+  workers = args.only.split(',')
+  runs = {w: [] for w in workers}
   with tempfile.TemporaryDirectory() as tmp:
-    results = [_run_worker(w, args, pathlib.Path(tmp))
-               for w in args.only.split(',')]
+    for r in range(args.rounds):
+      for w in round_order(workers, r):
+        runs[w].append(_run_worker(w, args, pathlib.Path(tmp)))
+  results = [median_run(runs[w]) for w in workers]
   table = render(results, args, info)
   print(table)
   if args.out:

@@ -228,6 +228,29 @@ def test_epoch_table_ratios_are_against_hf_flax():
   assert row['HF Flax / this'] == '—' and row['total s'] == '50.0'
 
 
+def test_epoch_rounds_alternate_and_report_the_median_run():
+  from experiments import bench_epoch  # pylint: disable=g-import-not-at-top
+  workers = ['a', 'b', 'c']
+  assert bench_epoch.round_order(workers, 0) == ['a', 'b', 'c']
+  assert bench_epoch.round_order(workers, 1) == ['c', 'b', 'a']
+  assert bench_epoch.round_order(workers, 2) == ['a', 'b', 'c']
+  runs = [_epoch_result('HF Flax, padded', t, 135_168) for t in (90.0, 130.0, 100.0)]
+  picked = bench_epoch.median_run(runs)
+  assert bench_epoch.total(picked) == 100.0
+  assert picked['round_totals'] == [90.0, 130.0, 100.0]
+  # Even count: the lower middle run, never an average of two runs.
+  assert bench_epoch.total(bench_epoch.median_run(runs[:2])) == 90.0
+  args = argparse.Namespace(max_len=256, batch=16, epochs=1, limit=0, rounds=3)
+  bucketed = bench_epoch.median_run(
+      [_epoch_result('bert_jax, bucketed + grouped', t, 70_000, 4)
+       for t in (50.0, 80.0, 40.0)])
+  text = bench_epoch.render([bucketed, picked], args, 'test')
+  assert 'median total of 3 rounds' in text
+  assert 'HF Flax, padded 90.0 / 130.0 / 100.0' in text
+  rows = _table_rows('x\n' + text, 'x')
+  assert rows[0]['HF Flax / this'] == '2.00x'   # 100 / 50
+
+
 def test_epoch_benchmark_rejects_an_unknown_worker(capsys):
   from experiments import bench_epoch  # pylint: disable=g-import-not-at-top
   with pytest.raises(SystemExit):
@@ -235,6 +258,9 @@ def test_epoch_benchmark_rejects_an_unknown_worker(capsys):
   err = capsys.readouterr().err
   assert "unknown worker(s) ['bert_jax_buckted']" in err
   assert 'bert_jax_bucketed, bert_jax_padded, hf_flax' in err
+  with pytest.raises(SystemExit):
+    bench_epoch.main(['--rounds=0'])
+  assert '--rounds=0: must be >= 1' in capsys.readouterr().err
 
 
 @pytest.mark.slow
