@@ -328,9 +328,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   logging.info('parameters:\n%s', optim.describe(abstract_params, config.optim))
 
   rng = jax.random.PRNGKey(config.seed)
+  # From the abstract params above: no second trace of the model's init.
   abstract_state = jax.eval_shape(
-      lambda r, b: _state_from(task, tx, task.init_params(r, b), r),
-      rng, abstract_batch)
+      lambda p, r: _state_from(task, tx, p, r), abstract_params, rng)
   state_sh = sharding.state_shardings(abstract_state, mesh,
                                       config.get('sharding', 'dp'))
   batch_sh = sharding.batch_sharding(mesh)
