@@ -204,6 +204,39 @@ def _log_sigmoid_jvp(primals, tangents):
   return value, sigmoid_neg * dx
 
 
+def _bin_sums_scatter(idx, values, bins):
+  return jnp.zeros((bins,) + values.shape[1:], values.dtype).at[idx].add(values)
+
+
+def _bin_sums_compare(idx, values, bins):
+  # [bins, N] compare-and-reduce along the long axis: a fused, deterministic
+  # reduction, without the atomics a scatter needs on accelerators.
+  hit = idx[None, :] == jnp.arange(bins, dtype=idx.dtype)[:, None]
+  hit = hit.reshape(hit.shape + (1,) * (values.ndim - 1))
+  return jnp.sum(jnp.where(hit, values[None], jnp.zeros((), values.dtype)),
+                 axis=1)
+
+
+def bin_sums(idx, values, bins):
+  """`out[b] = sum_{i: idx_i = b} values[i]`: per-bin sums.
+
+  Args:
+    idx: int `[N]` bin ids in `[0, bins)`.
+    values: `[N]` or `[N, F]` float.
+    bins: static number of bins.
+
+  Returns:
+    `[bins]` or `[bins, F]` in `values.dtype`. A scatter-add on CPU (a
+    serial loop, ~5x faster there than any O(N bins) form), a
+    compare-and-reduce elsewhere. Both are exact for 0/1 values (integer sums
+    in float32 up to 2^24 elements).
+  """
+  return jax.lax.platform_dependent(
+      idx, values,
+      cpu=lambda i, v: _bin_sums_scatter(i, v, bins),
+      default=lambda i, v: _bin_sums_compare(i, v, bins))
+
+
 def integer_valued(value) -> bool:
   """Whether a concrete hyperparameter is a whole number (fast power path)."""
   return isinstance(value, (int, float)) and float(value).is_integer()

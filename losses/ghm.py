@@ -74,30 +74,6 @@ def _check(loss, state, bins, momentum):
                        'made with a different `bins`?')
 
 
-def _histogram_scatter(idx, w, bins):
-  return jnp.zeros([bins], w.dtype).at[idx].add(w)
-
-
-def _histogram_compare(idx, w, bins):
-  # [bins, N] compare-and-reduce along the long axis: a fused, deterministic
-  # reduction, without the atomics a scatter needs on accelerators.
-  hit = idx[None, :] == jnp.arange(bins, dtype=idx.dtype)[:, None]
-  return jnp.sum(jnp.where(hit, w[None, :], 0.0), axis=1)
-
-
-def _histogram(idx, w, bins):
-  """Weighted bin counts `[bins]` of flat bin ids `idx` with weights `w`.
-
-  Scatter-add on CPU (a serial loop, ~5x faster there than any O(N bins)
-  form), compare-and-reduce elsewhere. Both are exact for 0/1 weights
-  (integer sums in float32 up to 2^24 elements).
-  """
-  return jax.lax.platform_dependent(
-      idx, w,
-      cpu=lambda i, v: _histogram_scatter(i, v, bins),
-      default=lambda i, v: _histogram_compare(i, v, bins))
-
-
 def _density_weights(g, w, state, *, bins, momentum, bias_correction,
                      axis_name):
   """Each element's `1 / (n R_b)` (0 in empty bins), and the new state.
@@ -111,7 +87,7 @@ def _density_weights(g, w, state, *, bins, momentum, bias_correction,
   dtype = w.dtype
   g = jax.lax.stop_gradient(g)
   idx = jnp.clip(jnp.floor(g * bins).astype(jnp.int32), 0, bins - 1).ravel()
-  counts = _histogram(idx, jax.lax.stop_gradient(w).ravel(), bins)
+  counts = _core.bin_sums(idx, jax.lax.stop_gradient(w).ravel(), bins)
   if axis_name is not None:
     counts = jax.lax.psum(counts, axis_name)
   nonempty = counts > 0

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import losses
+from losses import _core as core
 from losses import ghm as ghm_lib
 
 try:  # pytest's default (prepend) import mode puts tests/ on sys.path.
@@ -588,13 +589,23 @@ def test_ghm_ema_over_batches_matches_numpy(sigmoid_form, momentum,
   assert state['updates'].dtype == jnp.int32
 
 
-def test_ghm_histogram_forms_agree():
+def test_bin_sums_forms_agree():
+  """The CPU scatter and the accelerator compare-and-reduce (losses._core
+  bin_sums, used by GHM's histogram and the dice family's class sums)."""
   rng = np.random.default_rng(0)
   idx = jnp.asarray(rng.integers(0, 9, 500), jnp.int32)
   w = jnp.asarray(rng.random(500) < 0.8, jnp.float32)
-  np.testing.assert_array_equal(
-      jax.jit(lambda i, v: ghm_lib._histogram_scatter(i, v, 9))(idx, w),
-      jax.jit(lambda i, v: ghm_lib._histogram_compare(i, v, 9))(idx, w))
+  pair = jnp.stack([w * jnp.asarray(rng.random(500), jnp.float32), w], -1)
+  for values in (w, pair):
+    want = np.zeros((9,) + values.shape[1:])
+    np.add.at(want, np.asarray(idx), np.asarray(values, np.float64))
+    scatter = jax.jit(lambda i, v: core._bin_sums_scatter(i, v, 9))(idx, values)
+    compare = jax.jit(lambda i, v: core._bin_sums_compare(i, v, 9))(idx, values)
+    dispatched = jax.jit(lambda i, v: core.bin_sums(i, v, 9))(idx, values)
+    assert scatter.shape == compare.shape == (9,) + values.shape[1:]
+    np.testing.assert_allclose(scatter, want, rtol=1e-6)
+    np.testing.assert_allclose(compare, scatter, rtol=1e-6)
+    np.testing.assert_array_equal(dispatched, scatter)
 
 
 def test_ghm_state_errors():
