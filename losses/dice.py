@@ -341,7 +341,9 @@ def _set_forward(set_fn, uses, binary, logits, labels, w, hparams):
     sq = p * p if 'sq' in uses else None
     if sq is not None:
       stats['sq'] = jnp.dot(flat_w, sq.reshape(-1, k))
-  on = (jnp.sum(w) > 0).astype(p.dtype)  # All masked: exactly 0.
+  # All masked: exactly 0. (Multi-class: sum(w) is sum(pos), on [K].)
+  total = jnp.sum(stats['pos']) if not binary else jnp.sum(w)
+  on = (total > 0).astype(p.dtype)
 
   def mean_loss(stats):
     return on * jnp.mean(set_fn(stats, hparams))
