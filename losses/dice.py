@@ -282,10 +282,10 @@ def _tversky_set(stats, hparams):
 
 
 def _set_forward(set_fn, uses, binary, logits, labels, w, hparams):
-  """Value of the set-level loss and the residuals of its gradient.
+  """`(loss, (g_z, g_w))` of the set-level loss `mean_k set_fn(stats)_k`.
 
-  `uses` names the statistics `set_fn` reads besides tp and pos ('mass',
-  'sq'): only those are summed.
+  `set_fn(stats, hparams) -> [K]` reads tp, pos and the statistics named in
+  `uses` ('mass', 'sq'); only those are summed.
   """
   if binary:
     z, y, w = _core.sigmoid_inputs(logits, labels, w)
