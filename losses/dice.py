@@ -194,9 +194,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   gamma = hparams['gamma']
   z, labels, w = _core.softmax_inputs(logits, labels, w)
   k = z.shape[-1]
-  shifted = z - jnp.max(z, axis=-1, keepdims=True)
-  e = jnp.exp(shifted)
-  s = jnp.sum(e, axis=-1, keepdims=True)
+  _, e, s = _core.softmax_parts(z)
   inv_s = 1.0 / s
   p = e * inv_s
   # 1 - p as (s - e) / s: accurate except for the top class as p -> 1,
@@ -300,9 +298,8 @@ def _set_forward(set_fn, uses, binary, logits, labels, w, hparams):
   else:
     z, labels, w = _core.softmax_inputs(logits, labels, w)
     k = z.shape[-1]
-    shifted = z - jnp.max(z, axis=-1, keepdims=True)
-    e = jnp.exp(shifted)
-    p = e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))
+    _, e, s = _core.softmax_parts(z)
+    p = e * (1.0 / s)
     p_y = jnp.take_along_axis(p, labels[..., None], axis=-1)[..., 0]
     flat_w = w.ravel()
     # tp and pos in one pass: per-class sums of (w p_y, w) by label.
