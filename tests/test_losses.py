@@ -237,7 +237,7 @@ def test_grad_matches_finite_differences(case_id, cfg, kind):
 
 
 # Losses whose backward pass is written by hand (losses/_core.py
-# fused_softmax_loss, losses/dice.py _fused_probs): their gradient in the
+# fused_softmax_loss, losses/dice.py _fused): their gradient in the
 # weights is hand-written too, so check it as well (GHM's density weights
 # are held constant by design, so it is left out).
 HAND_WRITTEN = ['ce', 'ce_smooth', 'weighted_ce', 'focal_g05_cb',
