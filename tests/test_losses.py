@@ -608,6 +608,34 @@ def test_bin_sums_forms_agree():
     np.testing.assert_array_equal(dispatched, scatter)
 
 
+def test_zero_unless_is_the_select_bit_for_bit():
+  """losses._core.zero_unless (the sigmoid losses' padding mask, bitwise
+  for speed on CPU) against `jnp.where`, with NaN/inf/-0.0 in the dropped
+  and kept elements, row-broadcast and full-shape masks, and its gradient."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(6, 4)).astype(np.float32)
+  x[0, 1], x[1, 2], x[2, 0], x[3, 3] = np.nan, np.inf, -np.inf, -0.0
+  x = jnp.asarray(x)
+  rows = jnp.asarray([False, True, False, True, True, False])
+  full = jnp.asarray(rng.random((6, 4)) < 0.5)
+  for keep in (rows[:, None], full):
+    got = jax.jit(core.zero_unless)(keep, x)
+    want = jnp.where(keep, x, 0.0)
+    # Same bits: NaN payloads, infinities, the sign of zero.
+    np.testing.assert_array_equal(
+        jax.lax.bitcast_convert_type(got, jnp.uint32),
+        jax.lax.bitcast_convert_type(want, jnp.uint32))
+    probe = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    clean = jnp.where(jnp.isfinite(x), x, 1.0)
+    grad = jax.grad(lambda v, k=keep: jnp.sum(
+        jnp.sin(core.zero_unless(k, v)) * probe))(clean)
+    want_grad = jax.grad(lambda v, k=keep: jnp.sum(
+        jnp.sin(jnp.where(k, v, 0.0)) * probe))(clean)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6)
+  with pytest.raises(ValueError, match='broadcasts'):
+    core.zero_unless(jnp.ones((3, 6, 4), bool), x)
+
+
 def test_ghm_state_errors():
   x, y, w = _inputs('softmax')
   with pytest.raises(ValueError, match='state is required'):
