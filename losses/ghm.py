@@ -105,7 +105,8 @@ def _density_weights(g, w, state, *, bins, momentum, bias_correction,
   num_nonempty = jnp.sum(nonempty.astype(dtype))
   bin_weight = jnp.where(
       nonempty, 1.0 / jnp.where(nonempty, density * num_nonempty, 1.0), 0.0)
-  elem_weight = jax.lax.stop_gradient(bin_weight[idx].reshape(w.shape))
+  elem_weight = jax.lax.stop_gradient(
+      _core.lookup(bin_weight, idx).reshape(w.shape))
   new_state = {
       'counts': new_acc.astype(state['counts'].dtype),
       'updates': updates.astype(state['updates'].dtype),
