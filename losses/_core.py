@@ -153,18 +153,19 @@ def softmax_inputs(logits, labels, weights):
 
   Returns:
     `(logits [..., C], labels [...], weights [...])`: logits and weights in
-    the compute dtype (>= fp32), masked rows' logits and labels set to 0.
-    An unmasked label outside `[0, C)` sets its row's logits to NaN, so the
+    the compute dtype (>= fp32), masked rows' logits and labels set to 0
+    (by `zero_unless`: on CPU the dice family's [256, 3] case went from
+    1.4x to 1.0x CE against a select). An unmasked label outside `[0, C)`
+    sets its row's weight to NaN (and its logits and label to 0), so the
     loss is NaN and the trainer's non-finite check stops the run (a silent
     wrap-around of -1, or a dropped row, would corrupt an ablation quietly).
   """
   logits, labels, weights = _softmax_args(logits, labels, weights)
   dtype = weights.dtype
   live, invalid = _row_status(labels, weights, logits.shape[-1])
-  # One select per element: live rows kept, masked rows 0, bad rows NaN.
-  fill = jnp.where(invalid, jnp.nan, 0.0).astype(dtype)
-  logits = jnp.where(live[..., None], logits.astype(dtype), fill[..., None])
+  logits = zero_unless(live[..., None], logits.astype(dtype))
   labels = jnp.where(live, labels, 0)
+  weights = jnp.where(invalid, jnp.asarray(jnp.nan, dtype), weights)
   return logits, labels, weights
 
 

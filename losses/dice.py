@@ -313,7 +313,9 @@ def _set_forward(set_fn, uses, binary, logits, labels, w, hparams):
       stats['sq'] = jnp.dot(flat_w, sq.reshape(-1, k))
   # All masked: exactly 0. (Multi-class: sum(w) is sum(pos), on [K].)
   total = jnp.sum(stats['pos']) if not binary else jnp.sum(w)
-  on = (total > 0).astype(p.dtype)
+  # `!= 0`, not `> 0`: a bad label's NaN weight (softmax_inputs) must reach
+  # the value, and XLA turns `on * x` into a select on `on`.
+  on = (total != 0).astype(p.dtype)
 
   def mean_loss(stats):
     return on * jnp.mean(set_fn(stats, hparams))

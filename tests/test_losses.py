@@ -760,8 +760,8 @@ def test_raw_functions_check_concrete_hyperparameters():
     losses.get('focal')(x[..., :1], y * 0)
 
 
-@pytest.mark.parametrize('name', ['ce', 'focal', 'ghm', 'dsc', 'tversky',
-                                  'logit_adjusted_ce'])
+@pytest.mark.parametrize('name', ['ce', 'focal', 'ghm', 'dsc', 'dice',
+                                  'tversky', 'logit_adjusted_ce'])
 def test_unmasked_invalid_label_is_loud(name):
   # A label outside [0, C) on an unmasked row makes the loss NaN (caught by
   # the trainer's non-finite check) instead of wrapping -1 to class C-1 or
