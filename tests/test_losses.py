@@ -608,6 +608,22 @@ def test_bin_sums_forms_agree():
     np.testing.assert_array_equal(dispatched, scatter)
 
 
+def test_lookup_is_indexing():
+  """losses._core.lookup (a table computed once, then gathered) equals
+  `table[idx]` for a table computed in the same jit, any idx shape."""
+  rng = np.random.default_rng(0)
+  raw = jnp.asarray(rng.random(30), jnp.float32)
+  idx = jnp.asarray(rng.integers(0, 30, (4, 7, 3)), jnp.int32)
+
+  def table(r):   # a chain XLA would otherwise fuse into the gather
+    return jnp.where(r > 0.5, 1.0 / (r * 3.0), jnp.power(0.75, r))
+
+  got = jax.jit(lambda r, i: core.lookup(table(r), i))(raw, idx)
+  want = np.asarray(table(raw))[np.asarray(idx)]
+  assert got.shape == idx.shape
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_zero_unless_is_the_select_bit_for_bit():
   """losses._core.zero_unless (the sigmoid losses' padding mask, bitwise
   for speed on CPU) against `jnp.where`, with NaN/inf/-0.0 in the dropped
