@@ -29,6 +29,7 @@ setuptools.setup(
     extras_require={
         'test': [
             'pytest>=8,<10',
+            'pytest-xdist>=3.5,<4',
             'hypothesis>=6.100,<7',
             'seqeval==1.2.2',
             'scikit-learn>=1.4,<2',
