@@ -408,10 +408,15 @@ def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
   live, invalid = _row_status(labels, w, logits.shape[-1])
   labels = jnp.where(live, labels, 0)
   z = logits.astype(dtype)
-  shifted = z - jnp.max(z, axis=-1, keepdims=True)
+  m = jnp.max(z, axis=-1)
+  shifted = z - m[..., None]
   e = jnp.exp(shifted)
   s, rest = _row_sums(e, labels, with_log1m_p)
-  shifted_y = jnp.take_along_axis(shifted, labels[..., None], axis=-1)[..., 0]
+  # z_y - m at row level (the same rounding as gathering from `shifted`),
+  # so that no gather reads `shifted`: XLA CPU then fuses the subtract into
+  # the exp instead of writing `shifted` out of its max fusion ([256, 20]:
+  # ce 1.12x -> 1.00x, focal 1.27x -> 1.16x optax CE).
+  shifted_y = jnp.take_along_axis(z, labels[..., None], axis=-1)[..., 0] - m
   if rest is None:
     log_s = jnp.log(s)
   else:
