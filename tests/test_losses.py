@@ -454,6 +454,55 @@ def test_dsc_fractional_alpha_exact_at_extreme_margins():
   np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
+# `dsc` lays out the multi-class problem by its static shape (classes x rows
+# or rows x classes; one shared reciprocal or two divides). One shape per
+# plan, from the plan function itself, so a change of thresholds cannot
+# leave a plan untested.
+_DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24)]
+
+
+def test_dsc_plan_shapes_cover_every_plan():
+  plans = {losses.dice._dsc_plan(*shape) for shape in _DSC_PLAN_SHAPES}
+  assert plans == {(a, b) for a in (True, False) for b in (True, False)}
+
+
+@pytest.mark.parametrize('rows,classes', _DSC_PLAN_SHAPES)
+@pytest.mark.parametrize('alpha,gamma', [(1.0, 1.0), (2.0, 0.3)])
+def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
+  rng = np.random.default_rng(rows + classes)
+  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
+  y = rng.integers(0, classes, rows)
+  w = (rng.random(rows) < 0.8).astype(np.float32)
+  w[0] = 1.0
+  fn = jax.jit(jax.value_and_grad(lambda z, lab, wt: losses.dice.dsc(
+      z, lab, weights=wt, alpha=alpha, gamma=gamma)))
+  value, grad = fn(x, y, w)
+  np.testing.assert_allclose(
+      float(value), ref.dsc(x.astype(np.float64), y, w.astype(np.float64),
+                            alpha, gamma, False), rtol=1e-5)
+
+  def plain(z):  # Autodiff of the paper's formula, independent of the fusion.
+    p = jax.nn.softmax(z, axis=-1)
+    y1 = jax.nn.one_hot(y, classes)
+    f = (1 - p) ** alpha * p
+    per = jnp.mean(1 - (2 * f * y1 + gamma) / (f + y1 + gamma), axis=-1)
+    return jnp.sum(w * per) / jnp.sum(w)
+
+  want = jax.jit(jax.grad(plain))(x)
+  np.testing.assert_allclose(grad, want, rtol=1e-4,
+                             atol=1e-4 * float(jnp.max(jnp.abs(want))))
+  # Padding: garbage in masked rows changes neither the value nor the
+  # gradient elsewhere, and their gradient is exactly 0.
+  masked = w == 0
+  x_bad, y_bad = x.copy(), y.copy()
+  x_bad[masked] = np.nan
+  y_bad[masked] = -100
+  value_bad, grad_bad = fn(x_bad, y_bad, w)
+  np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-6)
+  np.testing.assert_allclose(grad_bad, grad, rtol=1e-6, atol=1e-12)
+  assert not np.asarray(grad_bad)[masked].any()
+
+
 @pytest.mark.parametrize('name', ['dice', 'tversky', 'dsc'])
 def test_dice_family_gamma0_all_masked_and_extreme(name):
   x = np.array([[1e4, -1e4], [-1e4, 1e4]], np.float32)
