@@ -193,18 +193,21 @@ def _dsc_neg_shared(f, gamma):
 
 
 # How `_dsc_forward` lays out the multi-class problem; the math is the same.
-# Measured on XLA CPU (losses/README.md, "DSC layouts"):
+# Measured on XLA CPU, 2 cores (losses/README.md):
 # * Up to 16 classes the class axis is too short for vector reductions along
 #   it, so the logits are transposed to `[C, N]` and every class sum runs
 #   over the major axis (vectorised over rows), at the cost of a transpose
-#   in and out. Tagging [64, 128, 9]: 1.33x -> 1.03x CE; from 20 classes up
-#   the transposes cost more than they save. The optimization barrier keeps
-#   XLA from sinking the transpose into the max and exp (1.21x without).
+#   in and out. Tagging [64, 128, 9]: 1.33x -> 1.03x CE, [1024, 9] 1.85x ->
+#   0.85x. From 20 classes up the transpose out costs more than that saves
+#   (the fusion writing the [1024, 20] gradient: 44 us, [1024, 16]: 8 us).
+#   The optimization barrier keeps XLA from sinking the transpose into the
+#   max and exp (tagging 1.21x CE without it).
 # * XLA CPU splits a compute-heavy loop fusion over threads once it reads
 #   more than ~10 KB; below ~32K elements the split costs more than it
-#   saves (~5-10 us per fusion on 2 cores). Forming `1 / (f + gamma)` once
-#   puts the divide in a cheap pass of its own and keeps the other fusions
-#   light enough not to be split ([256, 12]: 1.49x -> 0.93x CE).
+#   saves (~5-10 us per fusion). Forming `1 / (f + gamma)` once puts the
+#   divide in a cheap pass of its own and keeps the other fusions light
+#   enough not to be split ([256, 12]: 1.49x -> 0.93x CE; [256, 20]:
+#   1.9x -> 1.4x).
 _CLASS_MAJOR_MAX_CLASSES = 16
 _SHARED_RECIPROCAL_BELOW = 32768
 

@@ -501,6 +501,11 @@ def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
   np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-6)
   np.testing.assert_allclose(grad_bad, grad, rtol=1e-6, atol=1e-12)
   assert not np.asarray(grad_bad)[masked].any()
+  # vmap runs the same plan per item.
+  batched = jax.jit(jax.vmap(lambda z, lab, wt: losses.dice.dsc(
+      z, lab, weights=wt, alpha=alpha, gamma=gamma)))(
+          np.stack([x, x[::-1]]), np.stack([y, y[::-1]]), np.stack([w, w[::-1]]))
+  np.testing.assert_allclose(batched, [float(value)] * 2, rtol=1e-5)
 
 
 @pytest.mark.parametrize('name', ['dice', 'tversky', 'dsc'])
