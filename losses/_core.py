@@ -382,6 +382,25 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
                      bool(with_log1m_p), logits, labels, w, hparams)
 
 
+def sums_in_one_pass(arrays, axis):
+  """`[sum(a, axis) for a in arrays]` from one variadic reduce.
+
+  XLA on CPU does not fuse sibling reductions, so separate sums of arrays
+  computed from the same inputs are separate passes over them.
+
+  Args:
+    arrays: same-shaped float arrays of one dtype.
+    axis: the axis to sum over.
+
+  Returns:
+    A tuple of arrays, each without `axis`.
+  """
+  zero = jnp.zeros((), arrays[0].dtype)
+  return jax.lax.reduce(tuple(arrays), (zero,) * len(arrays),
+                        lambda x, y: tuple(a + b for a, b in zip(x, y)),
+                        (axis,))
+
+
 def _row_sums(e, labels, with_rest):
   """`s = sum_c e` `[...]` and, if `with_rest`, `rest = sum_{c != y} e`.
 
@@ -392,11 +411,8 @@ def _row_sums(e, labels, with_rest):
   """
   if not with_rest:
     return jnp.sum(e, axis=-1), None
-  zero = jnp.zeros((), e.dtype)
-  others = jnp.where(label_mask(labels, e.shape[-1]), zero, e)
-  return jax.lax.reduce((e, others), (zero, zero),
-                        lambda a, b: (a[0] + b[0], a[1] + b[1]),
-                        (e.ndim - 1,))
+  others = jnp.where(label_mask(labels, e.shape[-1]), 0.0, e)
+  return sums_in_one_pass((e, others), e.ndim - 1)
 
 
 def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,

@@ -218,14 +218,6 @@ def _dsc_plan(rows, classes):
           rows * classes < _SHARED_RECIPROCAL_BELOW)
 
 
-def _sums(arrays, axis):
-  """`[sum(a, axis) for a in arrays]` in one variadic reduce (one pass)."""
-  zero = jnp.zeros((), arrays[0].dtype)
-  return jax.lax.reduce(tuple(arrays), (zero,) * len(arrays),
-                        lambda x, y: tuple(a + b for a, b in zip(x, y)),
-                        (axis,))
-
-
 def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   """DSC with whole-number `alpha`. Multi-class: every class in the negative
   form, the label's swapped for the positive form at row level, so neither
@@ -256,7 +248,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   e = jnp.exp(z - jnp.max(z, axis=axis, keepdims=True))
   e_at_label = jnp.where(is_label, e, zero)
   if class_major:
-    s, e_y = _sums((e, e_at_label), axis)
+    s, e_y = _core.sums_in_one_pass((e, e_at_label), axis)
   else:  # A plain row sum is a fast YNNPACK reduce on CPU; e_y comes below.
     s = jnp.sum(e, axis=axis)
   inv_s = 1.0 / s
@@ -271,9 +263,10 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     neg, d_neg, _, _ = _dsc_forms(f, gamma)
   d_neg = d_neg * df                          # d neg / dp
   if class_major:
-    sum_neg, sum_dp = _sums((neg, d_neg * p), axis)
+    sum_neg, sum_dp = _core.sums_in_one_pass((neg, d_neg * p), axis)
   else:
-    sum_neg, sum_dp, e_y = _sums((neg, d_neg * p, e_at_label), axis)
+    sum_neg, sum_dp, e_y = _core.sums_in_one_pass(
+        (neg, d_neg * p, e_at_label), axis)
   # The label's p and 1 - p, as p and p0 above (bit for bit).
   p_y = e_y * inv_s
   f_y, df_y = _dsc_power(p_y, (s - e_y) * inv_s, alpha)

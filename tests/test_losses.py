@@ -678,6 +678,17 @@ def test_lookup_is_indexing():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize('axis', [0, 1, 2])
+def test_sums_in_one_pass_are_the_sums(axis):
+  rng = np.random.default_rng(axis)
+  arrays = [rng.normal(size=(3, 5, 7)).astype(np.float32) for _ in range(3)]
+  got = jax.jit(lambda *a: core.sums_in_one_pass(a, axis))(*arrays)
+  assert len(got) == 3
+  for g, a in zip(got, arrays):
+    np.testing.assert_allclose(g, a.astype(np.float64).sum(axis), rtol=1e-5,
+                               atol=1e-5)
+
+
 def test_zero_unless_is_the_select_bit_for_bit():
   """losses._core.zero_unless (the sigmoid losses' padding mask, bitwise
   for speed on CPU) against `jnp.where`, with NaN/inf/-0.0 in the dropped
