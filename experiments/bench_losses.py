@@ -1,7 +1,7 @@
 r"""Times every loss's forward+backward under `jit`, as a ratio to plain CE.
 
   python -m experiments.bench_losses [--repeats 200] [--inner 8] [--cost]
-                                     [--only REGEX]
+                                     [--only REGEX] [--shapes 1024x9,256x100]
 
 Each timed call runs `inner` forward+backward passes inside one jitted
 `fori_loop` (logits shifted by the loop index so XLA cannot hoist the work
@@ -19,6 +19,10 @@ Prints a Markdown table.
 compiled forward+backward on the tagging shape (flops, transcendentals and
 bytes accessed relative to the same baseline): deterministic, so useful
 where wall-clock timings are noisy (a loaded, shared CPU).
+
+`--shapes` replaces the three default logits shapes by your own (the class
+axis last), e.g. your tagger's `[batch, length, labels]`: a loss can be
+within target on the defaults and not elsewhere (losses/README.md, DSC).
 """
 
 import argparse
@@ -36,6 +40,7 @@ import losses
 SHAPES = {'tagging [64,128,9]': (64, 128, 9),
           'cls [256,3]': (256, 3),
           'cls [256,20]': (256, 20)}
+COST_SHAPE = SHAPES['tagging [64,128,9]']
 
 # (row label, config, label kind). Sigmoid losses get multi-hot labels of
 # the logits' shape.
@@ -165,6 +170,22 @@ def cost_table(shape, cases=CASES):
           f'{r[1]:.2f}x | {r[2]:.2f}x |')
 
 
+def parse_shapes(text):
+  """`'64x128x9,256x3'` -> `{'[64,128,9]': (64, 128, 9), ...}`."""
+  shapes = {}
+  for item in text.split(','):
+    try:
+      shape = tuple(int(d) for d in item.strip().split('x'))
+    except ValueError:
+      shape = ()
+    if len(shape) < 2 or min(shape) < 1 or shape[-1] < 2:
+      raise ValueError(
+          f'--shapes: {item.strip()!r} is not a logits shape like 64x128x9 '
+          '(positive sizes, at least two axes, at least 2 classes last)')
+    shapes['[' + ','.join(map(str, shape)) + ']'] = shape
+  return shapes
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--repeats', type=int, default=200)
@@ -174,25 +195,36 @@ def main():
   parser.add_argument('--only', default='',
                       help='time only the rows whose label matches this '
                       'regular expression (the baselines always run)')
+  parser.add_argument('--shapes', default='',
+                      help='comma-separated logits shapes, class axis last, '
+                      'e.g. 1024x9,256x100 (default: the three in SHAPES); '
+                      'the cost table then uses the first')
   args = parser.parse_args()
+  shapes, cost_shape = SHAPES, COST_SHAPE
+  if args.shapes:
+    try:
+      shapes = parse_shapes(args.shapes)
+    except ValueError as e:
+      parser.error(str(e))
+    cost_shape = next(iter(shapes.values()))
   cases = [c for c in CASES if re.search(args.only, c[0])]
   if not cases:
     parser.error(f'--only {args.only!r} matches no row; rows: '
                  f'{[c[0] for c in CASES]}')
   results = {title: bench_shape(shape, args.repeats, args.inner, cases)
-             for title, shape in SHAPES.items()}
+             for title, shape in shapes.items()}
   print(f'Device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '
         f'jax {jax.__version__}, {platform.machine()}; median of '
         f'{args.repeats} calls x {args.inner} fwd+bwd passes under jit.\n')
-  print('| loss | baseline | ' + ' | '.join(SHAPES) + ' |')
-  print('|---|---|' + '---:|' * len(SHAPES))
+  print('| loss | baseline | ' + ' | '.join(shapes) + ' |')
+  print('|---|---|' + '---:|' * len(shapes))
   for base in (CE, BCE):
     print(f'| {base}, µs/pass | | ' + ' | '.join(
-        f'{results[t][base] * 1e6:.1f}' for t in SHAPES) + ' |')
+        f'{results[t][base] * 1e6:.1f}' for t in shapes) + ' |')
   for label, _, kind in cases:
     base = CE if kind == 'int' else BCE
     cells = []
-    for t in SHAPES:
+    for t in shapes:
       cell = f'{results[t][label] / results[t][base]:.2f}x'
       if base == BCE:
         cell += f' ({results[t][label] / results[t][CE]:.2f}x CE)'
@@ -200,7 +232,7 @@ def main():
     print(f'| {label} | {"CE" if base == CE else "BCE"} | ' +
           ' | '.join(cells) + ' |')
   if args.cost:
-    cost_table(SHAPES['tagging [64,128,9]'], cases)
+    cost_table(cost_shape, cases)
 
 
 if __name__ == '__main__':

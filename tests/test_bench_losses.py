@@ -28,3 +28,28 @@ def test_only_that_matches_nothing_names_the_rows(monkeypatch, capsys):
   with pytest.raises(SystemExit):
     bench_losses.main()
   assert 'matches no row' in capsys.readouterr().err
+
+
+def test_shapes_replace_the_default_columns(monkeypatch, capsys):
+  monkeypatch.setattr(sys, 'argv', [
+      'bench_losses', '--repeats', '1', '--inner', '1', '--only', '^dsc',
+      '--shapes', '16x5, 4x3x24'])
+  bench_losses.main()
+  out = capsys.readouterr().out
+  assert '| loss | baseline | [16,5] | [4,3,24] |' in out, out
+  row = next(line for line in out.splitlines() if line.startswith('| dsc'))
+  assert row.count('x |') == 2, row
+
+
+@pytest.mark.parametrize('bad', ['64x', '64x1', '0x9', '9', 'ax9', '64x9,,3x3'])
+def test_bad_shapes_are_an_error_that_names_the_item(bad, monkeypatch,
+                                                     capsys):
+  monkeypatch.setattr(sys, 'argv', ['bench_losses', '--shapes', bad])
+  with pytest.raises(SystemExit):
+    bench_losses.main()
+  assert 'is not a logits shape like 64x128x9' in capsys.readouterr().err
+
+
+def test_parse_shapes():
+  assert bench_losses.parse_shapes('64x128x9,256x3') == {
+      '[64,128,9]': (64, 128, 9), '[256,3]': (256, 3)}
