@@ -508,6 +508,58 @@ def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
   np.testing.assert_allclose(batched, [float(value)] * 2, rtol=1e-5)
 
 
+@pytest.mark.parametrize('classes', [
+    losses.dice._SET_CLASS_MAJOR_MAX_CLASSES,        # classes x rows
+    losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1])   # rows x classes
+@pytest.mark.parametrize('name', ['dice', 'tversky'])
+def test_set_losses_both_layouts_match_reference(name, classes):
+  rows, gamma, alpha, beta = 300, 0.5, 0.3, 0.7
+  rng = np.random.default_rng(classes)
+  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
+  y = rng.integers(0, classes, rows)
+  w = (rng.random(rows) < 0.8).astype(np.float32)
+  hparams = dict(gamma=gamma) if name == 'dice' else dict(
+      gamma=gamma, alpha=alpha, beta=beta)
+  fn = jax.jit(jax.value_and_grad(lambda z, lab, wt: losses.get(name)(
+      z, lab, weights=wt, **hparams)))
+  value, grad = fn(x, y, w)
+  x64, w64 = x.astype(np.float64), w.astype(np.float64)
+  want_value = (ref.dice(x64, y, w64, gamma, False) if name == 'dice' else
+                ref.tversky(x64, y, w64, alpha, beta, gamma, False))
+  np.testing.assert_allclose(float(value), want_value, rtol=1e-5)
+
+  def plain(z, w=w):  # Autodiff of the set-level formulas over the batch.
+    p = jax.nn.softmax(z, axis=-1)
+    t = jax.nn.one_hot(y, classes)
+    ww = w[:, None]
+    tp = jnp.sum(ww * p * t, 0)
+    if name == 'dice':
+      per = 1 - (2 * tp + gamma) / (
+          jnp.sum(ww * p * p, 0) + jnp.sum(ww * t, 0) + gamma)
+    else:
+      fp, fn_ = jnp.sum(ww * p * (1 - t), 0), jnp.sum(ww * (1 - p) * t, 0)
+      per = 1 - (tp + gamma) / (tp + alpha * fp + beta * fn_ + gamma)
+    return jnp.mean(per)
+
+  want = jax.jit(jax.grad(plain))(x)
+  np.testing.assert_allclose(grad, want, rtol=1e-4,
+                             atol=1e-4 * float(jnp.max(jnp.abs(want))))
+  grad_w = jax.jit(jax.grad(lambda wt: losses.get(name)(
+      x, y, weights=wt, **hparams)))(w)
+  want_w = jax.jit(jax.grad(lambda wt: plain(x, wt)))(w)
+  masked = w == 0  # (whose logits the loss reads as 0: compare the others)
+  np.testing.assert_allclose(grad_w[~masked], want_w[~masked], rtol=1e-4,
+                             atol=1e-4 * float(jnp.max(jnp.abs(want_w))))
+  x_bad, y_bad = x.copy(), y.copy()
+  x_bad[masked] = np.nan
+  y_bad[masked] = -100
+  value_bad, grad_bad = fn(x_bad, y_bad, w)
+  np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-6)
+  np.testing.assert_allclose(grad_bad, grad, rtol=1e-6, atol=1e-12)
+  assert not np.asarray(grad_bad)[masked].any()
+  assert float(fn(x_bad, y_bad, np.zeros_like(w))[0]) == 0.0
+
+
 @pytest.mark.parametrize('name', ['dice', 'tversky', 'dsc'])
 def test_dice_family_gamma0_all_masked_and_extreme(name):
   x = np.array([[1e4, -1e4], [-1e4, 1e4]], np.float32)
