@@ -560,6 +560,44 @@ def test_set_losses_both_layouts_match_reference(name, classes):
   assert float(fn(x_bad, y_bad, np.zeros_like(w))[0]) == 0.0
 
 
+@pytest.mark.parametrize('classes', [core._ONE_PASS_MAX_CLASSES,       # one pass
+                                     core._ONE_PASS_MAX_CLASSES + 1])  # sums
+@pytest.mark.parametrize('name', ['focal', 'ce_smooth'])
+def test_row_sums_both_ways_match_reference(name, classes):
+  rows, gamma, eps = 64, 0.5, 0.1
+  rng = np.random.default_rng(classes)
+  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
+  y = rng.integers(0, classes, rows)
+  x[0] = 0.0
+  x[0, y[0]] = 30.0   # p_y -> 1: focal's rest must stay exact (~1e-12)
+  w = (rng.random(rows) < 0.8).astype(np.float32)
+  w[0] = 1.0
+  if name == 'focal':
+    loss = lambda z: losses.focal.focal(z, y, weights=w, gamma=gamma)
+    want_value = ref.focal(x.astype(np.float64), y, w, gamma)
+  else:
+    loss = lambda z: losses.cross_entropy.ce(z, y, weights=w,
+                                             label_smoothing=eps)
+    want_value = ref.ce(x.astype(np.float64), y, w, eps)
+  value, grad = jax.jit(jax.value_and_grad(loss))(x)
+  np.testing.assert_allclose(float(value), want_value, rtol=1e-5)
+
+  def plain(z):  # Autodiff of the formula from log-softmax.
+    logp = jax.nn.log_softmax(z, axis=-1)
+    logp_y = jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+    if name == 'focal':
+      per = -(-jnp.expm1(logp_y)) ** gamma * logp_y
+    else:
+      per = -(1 - eps) * logp_y - eps * jnp.mean(logp, axis=-1)
+    return jnp.sum(w * per) / jnp.sum(w)
+
+  # (Row 0 apart: the plain form's gradient there is NaN in float32.)
+  want = jax.jit(jax.grad(plain))(x)
+  assert _finite(grad[0])
+  np.testing.assert_allclose(grad[1:], want[1:], rtol=1e-4,
+                             atol=1e-4 * float(jnp.max(jnp.abs(want[1:]))))
+
+
 @pytest.mark.parametrize('name', ['dice', 'tversky', 'dsc'])
 def test_dice_family_gamma0_all_masked_and_extreme(name):
   x = np.array([[1e4, -1e4], [-1e4, 1e4]], np.float32)
