@@ -382,11 +382,23 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
                      bool(with_log1m_p), logits, labels, w, hparams)
 
 
-def sums_in_one_pass(arrays, axis):
-  """`[sum(a, axis) for a in arrays]` from one variadic reduce.
+# Along a minor axis up to this long, `sums` makes one variadic reduce;
+# above, a YNNPACK sum each: the extra passes pay from ~48 classes (focal
+# [256, 100]: 1.51x -> 1.21x optax CE, label smoothing 1.46x -> 1.15x), the
+# one pass below 32 (focal on the tagging shape 1.15x against 1.23x,
+# [8192, 3] 1.00x against 1.54x; losses/README.md).
+_ONE_PASS_MAX_CLASSES = 32
+
+
+def sums(arrays, axis):
+  """`[sum(a, axis) for a in arrays]` in as few passes as XLA CPU runs fast.
 
   XLA on CPU does not fuse sibling reductions, so separate sums of arrays
-  computed from the same inputs are separate passes over them.
+  computed from the same inputs are separate passes over them; one
+  variadic reduce is one pass. But XLA reduces along the minor axis as a
+  scalar chain, while YNNPACK (which takes single sums only) vectorises
+  along it; so along a minor axis longer than `_ONE_PASS_MAX_CLASSES` each
+  array gets a `jnp.sum` of its own.
 
   Args:
     arrays: same-shaped float arrays of one dtype.
@@ -395,20 +407,14 @@ def sums_in_one_pass(arrays, axis):
   Returns:
     A tuple of arrays, each without `axis`.
   """
+  ndim = arrays[0].ndim
+  axis = axis % ndim
+  if axis == ndim - 1 and arrays[0].shape[axis] > _ONE_PASS_MAX_CLASSES:
+    return tuple(jnp.sum(a, axis=axis) for a in arrays)
   zero = jnp.zeros((), arrays[0].dtype)
   return jax.lax.reduce(tuple(arrays), (zero,) * len(arrays),
                         lambda x, y: tuple(a + b for a, b in zip(x, y)),
                         (axis,))
-
-
-# Up to this many classes the row sums share one variadic reduce; above it
-# each is a YNNPACK sum of its own. XLA CPU reduces along the minor axis as
-# a scalar chain, YNNPACK vectorises along it but takes single reductions
-# only: the extra passes pay from ~48 classes (focal [256, 100]: 1.51x ->
-# 1.21x optax CE, label smoothing 1.46x -> 1.15x), the one pass below 32
-# (focal on the tagging shape 1.15x against 1.23x, [8192, 3] 1.00x against
-# 1.54x; losses/README.md).
-_ONE_PASS_MAX_CLASSES = 32
 
 
 def _row_sums(e, labels, with_rest, shifted=None):
@@ -416,9 +422,9 @@ def _row_sums(e, labels, with_rest, shifted=None):
   `shifted` is given `sum_c shifted`; the ones not asked for are None.
 
   `rest` is summed apart because `s - e_y` cancels as `p_y -> 1`. Up to
-  `_ONE_PASS_MAX_CLASSES` classes all come from one variadic reduce, i.e.
-  one pass over `e [..., C]`: XLA on CPU does not fuse sibling reductions,
-  and a second pass made focal 1.2-1.4x CE instead of 1.0-1.1x (label smoothing's own row mean of the shifted
+  `_ONE_PASS_MAX_CLASSES` classes all come from one pass over
+  `e [..., C]` (`sums`): a second pass made focal 1.2-1.4x CE instead of
+  1.0-1.1x (label smoothing's own row mean of the shifted
   logits, through YNNPACK: tagging 1.20x, [8192, 3] 1.42x; in this
   reduce 0.93x and 0.78x optax CE).
   """
@@ -429,13 +435,10 @@ def _row_sums(e, labels, with_rest, shifted=None):
     arrays.append(jnp.where(label_mask(labels, e.shape[-1]), 0.0, e))
   if shifted is not None:
     arrays.append(shifted)
-  if e.shape[-1] <= _ONE_PASS_MAX_CLASSES:
-    sums = list(sums_in_one_pass(arrays, e.ndim - 1))
-  else:
-    sums = [jnp.sum(a, axis=-1) for a in arrays]
-  s = sums.pop(0)
-  rest = sums.pop(0) if with_rest else None
-  return s, rest, (sums.pop(0) if shifted is not None else None)
+  out = list(sums(arrays, -1))
+  s = out.pop(0)
+  rest = out.pop(0) if with_rest else None
+  return s, rest, (out.pop(0) if shifted is not None else None)
 
 
 def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,

@@ -255,7 +255,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   e = jnp.exp(z - jnp.max(z, axis=axis, keepdims=True))
   e_at_label = jnp.where(is_label, e, zero)
   if class_major:
-    s, e_y = _core.sums_in_one_pass((e, e_at_label), axis)
+    s, e_y = _core.sums((e, e_at_label), axis)
   else:  # A plain row sum is a fast YNNPACK reduce on CPU; e_y comes below.
     s = jnp.sum(e, axis=axis)
   inv_s = 1.0 / s
@@ -270,9 +270,9 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     neg, d_neg, _, _ = _dsc_forms(f, gamma)
   d_neg = d_neg * df                          # d neg / dp
   if class_major:
-    sum_neg, sum_dp = _core.sums_in_one_pass((neg, d_neg * p), axis)
+    sum_neg, sum_dp = _core.sums((neg, d_neg * p), axis)
   else:
-    sum_neg, sum_dp, e_y = _core.sums_in_one_pass(
+    sum_neg, sum_dp, e_y = _core.sums(
         (neg, d_neg * p, e_at_label), axis)
   # The label's p and 1 - p, as p and p0 above (bit for bit).
   p_y = e_y * inv_s
@@ -431,7 +431,7 @@ def _class_major_set_stats(uses, logits, labels, w):
       terms['sq'] = a * p * p
     if 'mass' in uses:
       terms['mass'] = b * p
-    sums = dict(zip(terms, _core.sums_in_one_pass(list(terms.values()), 0)))
+    sums = dict(zip(terms, _core.sums(list(terms.values()), 0)))
     rows_sq, rows_mass = sums.get('sq', 0.0), sums.get('mass', 0.0)
     tp_y = sums['tp_y']
     r = 2.0 * rows_sq + rows_mass + tp_y

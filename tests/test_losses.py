@@ -457,8 +457,10 @@ def test_dsc_fractional_alpha_exact_at_extreme_margins():
 # `dsc` lays out the multi-class problem by its static shape (classes x rows
 # or rows x classes; one shared reciprocal or two divides). One shape per
 # plan, from the plan function itself, so a change of thresholds cannot
-# leave a plan untested.
-_DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24)]
+# leave a plan untested; the last has more classes than `_core.sums` takes
+# in one pass.
+_DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
+                    (40, core._ONE_PASS_MAX_CLASSES + 1)]
 
 
 def test_dsc_plan_shapes_cover_every_plan():
@@ -768,11 +770,14 @@ def test_lookup_is_indexing():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-@pytest.mark.parametrize('axis', [0, 1, 2])
-def test_sums_in_one_pass_are_the_sums(axis):
-  rng = np.random.default_rng(axis)
-  arrays = [rng.normal(size=(3, 5, 7)).astype(np.float32) for _ in range(3)]
-  got = jax.jit(lambda *a: core.sums_in_one_pass(a, axis))(*arrays)
+@pytest.mark.parametrize('shape,axis', [
+    ((3, 5, 7), 0), ((3, 5, 7), 1), ((3, 5, 7), 2), ((3, 5, 7), -1),
+    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # one jnp.sum each
+    ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0)])
+def test_sums_are_the_sums(shape, axis):
+  rng = np.random.default_rng(len(shape) + axis)
+  arrays = [rng.normal(size=shape).astype(np.float32) for _ in range(3)]
+  got = jax.jit(lambda *a: core.sums(a, axis))(*arrays)
   assert len(got) == 3
   for g, a in zip(got, arrays):
     np.testing.assert_allclose(g, a.astype(np.float64).sum(axis), rtol=1e-5,
