@@ -454,6 +454,24 @@ def test_dsc_fractional_alpha_exact_at_extreme_margins():
   np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
+def _assert_padding_inert(fn, x, y, w, value, grad):
+  """Garbage (NaN logits, label -100) in the rows with weight 0 changes
+  neither `fn`'s value nor its gradient elsewhere; theirs is exactly 0.
+
+  `fn(x, y, w) -> (value, d value / d x)`; `value, grad` are its result on
+  the clean inputs.
+  """
+  masked = w == 0
+  assert masked.any()
+  x_bad, y_bad = x.copy(), y.copy()
+  x_bad[masked] = np.nan
+  y_bad[masked] = -100
+  value_bad, grad_bad = fn(x_bad, y_bad, w)
+  np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-6)
+  np.testing.assert_allclose(grad_bad, grad, rtol=1e-6, atol=1e-12)
+  assert not np.asarray(grad_bad)[masked].any()
+
+
 # `dsc` lays out the multi-class problem by its static shape (classes x rows
 # or rows x classes; one shared reciprocal or two divides). One shape per
 # plan, from the plan function itself, so a change of thresholds cannot
@@ -493,16 +511,7 @@ def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
   want = jax.jit(jax.grad(plain))(x)
   np.testing.assert_allclose(grad, want, rtol=1e-4,
                              atol=1e-4 * float(jnp.max(jnp.abs(want))))
-  # Padding: garbage in masked rows changes neither the value nor the
-  # gradient elsewhere, and their gradient is exactly 0.
-  masked = w == 0
-  x_bad, y_bad = x.copy(), y.copy()
-  x_bad[masked] = np.nan
-  y_bad[masked] = -100
-  value_bad, grad_bad = fn(x_bad, y_bad, w)
-  np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-6)
-  np.testing.assert_allclose(grad_bad, grad, rtol=1e-6, atol=1e-12)
-  assert not np.asarray(grad_bad)[masked].any()
+  _assert_padding_inert(fn, x, y, w, value, grad)
   # vmap runs the same plan per item.
   batched = jax.jit(jax.vmap(lambda z, lab, wt: losses.dice.dsc(
       z, lab, weights=wt, alpha=alpha, gamma=gamma)))(
@@ -552,14 +561,9 @@ def test_set_losses_both_layouts_match_reference(name, classes):
   masked = w == 0  # (whose logits the loss reads as 0: compare the others)
   np.testing.assert_allclose(grad_w[~masked], want_w[~masked], rtol=1e-4,
                              atol=1e-4 * float(jnp.max(jnp.abs(want_w))))
-  x_bad, y_bad = x.copy(), y.copy()
-  x_bad[masked] = np.nan
-  y_bad[masked] = -100
-  value_bad, grad_bad = fn(x_bad, y_bad, w)
-  np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-6)
-  np.testing.assert_allclose(grad_bad, grad, rtol=1e-6, atol=1e-12)
-  assert not np.asarray(grad_bad)[masked].any()
-  assert float(fn(x_bad, y_bad, np.zeros_like(w))[0]) == 0.0
+  _assert_padding_inert(fn, x, y, w, value, grad)
+  assert float(fn(np.full_like(x, np.nan), np.full_like(y, -100),
+                  np.zeros_like(w))[0]) == 0.0
 
 
 @pytest.mark.parametrize('classes', [core._ONE_PASS_MAX_CLASSES,       # one pass
