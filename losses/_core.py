@@ -294,15 +294,25 @@ def bin_sums(idx, values, bins):
       default=lambda i, v: _bin_sums_compare(i, v, bins))
 
 
-def lookup(table, idx):
-  """`table[idx]` for a small table computed in the same jit, computed once.
+def computed_once(table):
+  """`table` (`[T]` float, T small), computed once however many elements
+  of a larger array read it.
 
-  Why: XLA CPU fuses the elementwise ops that produce a gather's operand
-  into the gather, so a table computed by a chain of selects, divides and
-  powers (GHM's per-bin weights) is recomputed for every index: 388 of
-  ~1000 µs per sigmoid GHM forward+backward on [64, 128, 9]. Routing the
-  table through `bin_sums` with identity ids (a scatter, or a reduce off
-  CPU; neither is fused into its consumers) makes XLA compute it once.
+  Why: XLA CPU fuses the elementwise ops that produce a small table into
+  each consumer, so a table computed by a chain of selects, divides and
+  powers (GHM's per-bin weights, the set losses' derivatives in their
+  statistics) is recomputed for every element that reads it: 388 of ~1000
+  µs per sigmoid GHM forward+backward on [64, 128, 9]. Routing the table
+  through `bin_sums` with identity ids (a scatter, or a reduce off CPU;
+  neither is fused into its consumers) makes XLA compute it once.
+  """
+  size = table.shape[0]
+  return bin_sums(jnp.arange(size, dtype=jnp.int32), table, size)
+
+
+def lookup(table, idx):
+  """`table[idx]` for a small table computed in the same jit, computed once
+  (`computed_once`).
 
   Args:
     table: `[T]` float, T small (a handful to tens of entries).
@@ -311,9 +321,7 @@ def lookup(table, idx):
   Returns:
     `table[idx]`, of `idx`'s shape, in `table.dtype`.
   """
-  size = table.shape[0]
-  table = bin_sums(jnp.arange(size, dtype=jnp.int32), table, size)
-  return table[idx]
+  return computed_once(table)[idx]
 
 
 def integer_valued(value) -> bool:

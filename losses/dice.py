@@ -372,6 +372,12 @@ def _set_forward(set_fn, uses, binary, logits, labels, w, hparams):
     return on * jnp.mean(set_fn(stats, hparams))
 
   value, d = jax.value_and_grad(mean_loss)(stats)
+  # The `[K]` derivatives, computed once for all N x K elements that read
+  # them (one scatter for all; [256, 12] 1.38x -> 1.28x CE, [256, 100]
+  # 1.42x -> 1.25x, elsewhere within noise).
+  names = sorted(d)
+  once = _core.computed_once(jnp.concatenate([d[name] for name in names]))
+  d = dict(zip(names, jnp.split(once, len(names))))
   g_z, g_w = chain(d)
   return value, (g_z.astype(logits.dtype), g_w)
 
@@ -470,14 +476,14 @@ def _row_major_set_stats(uses, logits, labels, w):
       per_class = 2.0 * d['sq'] * p
     if 'mass' in uses:
       per_class = per_class + d['mass']
-    tp_y = _core.lookup(d['tp'], labels) * p_y
+    tp_y = d['tp'][labels] * p_y   # (d is computed once: a plain gather)
     r = 2.0 * rows_sq + rows_mass + tp_y
     x = w[..., None] * p * (per_class - r[..., None])
     # The label's term by a select on the result: a select of a [N, K] term
     # added in made this pass 1.3x slower on CPU.
     g_z = jnp.where(_core.label_mask(labels, k),
                     x + w[..., None] * d['tp'] * p, x)
-    g_w = rows_sq + rows_mass + tp_y + _core.lookup(d['pos'], labels)
+    g_w = rows_sq + rows_mass + tp_y + d['pos'][labels]
     return g_z, g_w
 
   # sum(w) is sum(pos), on [K].

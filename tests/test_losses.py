@@ -772,6 +772,8 @@ def test_lookup_is_indexing():
   want = np.asarray(table(raw))[np.asarray(idx)]
   assert got.shape == idx.shape
   np.testing.assert_allclose(got, want, rtol=1e-6)
+  once = jax.jit(lambda r: core.computed_once(table(r)))(raw)
+  np.testing.assert_allclose(once, table(raw), rtol=1e-6)
 
 
 @pytest.mark.parametrize('shape,axis', [
