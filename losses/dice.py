@@ -200,8 +200,6 @@ def _dsc_neg_shared(f, gamma):
 #   in and out. Tagging [64, 128, 9]: 1.33x -> 1.03x CE, [1024, 9] 1.85x ->
 #   0.85x. From 20 classes up the transpose out costs more than that saves
 #   (the fusion writing the [1024, 20] gradient: 44 us, [1024, 16]: 8 us).
-#   The optimization barrier keeps XLA from sinking the transpose into the
-#   max and exp (tagging 1.21x CE without it).
 # * XLA CPU splits a compute-heavy loop fusion over threads once it reads
 #   more than ~10 KB; below ~32K elements the split costs more than it
 #   saves (~5-10 us per fusion). Forming `1 / (f + gamma)` once puts the
@@ -225,6 +223,28 @@ def _dsc_plan(rows, classes):
           rows * classes < _SHARED_RECIPROCAL_BELOW)
 
 
+def _flat_softmax_inputs(logits, labels, w, class_major):
+  """Validated, masked multi-class inputs, flattened to N rows.
+
+  Returns:
+    `(z, labels [N], w [N], is_label)`: `z` the logits in the compute dtype
+    and `is_label` the bool one-hot, both `[K, N]` if `class_major` (the
+    transpose behind an optimization barrier, which keeps XLA from sinking
+    it into the max and exp: tagging DSC 1.21x CE without, 1.03x with) and
+    `[N, K]` otherwise.
+  """
+  z, labels, w = _core.softmax_inputs(logits, labels, w)
+  k = z.shape[-1]
+  n = labels.size
+  z = z.reshape(n, k)
+  labels = labels.reshape(n)
+  classes = jnp.arange(k, dtype=labels.dtype)
+  if class_major:
+    return (jax.lax.optimization_barrier(z.T), labels, w.reshape(n),
+            labels[None] == classes[:, None])
+  return z, labels, w.reshape(n), labels[:, None] == classes[None]
+
+
 def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   """DSC with whole-number `alpha`. Multi-class: every class in the negative
   form, the label's swapped for the positive form at row level, so neither
@@ -236,21 +256,13 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   if binary:
     return _binary_dsc_forward(logits, labels, w, hparams, alpha=alpha)
   gamma = hparams['gamma']
-  z, labels, w = _core.softmax_inputs(logits, labels, w)
-  k = z.shape[-1]
-  n = labels.size
-  z = z.reshape(n, k)
-  labels = labels.reshape(n)
-  w = w.reshape(n)
-  class_major, shared_reciprocal = _dsc_plan(n, k)
-  if class_major:
-    z = jax.lax.optimization_barrier(z.T)
+  k = logits.shape[-1]
+  class_major, shared_reciprocal = _dsc_plan(labels.size, k)
+  z, labels, w, is_label = _flat_softmax_inputs(logits, labels, w,
+                                                class_major)
   axis = 0 if class_major else 1       # The class axis.
   # Row quantities `[N]` broadcast against `[K, N]` or `[N, K]`.
   rows = (lambda v: v[None]) if class_major else (lambda v: v[:, None])
-  classes = jnp.arange(k, dtype=labels.dtype)
-  is_label = (labels[None] == classes[:, None] if class_major
-              else labels[:, None] == classes[None])
   zero = jnp.zeros((), z.dtype)
   e = jnp.exp(z - jnp.max(z, axis=axis, keepdims=True))
   e_at_label = jnp.where(is_label, e, zero)
@@ -408,13 +420,8 @@ def _class_major_set_stats(uses, logits, labels, w):
   """Multi-class statistics `[K]` with the logits transposed to `[K, N]`:
   the softmax and the chain's row sums reduce over the major axis
   (vectorised; see `_dsc_plan`)."""
-  z, labels, w = _core.softmax_inputs(logits, labels, w)
-  k = z.shape[-1]
-  n = labels.size
-  labels = labels.reshape(n)
-  w = w.reshape(n)
-  z = jax.lax.optimization_barrier(z.reshape(n, k).T)
-  is_label = labels[None] == jnp.arange(k, dtype=labels.dtype)[:, None]
+  k = logits.shape[-1]
+  z, labels, w, is_label = _flat_softmax_inputs(logits, labels, w, True)
   e = jnp.exp(z - jnp.max(z, axis=0, keepdims=True))
   p = e * (1.0 / jnp.sum(e, axis=0))
   # Per-class sums run over the minor axis here, which XLA CPU reduces as a
@@ -437,13 +444,13 @@ def _class_major_set_stats(uses, logits, labels, w):
       terms['sq'] = a * p * p
     if 'mass' in uses:
       terms['mass'] = b * p
-    sums = dict(zip(terms, _core.sums(list(terms.values()), 0)))
-    rows_sq, rows_mass = sums.get('sq', 0.0), sums.get('mass', 0.0)
-    tp_y = sums['tp_y']
+    row = dict(zip(terms, _core.sums(list(terms.values()), 0)))
+    rows_sq, rows_mass = row.get('sq', 0.0), row.get('mass', 0.0)
+    tp_y = row['tp_y']
     r = 2.0 * rows_sq + rows_mass + tp_y
     x = w * p * (2.0 * a * p + b - r)
     g_z = jnp.where(is_label, x + w * d['tp'][:, None] * p, x)
-    g_w = rows_sq + rows_mass + tp_y + sums['pos_y']
+    g_w = rows_sq + rows_mass + tp_y + row['pos_y']
     return g_z.T.reshape(logits.shape), g_w.reshape(logits.shape[:-1])
 
   return stats, jnp.sum(w), chain
