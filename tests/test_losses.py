@@ -454,6 +454,17 @@ def test_dsc_fractional_alpha_exact_at_extreme_margins():
   np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
+def _random_rows(rows, classes, seed):
+  """float32 logits `[rows, classes]` (scale 3), int labels `[rows]` and
+  0/1 weights `[rows]` (~20% masked, row 0 kept)."""
+  rng = np.random.default_rng(seed)
+  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
+  y = rng.integers(0, classes, rows)
+  w = (rng.random(rows) < 0.8).astype(np.float32)
+  w[0] = 1.0
+  return x, y, w
+
+
 def _assert_padding_inert(fn, x, y, w, value, grad):
   """Garbage (NaN logits, label -100) in the rows with weight 0 changes
   neither `fn`'s value nor its gradient elsewhere; theirs is exactly 0.
@@ -489,11 +500,7 @@ def test_dsc_plan_shapes_cover_every_plan():
 @pytest.mark.parametrize('rows,classes', _DSC_PLAN_SHAPES)
 @pytest.mark.parametrize('alpha,gamma', [(1.0, 1.0), (2.0, 0.3)])
 def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
-  rng = np.random.default_rng(rows + classes)
-  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
-  y = rng.integers(0, classes, rows)
-  w = (rng.random(rows) < 0.8).astype(np.float32)
-  w[0] = 1.0
+  x, y, w = _random_rows(rows, classes, seed=rows + classes)
   fn = jax.jit(jax.value_and_grad(lambda z, lab, wt: losses.dice.dsc(
       z, lab, weights=wt, alpha=alpha, gamma=gamma)))
   value, grad = fn(x, y, w)
@@ -525,10 +532,7 @@ def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
 @pytest.mark.parametrize('name', ['dice', 'tversky'])
 def test_set_losses_both_layouts_match_reference(name, classes):
   rows, gamma, alpha, beta = 300, 0.5, 0.3, 0.7
-  rng = np.random.default_rng(classes)
-  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
-  y = rng.integers(0, classes, rows)
-  w = (rng.random(rows) < 0.8).astype(np.float32)
+  x, y, w = _random_rows(rows, classes, seed=classes)
   hparams = dict(gamma=gamma) if name == 'dice' else dict(
       gamma=gamma, alpha=alpha, beta=beta)
   fn = jax.jit(jax.value_and_grad(lambda z, lab, wt: losses.get(name)(
@@ -571,13 +575,9 @@ def test_set_losses_both_layouts_match_reference(name, classes):
 @pytest.mark.parametrize('name', ['focal', 'ce_smooth'])
 def test_row_sums_both_ways_match_reference(name, classes):
   rows, gamma, eps = 64, 0.5, 0.1
-  rng = np.random.default_rng(classes)
-  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
-  y = rng.integers(0, classes, rows)
+  x, y, w = _random_rows(rows, classes, seed=classes)
   x[0] = 0.0
   x[0, y[0]] = 30.0   # p_y -> 1: focal's rest must stay exact (~1e-12)
-  w = (rng.random(rows) < 0.8).astype(np.float32)
-  w[0] = 1.0
   if name == 'focal':
     loss = lambda z: losses.focal.focal(z, y, weights=w, gamma=gamma)
     want_value = ref.focal(x.astype(np.float64), y, w, gamma)
