@@ -198,8 +198,13 @@ def _dsc_neg_shared(f, gamma):
 #   it, so the logits are transposed to `[C, N]` and every class sum runs
 #   over the major axis (vectorised over rows), at the cost of a transpose
 #   in and out. Tagging [64, 128, 9]: 1.33x -> 1.03x CE, [1024, 9] 1.85x ->
-#   0.85x. From 20 classes up the transpose out costs more than that saves
-#   (the fusion writing the [1024, 20] gradient: 44 us, [1024, 16]: 8 us).
+#   0.85x. Beyond that the two transposes (strided copies on XLA CPU) cost
+#   more per element as the class count grows ([1024, 20]: 44 us for the
+#   gradient's, [1024, 16]: 8 us), so 17-22 classes run class-major only
+#   in the small regime below (where rows x classes, with a class axis
+#   that is no multiple of the 8-float vector, is what costs: [256, 17]
+#   1.53x -> 0.80x CE, [256, 20] 1.41x -> 1.05x, [1024, 19] 1.38x ->
+#   0.94x; a tie at [1024, 20]-[1024, 22]). From 23 classes rows win.
 # * XLA CPU splits a compute-heavy loop fusion over threads once it reads
 #   more than ~10 KB; below ~32K elements the split costs more than it
 #   saves (~5-10 us per fusion). Forming `1 / (f + gamma)` once puts the
@@ -207,6 +212,7 @@ def _dsc_neg_shared(f, gamma):
 #   enough not to be split ([256, 12]: 1.49x -> 0.93x CE; [256, 20]:
 #   1.9x -> 1.4x).
 _CLASS_MAJOR_MAX_CLASSES = 16
+_SMALL_CLASS_MAJOR_MAX_CLASSES = 22
 _SHARED_RECIPROCAL_BELOW = 32768
 # The set losses (dice, Tversky) read the logits less and sum per class over
 # the rows, which favours rows x classes: class-major pays only up to 8
@@ -219,8 +225,10 @@ _SET_CLASS_MAJOR_MAX_CLASSES = 8
 
 def _dsc_plan(rows, classes):
   """`(class_major, shared_reciprocal)` for a `[rows, classes]` problem."""
-  return (classes <= _CLASS_MAJOR_MAX_CLASSES,
-          rows * classes < _SHARED_RECIPROCAL_BELOW)
+  small = rows * classes < _SHARED_RECIPROCAL_BELOW
+  class_major = classes <= _CLASS_MAJOR_MAX_CLASSES or (
+      small and classes <= _SMALL_CLASS_MAJOR_MAX_CLASSES)
+  return class_major, small
 
 
 def _flat_softmax_inputs(logits, labels, w, class_major):

@@ -489,12 +489,17 @@ def _assert_padding_inert(fn, x, y, w, value, grad):
 # leave a plan untested; the last has more classes than `_core.sums` takes
 # in one pass.
 _DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
-                    (40, core._ONE_PASS_MAX_CLASSES + 1)]
+                    (40, core._ONE_PASS_MAX_CLASSES + 1),
+                    (60, 20), (1700, 20)]   # 17-22 classes: by size.
 
 
 def test_dsc_plan_shapes_cover_every_plan():
   plans = {losses.dice._dsc_plan(*shape) for shape in _DSC_PLAN_SHAPES}
   assert plans == {(a, b) for a in (True, False) for b in (True, False)}
+  # 17-22 classes run class-major only while the problem is small.
+  assert losses.dice._dsc_plan(60, 20) == (True, True)
+  assert losses.dice._dsc_plan(1700, 20) == (False, False)
+  assert losses.dice._dsc_plan(60, 23) == (False, True)
 
 
 @pytest.mark.parametrize('rows,classes', _DSC_PLAN_SHAPES)
