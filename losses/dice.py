@@ -201,10 +201,11 @@ def _dsc_neg_shared(f, gamma):
 #   0.85x. Beyond that the two transposes (strided copies on XLA CPU) cost
 #   more per element as the class count grows ([1024, 20]: 44 us for the
 #   gradient's, [1024, 16]: 8 us), so 17-22 classes run class-major only
-#   in the small regime below (where rows x classes, with a class axis
-#   that is no multiple of the 8-float vector, is what costs: [256, 17]
-#   1.53x -> 0.80x CE, [256, 20] 1.41x -> 1.05x, [1024, 19] 1.38x ->
-#   0.94x; a tie at [1024, 20]-[1024, 22]). From 23 classes rows win.
+#   in the small regime below. (XLA CPU's loop fusions over `[N, K]` run
+#   ~2x slower per element with 9-24 classes than with <= 8 or >= 25,
+#   losses/README.md, so rows x classes is slow there: [256, 17] 1.53x ->
+#   0.80x CE class-major, [256, 20] 1.41x -> 1.05x, [1024, 19] 1.38x ->
+#   0.94x; a tie at [1024, 20]-[1024, 22].) From 23 classes rows win.
 # * XLA CPU splits a compute-heavy loop fusion over threads once it reads
 #   more than ~10 KB; below ~32K elements the split costs more than it
 #   saves (~5-10 us per fusion). Forming `1 / (f + gamma)` once puts the
@@ -213,22 +214,39 @@ def _dsc_neg_shared(f, gamma):
 #   1.9x -> 1.4x).
 _CLASS_MAJOR_MAX_CLASSES = 16
 _SMALL_CLASS_MAJOR_MAX_CLASSES = 22
-_SHARED_RECIPROCAL_BELOW = 32768
+_SMALL_BELOW = 32768      # rows x classes
 # The set losses (dice, Tversky) read the logits less and sum per class over
 # the rows, which favours rows x classes: class-major pays only up to 8
 # classes, where YNNPACK's row-wise softmax is slow (4.6 ns per element at
 # [8192, 3] against ~1 at 9 classes). Dice [8192, 3] 1.84x -> 0.58x CE,
-# [4096, 6] 2.14x -> 0.95x; at 9-16 classes it lost (tagging 1.09x ->
-# 1.28x, [4096, 16] 0.93x -> 1.62x).
+# [4096, 6] 2.14x -> 0.95x. At 9-14 classes it pays only in the small
+# regime (rows x classes < 32K: dice [1024, 9] 1.25x -> 0.87x, [16 x 128,
+# 9] 1.27x -> 0.90x, [256, 12] 1.24x -> 0.92x; Tversky alike), and there
+# dice's row sums of `A p^2` go through a dot: as one more term of the
+# variadic reduce they made that fusion compute-heavy enough for XLA to
+# split it over the threads ([512, 12]: 1.38x against 0.92x). Larger
+# problems stay in rows (tagging [64 x 128, 9] 1.16x against 1.36x
+# class-major; [4096, 16] 0.93x -> 1.62x), as do 15+ classes.
 _SET_CLASS_MAJOR_MAX_CLASSES = 8
+_SET_SMALL_CLASS_MAJOR_MAX_CLASSES = 14
 
 
 def _dsc_plan(rows, classes):
   """`(class_major, shared_reciprocal)` for a `[rows, classes]` problem."""
-  small = rows * classes < _SHARED_RECIPROCAL_BELOW
+  small = rows * classes < _SMALL_BELOW
   class_major = classes <= _CLASS_MAJOR_MAX_CLASSES or (
       small and classes <= _SMALL_CLASS_MAJOR_MAX_CLASSES)
   return class_major, small
+
+
+def _set_plan(rows, classes):
+  """`(class_major, sq_rows_by_dot)` for dice / Tversky on `[rows, classes]`."""
+  if classes <= _SET_CLASS_MAJOR_MAX_CLASSES:
+    return True, False
+  if rows * classes < _SMALL_BELOW and (
+      classes <= _SET_SMALL_CLASS_MAJOR_MAX_CLASSES):
+    return True, True
+  return False, False
 
 
 def _flat_softmax_inputs(logits, labels, w, class_major):
@@ -373,15 +391,16 @@ def _set_forward(set_fn, uses, binary, logits, labels, w, hparams):
   `set_fn(stats, hparams) -> [K]` reads tp, pos and the statistics named in
   `uses` ('mass', 'sq'); only those are summed. The statistics and the
   chain back to the logits come from one of three builders: binary,
-  class-major (few classes, see `_SET_CLASS_MAJOR_MAX_CLASSES`) or rows x
-  classes.
+  class-major (few classes, or a few more in a small problem: `_set_plan`)
+  or rows x classes.
   """
   if binary:
     build = _binary_set_stats
-  elif logits.shape[-1] <= _SET_CLASS_MAJOR_MAX_CLASSES:
-    build = _class_major_set_stats
   else:
-    build = _row_major_set_stats
+    class_major, sq_rows_by_dot = _set_plan(labels.size, logits.shape[-1])
+    build = (functools.partial(_class_major_set_stats,
+                               sq_rows_by_dot=sq_rows_by_dot)
+             if class_major else _row_major_set_stats)
   stats, total, chain = build(uses, logits, labels, w)
   # All masked: exactly 0. `!= 0`, not `> 0`: a bad label's NaN weight
   # (softmax_inputs) must reach the value, and XLA turns `on * x` into a
@@ -424,10 +443,11 @@ def _binary_set_stats(uses, logits, labels, w):
   return stats, jnp.sum(w), chain
 
 
-def _class_major_set_stats(uses, logits, labels, w):
+def _class_major_set_stats(uses, logits, labels, w, *, sq_rows_by_dot):
   """Multi-class statistics `[K]` with the logits transposed to `[K, N]`:
   the softmax and the chain's row sums reduce over the major axis
-  (vectorised; see `_dsc_plan`)."""
+  (vectorised; see `_dsc_plan`), the row sums of `A p^2` by a dot if
+  `sq_rows_by_dot` (see `_SET_SMALL_CLASS_MAJOR_MAX_CLASSES`)."""
   k = logits.shape[-1]
   z, labels, w, is_label = _flat_softmax_inputs(logits, labels, w, True)
   e = jnp.exp(z - jnp.max(z, axis=0, keepdims=True))
@@ -448,12 +468,14 @@ def _class_major_set_stats(uses, logits, labels, w):
     b = d['mass'][:, None] if 'mass' in uses else 0.0
     terms = {'tp_y': jnp.where(is_label, d['tp'][:, None] * p, 0.0),
              'pos_y': jnp.where(is_label, d['pos'][:, None], 0.0)}
-    if 'sq' in uses:
+    if 'sq' in uses and not sq_rows_by_dot:
       terms['sq'] = a * p * p
     if 'mass' in uses:
       terms['mass'] = b * p
     row = dict(zip(terms, _core.sums(list(terms.values()), 0)))
     rows_sq, rows_mass = row.get('sq', 0.0), row.get('mass', 0.0)
+    if 'sq' in uses and sq_rows_by_dot:
+      rows_sq = jnp.dot(d['sq'], p * p)
     tp_y = row['tp_y']
     r = 2.0 * rows_sq + rows_mass + tp_y
     x = w * p * (2.0 * a * p + b - r)

@@ -531,12 +531,23 @@ def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
   np.testing.assert_allclose(batched, [float(value)] * 2, rtol=1e-5)
 
 
-@pytest.mark.parametrize('classes', [
-    losses.dice._SET_CLASS_MAJOR_MAX_CLASSES,        # classes x rows
-    losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1])   # rows x classes
+_SET_PLAN_SHAPES = [
+    (300, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES),      # classes x rows
+    (300, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # ... sq by dot
+    (3700, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # rows x classes
+    (300, losses.dice._SET_SMALL_CLASS_MAJOR_MAX_CLASSES + 1)]
+
+
+def test_set_plan_shapes_cover_every_plan():
+  plans = [losses.dice._set_plan(*shape) for shape in _SET_PLAN_SHAPES]
+  assert plans == [(True, False), (True, True), (False, False),
+                   (False, False)]
+
+
+@pytest.mark.parametrize('rows,classes', _SET_PLAN_SHAPES)
 @pytest.mark.parametrize('name', ['dice', 'tversky'])
-def test_set_losses_both_layouts_match_reference(name, classes):
-  rows, gamma, alpha, beta = 300, 0.5, 0.3, 0.7
+def test_set_losses_every_plan_matches_reference(name, rows, classes):
+  gamma, alpha, beta = 0.5, 0.3, 0.7
   x, y, w = _random_rows(rows, classes, seed=classes)
   hparams = dict(gamma=gamma) if name == 'dice' else dict(
       gamma=gamma, alpha=alpha, beta=beta)
