@@ -220,8 +220,8 @@ _SMALL_BELOW = 32768      # rows x classes
 # classes, where YNNPACK's row-wise softmax is slow (4.6 ns per element at
 # [8192, 3] against ~1 at 9 classes). Dice [8192, 3] 1.84x -> 0.58x CE,
 # [4096, 6] 2.14x -> 0.95x. At 9-14 classes it pays only in the small
-# regime (rows x classes < 32K: dice [1024, 9] 1.25x -> 0.87x, [16 x 128,
-# 9] 1.27x -> 0.90x, [256, 12] 1.24x -> 0.92x; Tversky alike), and there
+# regime (rows x classes < 32K: dice [1024, 9] 1.22x -> 0.85x, [16 x 128,
+# 9] 1.19x -> 0.80x, [256, 12] 1.23x -> 0.86x; Tversky alike), and there
 # dice's row sums of `A p^2` go through a dot: as one more term of the
 # variadic reduce they made that fusion compute-heavy enough for XLA to
 # split it over the threads ([512, 12]: 1.38x against 0.92x). Larger
