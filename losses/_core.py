@@ -398,6 +398,11 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
 _ONE_PASS_MAX_CLASSES = 32
 
 
+def one_pass_sums(length):
+  """Whether `sums` along a minor axis of this length is one pass."""
+  return length <= _ONE_PASS_MAX_CLASSES
+
+
 def sums(arrays, axis):
   """`[sum(a, axis) for a in arrays]` in as few passes as XLA CPU runs fast.
 
@@ -417,7 +422,7 @@ def sums(arrays, axis):
   """
   ndim = arrays[0].ndim
   axis = axis % ndim
-  if axis == ndim - 1 and arrays[0].shape[axis] > _ONE_PASS_MAX_CLASSES:
+  if axis == ndim - 1 and not one_pass_sums(arrays[0].shape[axis]):
     return tuple(jnp.sum(a, axis=axis) for a in arrays)
   zero = jnp.zeros((), arrays[0].dtype)
   return jax.lax.reduce(tuple(arrays), (zero,) * len(arrays),

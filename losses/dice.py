@@ -309,6 +309,12 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   d_neg = d_neg * df                          # d neg / dp
   if class_major:
     sum_neg, sum_dp = _core.sums((neg, d_neg * p), axis)
+  elif not _core.one_pass_sums(k):
+    # Here `sums` makes a YNNPACK sum per array, each over a materialised
+    # input; a gather of the label's e is cheaper than one more ([256, 100]
+    # 1.81x -> 1.70x CE, [4096, 64] 2.35x -> 2.14x).
+    sum_neg, sum_dp = _core.sums((neg, d_neg * p), axis)
+    e_y = jnp.take_along_axis(e, labels[:, None], axis=1)[:, 0]
   else:
     sum_neg, sum_dp, e_y = _core.sums(
         (neg, d_neg * p, e_at_label), axis)

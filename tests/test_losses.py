@@ -806,6 +806,11 @@ def test_sums_are_the_sums(shape, axis):
                                atol=1e-5)
 
 
+def test_one_pass_sums_is_the_threshold():
+  assert core.one_pass_sums(core._ONE_PASS_MAX_CLASSES)
+  assert not core.one_pass_sums(core._ONE_PASS_MAX_CLASSES + 1)
+
+
 def test_zero_unless_is_the_select_bit_for_bit():
   """losses._core.zero_unless (the sigmoid losses' padding mask, bitwise
   for speed on CPU) against `jnp.where`, with NaN/inf/-0.0 in the dropped
