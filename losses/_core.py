@@ -403,7 +403,7 @@ def one_pass_sums(length):
   return length <= _ONE_PASS_MAX_CLASSES
 
 
-def sums(arrays, axis):
+def sums(arrays, axis, *, one_pass=None):
   """`[sum(a, axis) for a in arrays]` in as few passes as XLA CPU runs fast.
 
   XLA on CPU does not fuse sibling reductions, so separate sums of arrays
@@ -411,18 +411,22 @@ def sums(arrays, axis):
   variadic reduce is one pass. But XLA reduces along the minor axis as a
   scalar chain, while YNNPACK (which takes single sums only) vectorises
   along it; so along a minor axis longer than `_ONE_PASS_MAX_CLASSES` each
-  array gets a `jnp.sum` of its own.
+  array gets a `jnp.sum` of its own, unless `one_pass` says otherwise.
 
   Args:
     arrays: same-shaped float arrays of one dtype.
     axis: the axis to sum over.
+    one_pass: force one variadic reduce (True) or a sum each (False); None
+      decides by the axis (`one_pass_sums`).
 
   Returns:
     A tuple of arrays, each without `axis`.
   """
   ndim = arrays[0].ndim
   axis = axis % ndim
-  if axis == ndim - 1 and not one_pass_sums(arrays[0].shape[axis]):
+  if one_pass is None:
+    one_pass = axis != ndim - 1 or one_pass_sums(arrays[0].shape[axis])
+  if not one_pass:
     return tuple(jnp.sum(a, axis=axis) for a in arrays)
   zero = jnp.zeros((), arrays[0].dtype)
   return jax.lax.reduce(tuple(arrays), (zero,) * len(arrays),

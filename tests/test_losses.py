@@ -486,10 +486,12 @@ def _assert_padding_inert(fn, x, y, w, value, grad):
 # `dsc` lays out the multi-class problem by its static shape (classes x rows
 # or rows x classes; one shared reciprocal or two divides). One shape per
 # plan, from the plan function itself, so a change of thresholds cannot
-# leave a plan untested; the fifth has more classes than `_core.sums` takes
-# in one pass, the last two 20 classes (class-major only while small).
+# leave a plan untested; the fifth and sixth have more classes than
+# `_core.sums` takes in one pass (small: a sum each and a gather; large: one
+# pass all the same), the last two 20 classes (class-major only while small).
 _DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
                     (40, core._ONE_PASS_MAX_CLASSES + 1),
+                    (1000, core._ONE_PASS_MAX_CLASSES + 1),
                     (60, 20), (1700, 20)]
 
 
