@@ -232,7 +232,8 @@ _SET_SMALL_CLASS_MAJOR_MAX_CLASSES = 14
 
 
 def _dsc_plan(rows, classes):
-  """`(class_major, shared_reciprocal)` for a `[rows, classes]` problem."""
+  """`(class_major, small)` for a `[rows, classes]` problem; a small one
+  forms `1 / (f + gamma)` once and, above 32 classes, sums with YNNPACK."""
   small = rows * classes < _SMALL_BELOW
   class_major = classes <= _CLASS_MAJOR_MAX_CLASSES or (
       small and classes <= _SMALL_CLASS_MAJOR_MAX_CLASSES)
@@ -283,7 +284,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     return _binary_dsc_forward(logits, labels, w, hparams, alpha=alpha)
   gamma = hparams['gamma']
   k = logits.shape[-1]
-  class_major, shared_reciprocal = _dsc_plan(labels.size, k)
+  class_major, small = _dsc_plan(labels.size, k)
   z, labels, w, is_label = _flat_softmax_inputs(logits, labels, w,
                                                 class_major)
   axis = 0 if class_major else 1       # The class axis.
@@ -302,14 +303,14 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   # where its absolute error (~1e-7) is harmless to the polynomials here.
   p0 = (rows(s) - e) * rows(inv_s)
   f, df = _dsc_power(p, p0, alpha)
-  if shared_reciprocal:
+  if small:
     neg, d_neg = _dsc_neg_shared(f, gamma)
   else:
     neg, d_neg, _, _ = _dsc_forms(f, gamma)
   d_neg = d_neg * df                          # d neg / dp
   if class_major:
     sum_neg, sum_dp = _core.sums((neg, d_neg * p), axis)
-  elif shared_reciprocal and not _core.one_pass_sums(k):
+  elif small and not _core.one_pass_sums(k):
     # Small, with a long class axis: a YNNPACK sum per array, each over a
     # materialised input; a gather of the label's e is cheaper than one
     # more ([256, 100] 1.73x -> 1.65x CE, [256, 48] 1.58x -> 1.40x).
