@@ -470,8 +470,9 @@ def _class_major_set_stats(uses, logits, labels, w, *, sq_rows_by_dot):
            'pos': _core.bin_sums(labels, w, k)}
   if 'mass' in uses:
     stats['mass'] = jnp.dot(p, w)
-  if 'sq' in uses:
-    stats['sq'] = jnp.dot(p * p, w)
+  sq = p * p if 'sq' in uses else None
+  if sq is not None:
+    stats['sq'] = jnp.dot(sq, w)
 
   def chain(d):
     # dL/dz = w p (2 A p + B - r) + [y = k] w D p with the row sums r (see
@@ -487,7 +488,7 @@ def _class_major_set_stats(uses, logits, labels, w, *, sq_rows_by_dot):
     row = dict(zip(terms, _core.sums(list(terms.values()), 0)))
     rows_sq, rows_mass = row.get('sq', 0.0), row.get('mass', 0.0)
     if 'sq' in uses and sq_rows_by_dot:
-      rows_sq = jnp.dot(d['sq'], p * p)
+      rows_sq = jnp.dot(d['sq'], sq)
     tp_y = row['tp_y']
     r = 2.0 * rows_sq + rows_mass + tp_y
     x = w * p * (2.0 * a * p + b - r)
