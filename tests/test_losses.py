@@ -588,23 +588,34 @@ def test_set_losses_every_plan_matches_reference(name, rows, classes):
                   np.zeros_like(w))[0]) == 0.0
 
 
-@pytest.mark.parametrize('classes', [core._ONE_PASS_MAX_CLASSES,       # one pass
-                                     core._ONE_PASS_MAX_CLASSES + 1])  # sums
-@pytest.mark.parametrize('name', ['focal', 'ce_smooth'])
+# Focal's row sums: one variadic pass, or a sum each. Label smoothing's sum
+# of the logits: in that pass, or a sum of the logits as given.
+_ROW_SUM_CASES = [
+    ('focal', core._ONE_PASS_MAX_CLASSES),
+    ('focal', core._ONE_PASS_MAX_CLASSES + 1),
+    ('ce_smooth', core._LS_SUM_LOGITS_MIN_CLASSES - 1),
+    ('ce_smooth', core._LS_SUM_LOGITS_MIN_CLASSES),
+    ('ce_smooth', core._ONE_PASS_MAX_CLASSES + 1)]
+
+
+@pytest.mark.parametrize('name,classes', _ROW_SUM_CASES)
 def test_row_sums_both_ways_match_reference(name, classes):
   rows, gamma, eps = 64, 0.5, 0.1
   x, y, w = _random_rows(rows, classes, seed=classes)
   x[0] = 0.0
   x[0, y[0]] = 30.0   # p_y -> 1: focal's rest must stay exact (~1e-12)
   if name == 'focal':
-    loss = lambda z: losses.focal.focal(z, y, weights=w, gamma=gamma)
+    loss = lambda z, lab, wt: losses.focal.focal(z, lab, weights=wt,
+                                                 gamma=gamma)
     want_value = ref.focal(x.astype(np.float64), y, w, gamma)
   else:
-    loss = lambda z: losses.cross_entropy.ce(z, y, weights=w,
-                                             label_smoothing=eps)
+    loss = lambda z, lab, wt: losses.cross_entropy.ce(z, lab, weights=wt,
+                                                      label_smoothing=eps)
     want_value = ref.ce(x.astype(np.float64), y, w, eps)
-  value, grad = jax.jit(jax.value_and_grad(loss))(x)
+  fn = jax.jit(jax.value_and_grad(loss))
+  value, grad = fn(x, y, w)
   np.testing.assert_allclose(float(value), want_value, rtol=1e-5)
+  _assert_padding_inert(fn, x, y, w, value, grad)
 
   def plain(z):  # Autodiff of the formula from log-softmax.
     logp = jax.nn.log_softmax(z, axis=-1)
