@@ -394,7 +394,9 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
 # above, a YNNPACK sum each: the extra passes pay from ~48 classes (focal
 # [256, 100]: 1.51x -> 1.21x optax CE, label smoothing 1.46x -> 1.15x), the
 # one pass below 32 (focal on the tagging shape 1.15x against 1.23x,
-# [8192, 3] 1.00x against 1.54x; losses/README.md).
+# [8192, 3] 1.00x against 1.54x; losses/README.md). Above it focal now
+# needs one sum (`_row_sums`), label smoothing none (its sum of the logits
+# is apart from 16 classes, `_LS_SUM_LOGITS_MIN_CLASSES`).
 _ONE_PASS_MAX_CLASSES = 32
 
 
@@ -437,6 +439,7 @@ def sums(arrays, axis, *, one_pass=None):
 def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
   """`s = sum_c e` `[...]`, if `with_rest` `rest = sum_{c != y} e`, and if
   `shifted` is given `sum_c shifted`; the ones not asked for are None.
+  `shifted_y` `[...]` is the label's `z_y - m`.
 
   `rest` is summed apart because `s - e_y` cancels as `p_y -> 1`. Up to
   `_ONE_PASS_MAX_CLASSES` classes all come from one pass over
@@ -467,9 +470,10 @@ def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
 
 # Label smoothing needs each row's sum of the logits. Below this many
 # classes it rides in the variadic reduce that sums `e` (`_row_sums`); from
-# here that reduce is a slow scalar chain, and a YNNPACK sum of the logits
-# as given (`sum z - C m`: nothing written) plus CE's own sum of `e` is
-# faster: [256, 20] 1.20x -> 1.09x optax CE, [1024, 24] 1.29x -> 1.11x,
+# here that reduce is a slow scalar chain (above 32 classes it was a second
+# YNNPACK sum, over a written copy of the shifted logits), and a YNNPACK sum
+# of the logits as given (`sum z - C m`: nothing written) beside CE's own
+# sum of `e` is faster: [256, 20] 1.20x -> 1.09x optax CE, [1024, 24] 1.29x -> 1.11x,
 # [1024, 32] 1.26x -> 1.06x, [1024, 45] 1.20x -> 0.98x; [64 x 128, 9]
 # 0.91x against 1.05x, a tie at 12 classes (losses/README.md). The price
 # is rounding at the scale of the logits, not of their spread: the row

@@ -588,8 +588,9 @@ def test_set_losses_every_plan_matches_reference(name, rows, classes):
                   np.zeros_like(w))[0]) == 0.0
 
 
-# Focal's row sums: one variadic pass, or a sum each. Label smoothing's sum
-# of the logits: in that pass, or a sum of the logits as given.
+# Focal's row sums: one variadic pass, or one sum of `rest` and `s = rest +
+# e_y`. Label smoothing's sum of the logits: in that pass, or a sum of the
+# logits as given.
 _ROW_SUM_CASES = [
     ('focal', core._ONE_PASS_MAX_CLASSES),
     ('focal', core._ONE_PASS_MAX_CLASSES + 1),
