@@ -390,50 +390,42 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
                      bool(with_log1m_p), logits, labels, w, hparams)
 
 
-# Along a minor axis up to this long, `sums` makes one variadic reduce;
-# above, a YNNPACK sum each: the extra passes pay from ~48 classes (focal
-# [256, 100]: 1.51x -> 1.21x optax CE, label smoothing 1.46x -> 1.15x), the
-# one pass below 32 (focal on the tagging shape 1.15x against 1.23x,
-# [8192, 3] 1.00x against 1.54x; losses/README.md). Above it focal now
-# needs one sum (`_row_sums`), label smoothing none (its sum of the logits
-# is apart from 16 classes, `_LS_SUM_LOGITS_MIN_CLASSES`).
+# Along a minor axis up to this long, several row sums pay as one variadic
+# reduce (`sums`); above, as a YNNPACK sum each: the extra passes pay from
+# ~48 classes (focal [256, 100]: 1.51x -> 1.21x optax CE, label smoothing
+# 1.46x -> 1.15x), the one pass below 32 (focal on the tagging shape 1.15x
+# against 1.23x, [8192, 3] 1.00x against 1.54x; losses/README.md). Above it
+# focal now needs one sum (`_row_sums`), label smoothing none (its sum of
+# the logits is apart from 16 classes, `_LS_SUM_LOGITS_MIN_CLASSES`).
 _ONE_PASS_MAX_CLASSES = 32
 
 
 def one_pass_sums(length):
-  """Whether `sums` along a minor axis of this length is one pass."""
+  """Whether several sums along a minor axis this long pay as one pass."""
   return length <= _ONE_PASS_MAX_CLASSES
 
 
-def sums(arrays, axis, *, one_pass=None):
-  """`[sum(a, axis) for a in arrays]` in as few passes as XLA CPU runs fast.
+def sums(arrays, axis):
+  """`[sum(a, axis) for a in arrays]` from one variadic reduce.
 
   XLA on CPU does not fuse sibling reductions, so separate sums of arrays
   computed from the same inputs are separate passes over them; one
   variadic reduce is one pass. But XLA reduces along the minor axis as a
   scalar chain, while YNNPACK (which takes single sums only) vectorises
-  along it; so along a minor axis longer than `_ONE_PASS_MAX_CLASSES` each
-  array gets a `jnp.sum` of its own, unless `one_pass` says otherwise.
+  along it, so along a long minor axis a `jnp.sum` each can be faster
+  (`one_pass_sums`).
 
   Args:
     arrays: same-shaped float arrays of one dtype.
     axis: the axis to sum over.
-    one_pass: force one variadic reduce (True) or a sum each (False); None
-      decides by the axis (`one_pass_sums`).
 
   Returns:
     A tuple of arrays, each without `axis`.
   """
-  ndim = arrays[0].ndim
-  axis = axis % ndim
-  if one_pass is None:
-    one_pass = axis != ndim - 1 or one_pass_sums(arrays[0].shape[axis])
-  if not one_pass:
-    return tuple(jnp.sum(a, axis=axis) for a in arrays)
   zero = jnp.zeros((), arrays[0].dtype)
   return jax.lax.reduce(tuple(arrays), (zero,) * len(arrays),
                         lambda x, y: tuple(a + b for a, b in zip(x, y)),
-                        (axis,))
+                        (axis % arrays[0].ndim,))
 
 
 def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
@@ -473,9 +465,10 @@ def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
 # here that reduce is a slow scalar chain (above 32 classes it was a second
 # YNNPACK sum, over a written copy of the shifted logits), and a YNNPACK sum
 # of the logits as given (`sum z - C m`: nothing written) beside CE's own
-# sum of `e` is faster: [256, 20] 1.20x -> 1.09x optax CE, [1024, 24] 1.29x -> 1.11x,
-# [1024, 32] 1.26x -> 1.06x, [1024, 45] 1.20x -> 0.98x; [64 x 128, 9]
-# 0.91x against 1.05x, a tie at 12 classes (losses/README.md). The price
+# sum of `e` is faster: [256, 20] 1.20x -> 1.09x optax CE, [1024, 24]
+# 1.29x -> 1.11x, [1024, 32] 1.26x -> 1.06x, [1024, 45] 1.20x -> 0.98x;
+# [64 x 128, 9] 0.91x against 1.05x, a tie at 12 classes
+# (losses/README.md). The price
 # is rounding at the scale of the logits, not of their spread: the row
 # mean is off by a few ulp of max |z| (1e-3 at |z| = 1e4), times eps.
 _LS_SUM_LOGITS_MIN_CLASSES = 16
@@ -516,7 +509,7 @@ def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
     log_s = jnp.log1p(jnp.where(shifted_y == 0, rest, s - 1.0))
   nll = log_s - shifted_y
   if eps:
-    nll = (1.0 - eps) * nll + eps * (log_s - sum_shifted / z.shape[-1])
+    nll = (1.0 - eps) * nll + eps * (log_s - sum_shifted / num_classes)
   # Masked rows: 0; live rows with an out-of-range label: NaN (see
   # softmax_inputs).
   nll = jnp.where(live, nll, jnp.where(invalid, jnp.nan, 0.0).astype(dtype))

@@ -487,8 +487,8 @@ def _assert_padding_inert(fn, x, y, w, value, grad):
 # or rows x classes; one shared reciprocal or two divides). One shape per
 # plan, from the plan function itself, so a change of thresholds cannot
 # leave a plan untested; the fifth and sixth have more classes than
-# `_core.sums` takes in one pass (small: a sum each and a gather; large: one
-# pass all the same), the last two 20 classes (class-major only while small).
+# `_core.one_pass_sums` takes in one pass (small: a sum each and a gather;
+# large: one pass all the same), the last two 20 classes (class-major only while small).
 _DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
                     (40, core._ONE_PASS_MAX_CLASSES + 1),
                     (1000, core._ONE_PASS_MAX_CLASSES + 1),
@@ -808,7 +808,7 @@ def test_lookup_is_indexing():
 
 @pytest.mark.parametrize('shape,axis', [
     ((3, 5, 7), 0), ((3, 5, 7), 1), ((3, 5, 7), 2), ((3, 5, 7), -1),
-    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # one jnp.sum each
+    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # a long minor axis
     ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0)])
 def test_sums_are_the_sums(shape, axis):
   rng = np.random.default_rng(len(shape) + axis)
