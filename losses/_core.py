@@ -391,12 +391,13 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
 
 
 # Along a minor axis up to this long, several row sums pay as one variadic
-# reduce (`sums`); above, as a YNNPACK sum each: the extra passes pay from
-# ~48 classes (focal [256, 100]: 1.51x -> 1.21x optax CE, label smoothing
-# 1.46x -> 1.15x), the one pass below 32 (focal on the tagging shape 1.15x
-# against 1.23x, [8192, 3] 1.00x against 1.54x; losses/README.md). Above it
-# focal now needs one sum (`_row_sums`), label smoothing none (its sum of
-# the logits is apart from 16 classes, `_LS_SUM_LOGITS_MIN_CLASSES`).
+# reduce (`sums_in_one_pass`); above, as a YNNPACK sum each: the extra
+# passes pay from ~48 classes (focal [256, 100]: 1.51x -> 1.21x optax CE,
+# label smoothing 1.46x -> 1.15x), the one pass below 32 (focal on the
+# tagging shape 1.15x against 1.23x, [8192, 3] 1.00x against 1.54x;
+# losses/README.md). Above it focal now needs one sum (`_row_sums`), label
+# smoothing none (its sum of the logits is apart from 16 classes,
+# `_LS_SUM_LOGITS_MIN_CLASSES`).
 _ONE_PASS_MAX_CLASSES = 32
 
 
@@ -405,7 +406,7 @@ def one_pass_sums(length):
   return length <= _ONE_PASS_MAX_CLASSES
 
 
-def sums(arrays, axis):
+def sums_in_one_pass(arrays, axis):
   """`[sum(a, axis) for a in arrays]` from one variadic reduce.
 
   XLA on CPU does not fuse sibling reductions, so separate sums of arrays
@@ -434,11 +435,11 @@ def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
   `shifted_y` `[...]` is the label's `z_y - m`.
 
   `rest` is summed apart because `s - e_y` cancels as `p_y -> 1`. Up to
-  `_ONE_PASS_MAX_CLASSES` classes all come from one pass over
-  `e [..., C]` (`sums`): a second pass made focal 1.2-1.4x CE instead of
-  1.0-1.1x (label smoothing's own row mean of the shifted
-  logits, through YNNPACK: tagging 1.20x, [8192, 3] 1.42x; in this
-  reduce 0.93x and 0.78x optax CE). Beyond, `rest` is the one (YNNPACK)
+  `_ONE_PASS_MAX_CLASSES` classes all come from one pass over `e [..., C]`
+  (`sums_in_one_pass`): a second pass made focal 1.2-1.4x CE instead of
+  1.0-1.1x (label smoothing's own row mean of the shifted logits, through
+  YNNPACK: tagging 1.20x, [8192, 3] 1.42x; in this reduce 0.93x and 0.78x
+  optax CE). Beyond, `rest` is the one (YNNPACK)
   sum and `s = rest + exp(shifted_y)`: one pass over `e` less (focal
   [256, 100] 1.20x -> 1.12x optax CE, [64 x 128, 45] 1.29x -> 1.15x).
   """
@@ -454,7 +455,7 @@ def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
     arrays.append(rest_terms)
   if shifted is not None:
     arrays.append(shifted)
-  out = list(sums(arrays, -1))
+  out = list(sums_in_one_pass(arrays, -1))
   s = out.pop(0)
   rest = out.pop(0) if with_rest else None
   return s, rest, (out.pop(0) if shifted is not None else None)

@@ -294,7 +294,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   e = jnp.exp(z - jnp.max(z, axis=axis, keepdims=True))
   e_at_label = jnp.where(is_label, e, zero)
   if class_major:
-    s, e_y = _core.sums((e, e_at_label), axis)
+    s, e_y = _core.sums_in_one_pass((e, e_at_label), axis)
   else:  # A plain row sum is a fast YNNPACK reduce on CPU; e_y comes below.
     s = jnp.sum(e, axis=axis)
   inv_s = 1.0 / s
@@ -309,7 +309,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     neg, d_neg, _, _ = _dsc_forms(f, gamma)
   d_neg = d_neg * df                          # d neg / dp
   if class_major:
-    sum_neg, sum_dp = _core.sums((neg, d_neg * p), axis)
+    sum_neg, sum_dp = _core.sums_in_one_pass((neg, d_neg * p), axis)
   elif small and not _core.one_pass_sums(k):
     # Small, with a long class axis: a YNNPACK sum per array, each over a
     # materialised input; a gather of the label's e is cheaper than one
@@ -323,7 +323,8 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     # reduce (which XLA also splits over the threads from ~256K):
     # [64 x 128, 45] 2.11x against 1.48x CE, [4096, 64] 2.08x against
     # 1.71x, [1024, 40] 1.40x against 1.16x.
-    sum_neg, sum_dp, e_y = _core.sums((neg, d_neg * p, e_at_label), axis)
+    sum_neg, sum_dp, e_y = _core.sums_in_one_pass(
+        (neg, d_neg * p, e_at_label), axis)
   # The label's p and 1 - p, as p and p0 above (bit for bit).
   p_y = e_y * inv_s
   f_y, df_y = _dsc_power(p_y, (s - e_y) * inv_s, alpha)
@@ -485,7 +486,7 @@ def _class_major_set_stats(uses, logits, labels, w, *, sq_rows_by_dot):
       terms['sq'] = a * p * p
     if 'mass' in uses:
       terms['mass'] = b * p
-    row = dict(zip(terms, _core.sums(list(terms.values()), 0)))
+    row = dict(zip(terms, _core.sums_in_one_pass(list(terms.values()), 0)))
     rows_sq, rows_mass = row.get('sq', 0.0), row.get('mass', 0.0)
     if 'sq' in uses and sq_rows_by_dot:
       rows_sq = jnp.dot(d['sq'], sq)

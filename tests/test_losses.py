@@ -488,7 +488,8 @@ def _assert_padding_inert(fn, x, y, w, value, grad):
 # plan, from the plan function itself, so a change of thresholds cannot
 # leave a plan untested; the fifth and sixth have more classes than
 # `_core.one_pass_sums` takes in one pass (small: a sum each and a gather;
-# large: one pass all the same), the last two 20 classes (class-major only while small).
+# large: one pass all the same), the last two 20 classes (class-major only
+# while small).
 _DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
                     (40, core._ONE_PASS_MAX_CLASSES + 1),
                     (1000, core._ONE_PASS_MAX_CLASSES + 1),
@@ -810,10 +811,10 @@ def test_lookup_is_indexing():
     ((3, 5, 7), 0), ((3, 5, 7), 1), ((3, 5, 7), 2), ((3, 5, 7), -1),
     ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # a long minor axis
     ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0)])
-def test_sums_are_the_sums(shape, axis):
+def test_sums_in_one_pass_are_the_sums(shape, axis):
   rng = np.random.default_rng(len(shape) + axis)
   arrays = [rng.normal(size=shape).astype(np.float32) for _ in range(3)]
-  got = jax.jit(lambda *a: core.sums(a, axis))(*arrays)
+  got = jax.jit(lambda *a: core.sums_in_one_pass(a, axis))(*arrays)
   assert len(got) == 3
   for g, a in zip(got, arrays):
     np.testing.assert_allclose(g, a.astype(np.float64).sum(axis), rtol=1e-5,
