@@ -161,13 +161,31 @@ def softmax_inputs(logits, labels, weights):
     loss is NaN and the trainer's non-finite check stops the run (a silent
     wrap-around of -1, or a dropped row, would corrupt an ablation quietly).
   """
+  logits, labels, weights, live = unmasked_softmax_inputs(logits, labels,
+                                                          weights)
+  return zero_unless(live[..., None], logits), labels, weights
+
+
+def unmasked_softmax_inputs(logits, labels, weights):
+  """`softmax_inputs` without masking the logits, and the row mask.
+
+  For a loss that replaces its masked rows' results itself (a select on
+  `[...]` and one fused into its gradient pass): masking `[..., C]` up
+  front is a pass of its own, which XLA CPU cannot fuse into a YNNPACK
+  softmax.
+
+  Returns:
+    `(logits [..., C], labels [...], weights [...], live [...])`: logits
+    only cast to the compute dtype (masked rows may hold NaN or inf), the
+    rest as in `softmax_inputs`, and `live` (bool) true on the unmasked
+    rows with a label in `[0, C)`.
+  """
   logits, labels, weights = _softmax_args(logits, labels, weights)
   dtype = weights.dtype
   live, invalid = _row_status(labels, weights, logits.shape[-1])
-  logits = zero_unless(live[..., None], logits.astype(dtype))
   labels = jnp.where(live, labels, 0)
   weights = jnp.where(invalid, jnp.asarray(jnp.nan, dtype), weights)
-  return logits, labels, weights
+  return logits.astype(dtype), labels, weights, live
 
 
 def _row_status(labels, weights, num_classes):
@@ -390,12 +408,13 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
                      bool(with_log1m_p), logits, labels, w, hparams)
 
 
-# Along a minor axis up to this long, several row sums pay as one variadic
-# reduce (`sums_in_one_pass`); above, as a YNNPACK sum each: the extra
-# passes pay from ~48 classes (focal [256, 100]: 1.51x -> 1.21x optax CE,
-# label smoothing 1.46x -> 1.15x), the one pass below 32 (focal on the
-# tagging shape 1.15x against 1.23x, [8192, 3] 1.00x against 1.54x;
-# losses/README.md). Above it focal now needs one sum (`_row_sums`), label
+# Along a minor axis up to this long, or one `minor_axis_split` splits,
+# several row sums pay as one variadic reduce (`sums_in_one_pass`); along
+# a longer one that does not split (a prime class count), as a YNNPACK sum
+# each: the extra passes pay from ~48 classes (focal [256, 100]: 1.51x ->
+# 1.21x optax CE, label smoothing 1.46x -> 1.15x), the one pass below 32
+# (focal on the tagging shape 1.15x against 1.23x, [8192, 3] 1.00x against
+# 1.54x; losses/README.md). There focal needs one sum (`_row_sums`), label
 # smoothing none (its sum of the logits is apart from 16 classes,
 # `_LS_SUM_LOGITS_MIN_CLASSES`).
 _ONE_PASS_MAX_CLASSES = 32
@@ -403,7 +422,31 @@ _ONE_PASS_MAX_CLASSES = 32
 
 def one_pass_sums(length):
   """Whether several sums along a minor axis this long pay as one pass."""
-  return length <= _ONE_PASS_MAX_CLASSES
+  return length <= _ONE_PASS_MAX_CLASSES or minor_axis_split(length) is not None
+
+
+# XLA CPU emits a reduce along the minor axis as a scalar loop, one add
+# after another (LLVM does not vectorise it). Reducing `[..., C]` as
+# `[..., C / G, G]` over the middle axis first, then the `[..., G]` rest,
+# gives LLVM a short inner loop it unrolls and vectorises (<8 x float> in
+# the optimised IR), as long as it has at most 12 steps (at 16 it stays
+# scalar) and G is not tiny (G = 2 stays 2 lanes wide). The three-sum
+# reduce of DSC on [4096, 64]: 418 us -> 163 us. The smallest such G >= 4
+# timed best in the losses (G = 4-5 at 20-24 classes, 5 at 45, 8 at 64,
+# 10 at 100; losses/README.md); 3 only where nothing larger divides
+# (9 classes: focal on the tagging shape 1.18x -> 1.04x optax CE).
+_SPLIT_MAX_STEPS = 12
+
+
+def minor_axis_split(length):
+  """Group size G for `sums_in_one_pass` along a minor axis this long, or
+  None where no G in [3, length) divides it in at most 12 steps."""
+  for g in range(4, length):
+    if length % g == 0 and length // g <= _SPLIT_MAX_STEPS:
+      return g
+  if length > 3 and length % 3 == 0 and length // 3 <= _SPLIT_MAX_STEPS:
+    return 3
+  return None
 
 
 def sums_in_one_pass(arrays, axis):
@@ -411,9 +454,9 @@ def sums_in_one_pass(arrays, axis):
 
   XLA on CPU does not fuse sibling reductions, so separate sums of arrays
   computed from the same inputs are separate passes over them; one
-  variadic reduce is one pass. But XLA reduces along the minor axis as a
-  scalar chain, while YNNPACK (which takes single sums only) vectorises
-  along it, so along a long minor axis a `jnp.sum` each can be faster
+  variadic reduce is one pass. Along the minor axis the reduce runs in
+  groups where `minor_axis_split` finds a size (vectorised), else as a
+  scalar chain, which along a long axis is slower than a YNNPACK sum each
   (`one_pass_sums`).
 
   Args:
@@ -423,10 +466,18 @@ def sums_in_one_pass(arrays, axis):
   Returns:
     A tuple of arrays, each without `axis`.
   """
-  zero = jnp.zeros((), arrays[0].dtype)
-  return jax.lax.reduce(tuple(arrays), (zero,) * len(arrays),
-                        lambda x, y: tuple(a + b for a, b in zip(x, y)),
-                        (axis % arrays[0].ndim,))
+  zero = (jnp.zeros((), arrays[0].dtype),) * len(arrays)
+  add = lambda x, y: tuple(a + b for a, b in zip(x, y))
+  ndim = arrays[0].ndim
+  axis = axis % ndim
+  length = arrays[0].shape[axis]
+  group = minor_axis_split(length) if axis == ndim - 1 else None
+  if group is None:
+    return jax.lax.reduce(tuple(arrays), zero, add, (axis,))
+  grouped = tuple(a.reshape(*a.shape[:-1], length // group, group)
+                  for a in arrays)
+  partial = jax.lax.reduce(grouped, zero, add, (ndim - 1,))
+  return jax.lax.reduce(partial, zero, add, (ndim - 1,))
 
 
 def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
@@ -434,14 +485,14 @@ def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
   `shifted` is given `sum_c shifted`; the ones not asked for are None.
   `shifted_y` `[...]` is the label's `z_y - m`.
 
-  `rest` is summed apart because `s - e_y` cancels as `p_y -> 1`. Up to
-  `_ONE_PASS_MAX_CLASSES` classes all come from one pass over `e [..., C]`
+  `rest` is summed apart because `s - e_y` cancels as `p_y -> 1`. Where
+  `one_pass_sums` holds, all come from one pass over `e [..., C]`
   (`sums_in_one_pass`): a second pass made focal 1.2-1.4x CE instead of
   1.0-1.1x (label smoothing's own row mean of the shifted logits, through
   YNNPACK: tagging 1.20x, [8192, 3] 1.42x; in this reduce 0.93x and 0.78x
-  optax CE). Beyond, `rest` is the one (YNNPACK)
-  sum and `s = rest + exp(shifted_y)`: one pass over `e` less (focal
-  [256, 100] 1.20x -> 1.12x optax CE, [64 x 128, 45] 1.29x -> 1.15x).
+  optax CE). Elsewhere (a long axis that does not split), `rest` is the
+  one (YNNPACK) sum and `s = rest + exp(shifted_y)`: one pass over `e`
+  less (focal [256, 100] 1.20x -> 1.12x optax CE before the split).
   """
   if not with_rest and shifted is None:
     return jnp.sum(e, axis=-1), None, None

@@ -251,25 +251,31 @@ def _set_plan(rows, classes):
 
 
 def _flat_softmax_inputs(logits, labels, w, class_major):
-  """Validated, masked multi-class inputs, flattened to N rows.
+  """Validated multi-class inputs, flattened to N rows.
 
   Returns:
-    `(z, labels [N], w [N], is_label)`: `z` the logits in the compute dtype
-    and `is_label` the bool one-hot, both `[K, N]` if `class_major` (the
-    transpose behind an optimization barrier, which keeps XLA from sinking
-    it into the max and exp: tagging DSC 1.21x CE without, 1.03x with) and
-    `[N, K]` otherwise.
+    `(z, labels [N], w [N], live [N], is_label)`: `z` the logits in the
+    compute dtype and `is_label` the bool one-hot, both `[K, N]` if
+    `class_major` (the transpose behind an optimization barrier, which
+    keeps XLA from sinking it into the max and exp: tagging DSC 1.21x CE
+    without, 1.03x with) and `[N, K]` otherwise. Class-major, the masked
+    rows' logits are zeroed (the transpose writes them anyway); in rows
+    they are as given (NaN, inf, anything), and the caller must select its
+    results by `live` (masking up front was a pass of its own: DSC
+    [64 x 128, 45] 1.23x -> 1.14x optax CE without it).
   """
-  z, labels, w = _core.softmax_inputs(logits, labels, w)
+  z, labels, w, live = _core.unmasked_softmax_inputs(logits, labels, w)
   k = z.shape[-1]
   n = labels.size
-  z = z.reshape(n, k)
   labels = labels.reshape(n)
+  live = live.reshape(n)
   classes = jnp.arange(k, dtype=labels.dtype)
   if class_major:
-    return (jax.lax.optimization_barrier(z.T), labels, w.reshape(n),
+    z = _core.zero_unless(live[:, None], z.reshape(n, k))
+    return (jax.lax.optimization_barrier(z.T), labels, w.reshape(n), live,
             labels[None] == classes[:, None])
-  return z, labels, w.reshape(n), labels[:, None] == classes[None]
+  return (z.reshape(n, k), labels, w.reshape(n), live,
+          labels[:, None] == classes[None])
 
 
 def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
@@ -285,8 +291,8 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   gamma = hparams['gamma']
   k = logits.shape[-1]
   class_major, small = _dsc_plan(labels.size, k)
-  z, labels, w, is_label = _flat_softmax_inputs(logits, labels, w,
-                                                class_major)
+  z, labels, w, live, is_label = _flat_softmax_inputs(logits, labels, w,
+                                                      class_major)
   axis = 0 if class_major else 1       # The class axis.
   # Row quantities `[N]` broadcast against `[K, N]` or `[N, K]`.
   rows = (lambda v: v[None]) if class_major else (lambda v: v[:, None])
@@ -311,16 +317,19 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   if class_major:
     sum_neg, sum_dp = _core.sums_in_one_pass((neg, d_neg * p), axis)
   elif small and not _core.one_pass_sums(k):
-    # Small, with a long class axis: a YNNPACK sum per array, each over a
-    # materialised input; a gather of the label's e is cheaper than one
-    # more ([256, 100] 1.76x -> 1.66x CE, [256, 48] 1.66x -> 1.56x).
+    # Small, with a long class axis that does not split (a prime count): a
+    # YNNPACK sum per array, each over a materialised input; a gather of
+    # the label's e is cheaper than one more ([256, 100] 1.76x -> 1.66x
+    # CE, [256, 48] 1.66x -> 1.56x, before the split).
     sum_neg, sum_dp = (jnp.sum(neg, axis=axis),
                        jnp.sum(d_neg * p, axis=axis))
     e_y = jnp.take_along_axis(e, labels[:, None], axis=1)[:, 0]
   else:
-    # One pass, whatever the class count: above 32K elements three YNNPACK
-    # passes over materialised inputs cost more than one scalar-loop
-    # reduce (which XLA also splits over the threads from ~256K):
+    # One pass, whatever the class count (grouped where the class axis
+    # splits, `_core.minor_axis_split`: [64 x 128, 45] 1.47x -> 1.14x
+    # optax CE, [4096, 64] 1.71x -> 1.10x, [256, 48] 1.49x -> 1.13x).
+    # Even unsplit, above 32K elements three YNNPACK passes over
+    # materialised inputs cost more than this one scalar-loop reduce:
     # [64 x 128, 45] 2.11x against 1.48x CE, [4096, 64] 2.08x against
     # 1.71x, [1024, 40] 1.40x against 1.16x.
     sum_neg, sum_dp, e_y = _core.sums_in_one_pass(
@@ -329,7 +338,9 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   p_y = e_y * inv_s
   f_y, df_y = _dsc_power(p_y, (s - e_y) * inv_s, alpha)
   neg_y, d_neg_y, pos_y, d_pos_y = _dsc_forms(f_y, gamma)
-  per_instance = (sum_neg - neg_y + pos_y) / k
+  # Masked rows (garbage logits in rows) count 0, in the value and in the
+  # weights' gradient.
+  per_instance = jnp.where(live, (sum_neg - neg_y + pos_y) / k, 0.0)
   total = jnp.sum(w)
   tiny = jnp.finfo(p.dtype).tiny
   denom = jnp.maximum(total, tiny)
@@ -340,6 +351,8 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   g_z = jnp.where(is_label, x + rows(scale * swap) * p, x)
   if class_major:
     g_z = g_z.T
+  else:  # One more select in the same pass: masked rows' garbage out.
+    g_z = jnp.where(live[:, None], g_z, 0.0)
   g_z = g_z.reshape(logits.shape)
   g_w = (per_instance - jnp.where(total > tiny, value, 0.0)) / denom
   return value, (g_z.astype(logits.dtype), g_w.reshape(logits.shape[:-1]))
@@ -462,7 +475,7 @@ def _class_major_set_stats(uses, logits, labels, w, *, sq_rows_by_dot):
   (vectorised; see `_dsc_plan`), the row sums of `A p^2` by a dot if
   `sq_rows_by_dot` (see `_SET_SMALL_CLASS_MAJOR_MAX_CLASSES`)."""
   k = logits.shape[-1]
-  z, labels, w, is_label = _flat_softmax_inputs(logits, labels, w, True)
+  z, labels, w, _, is_label = _flat_softmax_inputs(logits, labels, w, True)
   e = jnp.exp(z - jnp.max(z, axis=0, keepdims=True))
   p = e * (1.0 / jnp.sum(e, axis=0))
   # Per-class sums run over the minor axis here, which XLA CPU reduces as a

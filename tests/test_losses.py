@@ -483,16 +483,20 @@ def _assert_padding_inert(fn, x, y, w, value, grad):
   assert not np.asarray(grad_bad)[masked].any()
 
 
+# The first class count whose row sums are not one pass (a long axis that
+# `minor_axis_split` cannot split): 37.
+_NO_ONE_PASS = next(c for c in range(core._ONE_PASS_MAX_CLASSES + 1, 200)
+                    if not core.one_pass_sums(c))
+
 # `dsc` lays out the multi-class problem by its static shape (classes x rows
 # or rows x classes; one shared reciprocal or two divides). One shape per
 # plan, from the plan function itself, so a change of thresholds cannot
 # leave a plan untested; the fifth and sixth have more classes than
 # `_core.one_pass_sums` takes in one pass (small: a sum each and a gather;
-# large: one pass all the same), the last two 20 classes (class-major only
-# while small).
+# large: one pass all the same), the seventh a split long axis, the last
+# two 20 classes (class-major only while small).
 _DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
-                    (40, core._ONE_PASS_MAX_CLASSES + 1),
-                    (1000, core._ONE_PASS_MAX_CLASSES + 1),
+                    (40, _NO_ONE_PASS), (1000, _NO_ONE_PASS), (40, 45),
                     (60, 20), (1700, 20)]
 
 
@@ -593,11 +597,13 @@ def test_set_losses_every_plan_matches_reference(name, rows, classes):
 # e_y`. Label smoothing's sum of the logits: in that pass, or a sum of the
 # logits as given.
 _ROW_SUM_CASES = [
-    ('focal', core._ONE_PASS_MAX_CLASSES),
-    ('focal', core._ONE_PASS_MAX_CLASSES + 1),
+    ('focal', 7),                                  # one pass, not split
+    ('focal', core._ONE_PASS_MAX_CLASSES),         # one pass, split
+    ('focal', core._ONE_PASS_MAX_CLASSES + 1),     # split (11 x 3)
+    ('focal', _NO_ONE_PASS),                       # rest by YNNPACK
     ('ce_smooth', core._LS_SUM_LOGITS_MIN_CLASSES - 1),
     ('ce_smooth', core._LS_SUM_LOGITS_MIN_CLASSES),
-    ('ce_smooth', core._ONE_PASS_MAX_CLASSES + 1)]
+    ('ce_smooth', _NO_ONE_PASS)]
 
 
 @pytest.mark.parametrize('name,classes', _ROW_SUM_CASES)
@@ -809,8 +815,11 @@ def test_lookup_is_indexing():
 
 @pytest.mark.parametrize('shape,axis', [
     ((3, 5, 7), 0), ((3, 5, 7), 1), ((3, 5, 7), 2), ((3, 5, 7), -1),
-    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # a long minor axis
-    ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0)])
+    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # a long minor axis (8 x 5)
+    ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0),
+    ((2, 3, 9), -1),                             # split 3 x 3
+    ((5, 100), 1),                               # split 10 x 10
+    ((5, 37), 1)])                               # prime: not split
 def test_sums_in_one_pass_are_the_sums(shape, axis):
   rng = np.random.default_rng(len(shape) + axis)
   arrays = [rng.normal(size=shape).astype(np.float32) for _ in range(3)]
@@ -823,7 +832,21 @@ def test_sums_in_one_pass_are_the_sums(shape, axis):
 
 def test_one_pass_sums_is_the_threshold():
   assert core.one_pass_sums(core._ONE_PASS_MAX_CLASSES)
-  assert not core.one_pass_sums(core._ONE_PASS_MAX_CLASSES + 1)
+  assert core.one_pass_sums(core._ONE_PASS_MAX_CLASSES + 1)   # 11 x 3
+  assert _NO_ONE_PASS == 37
+  assert not core.one_pass_sums(97)
+
+
+def test_minor_axis_split_sizes():
+  # The smallest group >= 4 dividing the axis in at most 12 steps, else 3.
+  want = {2: None, 3: None, 4: None, 6: 3, 7: None, 8: 4, 9: 3, 12: 4,
+          20: 4, 24: 4, 33: 11, 37: None, 45: 5, 64: 8, 96: 8, 100: 10,
+          128: 16, 144: 12, 169: None, 289: None}   # 169: 13 steps
+  assert {c: core.minor_axis_split(c) for c in want} == want
+  for c in range(2, 300):
+    g = core.minor_axis_split(c)
+    if g is not None:
+      assert c % g == 0 and 3 <= g < c and c // g <= core._SPLIT_MAX_STEPS
 
 
 def test_zero_unless_is_the_select_bit_for_bit():
