@@ -434,7 +434,7 @@ def one_pass_sums(length):
 # reduce of DSC on [4096, 64]: 418 us -> 163 us. The smallest such G >= 4
 # timed best in the losses (G = 4-5 at 20-24 classes, 5 at 45, 8 at 64,
 # 10 at 100; losses/README.md); 3 only where nothing larger divides
-# (9 classes: focal on the tagging shape 1.18x -> 1.04x optax CE).
+# (9 classes: focal on the tagging shape 1.07x -> 1.01x optax CE).
 _SPLIT_MAX_STEPS = 12
 
 
