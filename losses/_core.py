@@ -410,13 +410,13 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
 
 # Along a minor axis up to this long, or one `minor_axis_split` splits,
 # several row sums pay as one variadic reduce (`sums_in_one_pass`); along
-# a longer one that does not split (a prime class count), as a YNNPACK sum
-# each: the extra passes pay from ~48 classes (focal [256, 100]: 1.51x ->
-# 1.21x optax CE, label smoothing 1.46x -> 1.15x), the one pass below 32
-# (focal on the tagging shape 1.15x against 1.23x, [8192, 3] 1.00x against
-# 1.54x; losses/README.md). There focal needs one sum (`_row_sums`), label
-# smoothing none (its sum of the logits is apart from 16 classes,
-# `_LS_SUM_LOGITS_MIN_CLASSES`).
+# a longer one that does not split (a prime class count, or more than 384
+# classes), as a YNNPACK sum each: the extra passes pay from ~48 classes
+# (focal [256, 100]: 1.51x -> 1.21x optax CE, label smoothing 1.46x ->
+# 1.15x), the one pass below 32 (focal on the tagging shape 1.15x against
+# 1.23x, [8192, 3] 1.00x against 1.54x; losses/README.md). There focal
+# needs one sum (`_row_sums`), label smoothing none (its sum of the logits
+# is apart from 16 classes, `_LS_SUM_LOGITS_MIN_CLASSES`).
 _ONE_PASS_MAX_CLASSES = 32
 
 
@@ -434,14 +434,17 @@ def one_pass_sums(length):
 # reduce of DSC on [4096, 64]: 418 us -> 163 us. The smallest such G >= 4
 # timed best in the losses (G = 4-5 at 20-24 classes, 5 at 45, 8 at 64,
 # 10 at 100; losses/README.md); 3 only where nothing larger divides
-# (9 classes: focal on the tagging shape 1.07x -> 1.01x optax CE).
+# (9 classes: focal on the tagging shape 1.07x -> 1.01x optax CE). Groups
+# wider than 32 were not timed well (G = 50 at 100 classes lost), so axes
+# longer than 12 x 32 (a vocabulary) keep the YNNPACK sums.
 _SPLIT_MAX_STEPS = 12
+_SPLIT_MAX_GROUP = 32
 
 
 def minor_axis_split(length):
   """Group size G for `sums_in_one_pass` along a minor axis this long, or
-  None where no G in [3, length) divides it in at most 12 steps."""
-  for g in range(4, length):
+  None where no G in [3, 32] divides it in at most 12 steps."""
+  for g in range(4, min(length, _SPLIT_MAX_GROUP + 1)):
     if length % g == 0 and length // g <= _SPLIT_MAX_STEPS:
       return g
   if length > 3 and length % 3 == 0 and length // 3 <= _SPLIT_MAX_STEPS:

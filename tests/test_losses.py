@@ -841,12 +841,14 @@ def test_minor_axis_split_sizes():
   # The smallest group >= 4 dividing the axis in at most 12 steps, else 3.
   want = {2: None, 3: None, 4: None, 6: 3, 7: None, 8: 4, 9: 3, 12: 4,
           20: 4, 24: 4, 33: 11, 37: None, 45: 5, 64: 8, 96: 8, 100: 10,
-          128: 16, 144: 12, 169: None, 289: None}   # 169: 13 steps
+          128: 16, 144: 12, 169: None, 289: None,   # 169: 13 steps
+          384: 32, 396: None, 30522: None}          # 396: 33 x 12
   assert {c: core.minor_axis_split(c) for c in want} == want
-  for c in range(2, 300):
+  for c in range(2, 1000):
     g = core.minor_axis_split(c)
     if g is not None:
       assert c % g == 0 and 3 <= g < c and c // g <= core._SPLIT_MAX_STEPS
+      assert g <= core._SPLIT_MAX_GROUP
 
 
 def test_zero_unless_is_the_select_bit_for_bit():
