@@ -523,9 +523,11 @@ def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
 # sum of `e` is faster: [256, 20] 1.20x -> 1.09x optax CE, [1024, 24]
 # 1.29x -> 1.11x, [1024, 32] 1.26x -> 1.06x, [1024, 45] 1.20x -> 0.98x;
 # [64 x 128, 9] 0.91x against 1.05x, a tie at 12 classes
-# (losses/README.md). The price
-# is rounding at the scale of the logits, not of their spread: the row
-# mean is off by a few ulp of max |z| (1e-3 at |z| = 1e4), times eps.
+# (losses/README.md). These figures predate the grouped reduce of
+# `minor_axis_split`, which made that reduce vectorised for most class
+# counts; the threshold was not re-timed since. The price is rounding at
+# the scale of the logits, not of their spread: the row mean is off by a
+# few ulp of max |z| (1e-3 at |z| = 1e4), times eps.
 _LS_SUM_LOGITS_MIN_CLASSES = 16
 
 

@@ -233,7 +233,8 @@ _SET_SMALL_CLASS_MAJOR_MAX_CLASSES = 14
 
 def _dsc_plan(rows, classes):
   """`(class_major, small)` for a `[rows, classes]` problem; a small one
-  forms `1 / (f + gamma)` once and, above 32 classes, sums with YNNPACK."""
+  forms `1 / (f + gamma)` once and, along a long class axis that does not
+  split (`_core.one_pass_sums`), sums with YNNPACK."""
   small = rows * classes < _SMALL_BELOW
   class_major = classes <= _CLASS_MAJOR_MAX_CLASSES or (
       small and classes <= _SMALL_CLASS_MAJOR_MAX_CLASSES)
