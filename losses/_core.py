@@ -431,19 +431,31 @@ def one_pass_sums(length):
 # gives LLVM a short inner loop it unrolls and vectorises (<8 x float> in
 # the optimised IR), as long as it has at most 12 steps (at 16 it stays
 # scalar) and G is not tiny (G = 2 stays 2 lanes wide). The three-sum
-# reduce of DSC on [4096, 64]: 418 us -> 163 us. The smallest such G >= 4
-# timed best in the losses (G = 4-5 at 20-24 classes, 5 at 45, 8 at 64,
-# 10 at 100; losses/README.md); 3 only where nothing larger divides
-# (9 classes: focal on the tagging shape 1.07x -> 1.01x optax CE). Groups
-# wider than 32 were not timed well (G = 50 at 100 classes lost), so axes
-# longer than 12 x 32 (a vocabulary) keep the YNNPACK sums.
+# reduce of DSC on [4096, 64]: 418 us -> 163 us. G = 8 (one 256-bit vector)
+# is the fastest group wherever it divides (that reduce on [256, K], with
+# its elementwise terms: 48 classes 10.4 us at G = 8, 11.8 at 4; 96: 12.9
+# at 8, 18.9 at 12; and 13 steps of 8 are still vectorised: 104 classes
+# 12.1 us, against 26.7 for 100 classes at G = 10); in the losses, against
+# the smallest G >= 4, DSC / focal [256, 104] 1.49x / 1.09x -> 1.38x /
+# 1.00x optax CE, ties within +-0.05 at 16-56 classes (one process, A/B).
+# Else the smallest G >= 4
+# timed best in the losses (G = 4-5 at 20 classes, 5 at 45, 10 at 100;
+# losses/README.md); 3 only where nothing larger divides (9 classes: focal
+# on the tagging shape 1.07x -> 1.01x optax CE). Groups wider than 32 were
+# not timed well (G = 50 at 100 classes lost), so axes longer than 12 x 32
+# (a vocabulary) keep the YNNPACK sums.
 _SPLIT_MAX_STEPS = 12
 _SPLIT_MAX_GROUP = 32
+_VECTOR_GROUP = 8
+_SPLIT_MAX_STEPS_OF_8 = 13
 
 
 def minor_axis_split(length):
   """Group size G for `sums_in_one_pass` along a minor axis this long, or
-  None where no G in [3, 32] divides it in at most 12 steps."""
+  None where no G in [3, 32] divides it in at most 12 steps (13 for G = 8)."""
+  if length > _VECTOR_GROUP and length % _VECTOR_GROUP == 0 and (
+      length // _VECTOR_GROUP <= _SPLIT_MAX_STEPS_OF_8):
+    return _VECTOR_GROUP
   for g in range(4, min(length, _SPLIT_MAX_GROUP + 1)):
     if length % g == 0 and length // g <= _SPLIT_MAX_STEPS:
       return g

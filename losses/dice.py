@@ -241,6 +241,30 @@ def _dsc_plan(rows, classes):
   return class_major, small
 
 
+def _dsc_class_padding(classes, class_major):
+  """Columns of `-inf` logits to append in rows x classes, so that a class
+  axis that `_core.minor_axis_split` cannot split (a prime count) sums in
+  vectorised groups of 8: 0, or up to 7.
+
+  Why: such an axis summed as a scalar chain (large problems) or as three
+  YNNPACK sums over written-out inputs (small ones); padded, one grouped
+  pass, at the price of one copy of the logits and a sliced gradient
+  (two runs each, optax CE = 1: DSC [4096, 47] 1.40-1.46x -> 0.99-1.03x,
+  [256, 47] 1.40-1.49x -> 1.05x, [2048, 97] 1.65-1.68x -> 1.31-1.38x,
+  [64 x 128, 43] 1.46-1.47x -> 1.20-1.25x; losses/README.md). An axis that
+  splits, into groups of 5 or 10 say, is not padded: 45 classes padded to
+  48 lost (POS-sized [64 x 128, 45] 1.08x -> 1.25x), and 100 to 104 gained
+  nothing at [256, 100].
+  """
+  if class_major or classes <= _core._ONE_PASS_MAX_CLASSES or (
+      _core.minor_axis_split(classes) is not None):
+    return 0
+  padded = -(-classes // _core._VECTOR_GROUP) * _core._VECTOR_GROUP
+  if _core.minor_axis_split(padded) != _core._VECTOR_GROUP:
+    return 0
+  return padded - classes
+
+
 def _set_plan(rows, classes):
   """`(class_major, sq_rows_by_dot)` for dice / Tversky on `[rows, classes]`."""
   if classes <= _SET_CLASS_MAJOR_MAX_CLASSES:
@@ -298,6 +322,10 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   # Row quantities `[N]` broadcast against `[K, N]` or `[N, K]`.
   rows = (lambda v: v[None]) if class_major else (lambda v: v[:, None])
   zero = jnp.zeros((), z.dtype)
+  pad = _dsc_class_padding(k, class_major)
+  if pad:  # Padded classes: e = p = 0 exactly, so only `neg` needs a mask.
+    z = jnp.pad(z, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+    is_label = jnp.pad(is_label, ((0, 0), (0, pad)))
   e = jnp.exp(z - jnp.max(z, axis=axis, keepdims=True))
   e_at_label = jnp.where(is_label, e, zero)
   if class_major:
@@ -317,11 +345,12 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   d_neg = d_neg * df                          # d neg / dp
   if class_major:
     sum_neg, sum_dp = _core.sums_in_one_pass((neg, d_neg * p), axis)
-  elif small and not _core.one_pass_sums(k):
-    # Small, with a long class axis that does not split (a prime count): a
-    # YNNPACK sum per array, each over a materialised input; a gather of
-    # the label's e is cheaper than one more ([256, 100] 1.76x -> 1.66x
-    # CE, [256, 48] 1.66x -> 1.56x, before the split).
+  elif small and not _core.one_pass_sums(k + pad):
+    # Small, with a long class axis that does not split even padded (a
+    # prime count above 104): a YNNPACK sum per array, each over a
+    # materialised input; a gather of the label's e is cheaper than one
+    # more ([256, 100] 1.76x -> 1.66x CE, [256, 48] 1.66x -> 1.56x, before
+    # the split).
     sum_neg, sum_dp = (jnp.sum(neg, axis=axis),
                        jnp.sum(d_neg * p, axis=axis))
     e_y = jnp.take_along_axis(e, labels[:, None], axis=1)[:, 0]
@@ -333,6 +362,8 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     # materialised inputs cost more than this one scalar-loop reduce:
     # [64 x 128, 45] 2.11x against 1.48x CE, [4096, 64] 2.08x against
     # 1.71x, [1024, 40] 1.40x against 1.16x.
+    if pad:  # (1 - gamma * (1 / gamma) need not round to 0.)
+      neg = jnp.where(jnp.arange(k + pad) < k, neg, zero)
     sum_neg, sum_dp, e_y = _core.sums_in_one_pass(
         (neg, d_neg * p, e_at_label), axis)
   # The label's p and 1 - p, as p and p0 above (bit for bit).
@@ -350,6 +381,8 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   swap = (d_pos_y - d_neg_y) * df_y           # the label's d/dp, pos - neg
   x = rows(scale) * p * (d_neg - rows(sum_dp + swap * p_y))
   g_z = jnp.where(is_label, x + rows(scale * swap) * p, x)
+  if pad:
+    g_z = g_z[:, :k]
   if class_major:
     g_z = g_z.T
   else:  # One more select in the same pass: masked rows' garbage out.

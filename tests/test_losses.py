@@ -488,15 +488,23 @@ def _assert_padding_inert(fn, x, y, w, value, grad):
 _NO_ONE_PASS = next(c for c in range(core._ONE_PASS_MAX_CLASSES + 1, 200)
                     if not core.one_pass_sums(c))
 
+# The first class count that neither splits nor pads to a multiple of 8
+# that splits in groups of 8: 106 (-> 112 = 14 x 8, too many steps).
+_NO_PAD = next(c for c in range(_NO_ONE_PASS, 1000)
+               if not core.one_pass_sums(c)
+               and not losses.dice._dsc_class_padding(c, False))
+
 # `dsc` lays out the multi-class problem by its static shape (classes x rows
 # or rows x classes; one shared reciprocal or two divides). One shape per
 # plan, from the plan function itself, so a change of thresholds cannot
-# leave a plan untested; the fifth and sixth have more classes than
-# `_core.one_pass_sums` takes in one pass (small: a sum each and a gather;
-# large: one pass all the same), the seventh a split long axis, the last
-# two 20 classes (class-major only while small).
+# leave a plan untested; the fifth and sixth have a class axis that does not
+# split, padded to one that does, the seventh and eighth one that cannot be
+# padded either (small: a sum each and a gather; large: one pass all the
+# same), the ninth a split long axis, the last two 20 classes (class-major
+# only while small).
 _DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
-                    (40, _NO_ONE_PASS), (1000, _NO_ONE_PASS), (40, 45),
+                    (40, _NO_ONE_PASS), (1000, _NO_ONE_PASS),
+                    (40, _NO_PAD), (400, _NO_PAD), (40, 45),
                     (60, 20), (1700, 20)]
 
 
@@ -507,10 +515,20 @@ def test_dsc_plan_shapes_cover_every_plan():
   assert losses.dice._dsc_plan(60, 20) == (True, True)
   assert losses.dice._dsc_plan(1700, 20) == (False, False)
   assert losses.dice._dsc_plan(60, 23) == (False, True)
+  # Padding: only a long axis in rows that does not split, to the next
+  # multiple of 8 that splits in groups of 8.
+  padding = {c: losses.dice._dsc_class_padding(c, False)
+             for c in (23, 31, 37, 45, 47, 97, 100, 101, 103, 107, 113)}
+  assert padding == {23: 0, 31: 0, 37: 3, 45: 0, 47: 1, 97: 7, 100: 0,
+                     101: 3, 103: 1, 107: 0, 113: 0}
+  assert losses.dice._dsc_class_padding(37, True) == 0
+  assert _NO_PAD == 106
 
 
 @pytest.mark.parametrize('rows,classes', _DSC_PLAN_SHAPES)
-@pytest.mark.parametrize('alpha,gamma', [(1.0, 1.0), (2.0, 0.3)])
+# gamma = 0: every negative class counts 1, padded ones included unless
+# masked out.
+@pytest.mark.parametrize('alpha,gamma', [(1.0, 1.0), (2.0, 0.3), (1.0, 0.0)])
 def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
   x, y, w = _random_rows(rows, classes, seed=rows + classes)
   fn = jax.jit(jax.value_and_grad(lambda z, lab, wt: losses.dice.dsc(
@@ -819,6 +837,7 @@ def test_lookup_is_indexing():
     ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0),
     ((2, 3, 9), -1),                             # split 3 x 3
     ((5, 100), 1),                               # split 10 x 10
+    ((5, 104), 1),                               # split 13 x 8
     ((5, 37), 1)])                               # prime: not split
 def test_sums_in_one_pass_are_the_sums(shape, axis):
   rng = np.random.default_rng(len(shape) + axis)
@@ -838,16 +857,20 @@ def test_one_pass_sums_is_the_threshold():
 
 
 def test_minor_axis_split_sizes():
-  # The smallest group >= 4 dividing the axis in at most 12 steps, else 3.
+  # 8 where it divides the axis in at most 13 steps; else the smallest group
+  # >= 4 dividing it in at most 12 steps; else 3.
   want = {2: None, 3: None, 4: None, 6: 3, 7: None, 8: 4, 9: 3, 12: 4,
-          20: 4, 24: 4, 33: 11, 37: None, 45: 5, 64: 8, 96: 8, 100: 10,
-          128: 16, 144: 12, 169: None, 289: None,   # 169: 13 steps
+          16: 8, 20: 4, 24: 8, 33: 11, 37: None, 40: 8, 45: 5, 48: 8,
+          64: 8, 96: 8, 100: 10, 104: 8, 112: 14, 128: 16, 144: 12,
+          169: None, 289: None,                     # 169: 13 steps of 13
           384: 32, 396: None, 30522: None}          # 396: 33 x 12
   assert {c: core.minor_axis_split(c) for c in want} == want
   for c in range(2, 1000):
     g = core.minor_axis_split(c)
     if g is not None:
-      assert c % g == 0 and 3 <= g < c and c // g <= core._SPLIT_MAX_STEPS
+      steps = (core._SPLIT_MAX_STEPS_OF_8 if g == core._VECTOR_GROUP else
+               core._SPLIT_MAX_STEPS)
+      assert c % g == 0 and 3 <= g < c and c // g <= steps
       assert g <= core._SPLIT_MAX_GROUP
 
 
