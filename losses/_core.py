@@ -416,7 +416,7 @@ def fused_softmax_loss(row_fn, logits, labels, weights, hparams, *,
 # 1.15x), the one pass below 32 (focal on the tagging shape 1.15x against
 # 1.23x, [8192, 3] 1.00x against 1.54x; losses/README.md). There focal
 # needs one sum (`_row_sums`), label smoothing none (its sum of the logits
-# is apart from 16 classes, `_LS_SUM_LOGITS_MIN_CLASSES`).
+# is apart there, and above 48 classes: `_LS_ONE_PASS_MAX_CLASSES`).
 _ONE_PASS_MAX_CLASSES = 32
 
 
@@ -527,20 +527,20 @@ def _row_sums(e, labels, shifted_y, with_rest, shifted=None):
   return s, rest, (out.pop(0) if shifted is not None else None)
 
 
-# Label smoothing needs each row's sum of the logits. Below this many
-# classes it rides in the variadic reduce that sums `e` (`_row_sums`); from
-# here that reduce is a slow scalar chain (above 32 classes it was a second
-# YNNPACK sum, over a written copy of the shifted logits), and a YNNPACK sum
-# of the logits as given (`sum z - C m`: nothing written) beside CE's own
-# sum of `e` is faster: [256, 20] 1.20x -> 1.09x optax CE, [1024, 24]
-# 1.29x -> 1.11x, [1024, 32] 1.26x -> 1.06x, [1024, 45] 1.20x -> 0.98x;
-# [64 x 128, 9] 0.91x against 1.05x, a tie at 12 classes
-# (losses/README.md). These figures predate the grouped reduce of
-# `minor_axis_split`, which made that reduce vectorised for most class
-# counts; the threshold was not re-timed since. The price is rounding at
-# the scale of the logits, not of their spread: the row mean is off by a
-# few ulp of max |z| (1e-3 at |z| = 1e4), times eps.
-_LS_SUM_LOGITS_MIN_CLASSES = 16
+# Label smoothing needs each row's sum of the logits. Up to this many
+# classes, where `one_pass_sums` holds, it rides in the variadic reduce that
+# sums `e` (`_row_sums`); elsewhere it is a YNNPACK sum of the logits as
+# given (`sum z - C m`: nothing written) beside CE's own sum of `e`. Same
+# process A/B, optax CE = 1, one pass against apart: [256, 16] 1.01x /
+# 1.10x, [1024, 32] 1.04x / 1.12x, [256, 48] 0.93x / 0.99x, [64 x 128, 45]
+# 0.85x / 0.96x; but [256, 100] 1.12x / 1.07x, [1024, 60] 0.96x / 0.86x,
+# [512, 128] 0.99x / 0.95x, and on an axis that does not split [1024, 37]
+# 1.11x / 1.07x (losses/README.md). (Before the grouped reduce of
+# `minor_axis_split` that reduce was a scalar chain, and the sum apart won
+# from 16 classes.) Apart, the price is rounding at the scale of the
+# logits, not of their spread: the row mean is off by a few ulp of max |z|
+# (1e-3 at |z| = 1e4), times eps.
+_LS_ONE_PASS_MAX_CLASSES = 48
 
 
 def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
@@ -556,7 +556,8 @@ def _rows_forward(row_fn, mean, eps, axis_name, with_log1m_p, logits, labels,
   shifted = z - m[..., None]
   e = jnp.exp(shifted)
   num_classes = z.shape[-1]
-  sum_logits = eps and num_classes >= _LS_SUM_LOGITS_MIN_CLASSES
+  sum_logits = eps and not (num_classes <= _LS_ONE_PASS_MAX_CLASSES
+                            and one_pass_sums(num_classes))
   # z_y - m at row level (the same rounding as gathering from `shifted`),
   # so that no gather reads `shifted`: XLA CPU then fuses the subtract into
   # the exp instead of writing `shifted` out of its max fusion ([256, 20]:

@@ -619,9 +619,10 @@ _ROW_SUM_CASES = [
     ('focal', core._ONE_PASS_MAX_CLASSES),         # one pass, split
     ('focal', core._ONE_PASS_MAX_CLASSES + 1),     # split (11 x 3)
     ('focal', _NO_ONE_PASS),                       # rest by YNNPACK
-    ('ce_smooth', core._LS_SUM_LOGITS_MIN_CLASSES - 1),
-    ('ce_smooth', core._LS_SUM_LOGITS_MIN_CLASSES),
-    ('ce_smooth', _NO_ONE_PASS)]
+    ('ce_smooth', 15),                             # one pass
+    ('ce_smooth', core._LS_ONE_PASS_MAX_CLASSES),  # one pass, split
+    ('ce_smooth', core._LS_ONE_PASS_MAX_CLASSES + 2),   # apart, split
+    ('ce_smooth', _NO_ONE_PASS)]                   # apart, not split
 
 
 @pytest.mark.parametrize('name,classes', _ROW_SUM_CASES)
