@@ -194,14 +194,16 @@ def _dsc_neg_shared(f, gamma):
 
 # How `_dsc_forward` lays out the multi-class problem; the math is the same.
 # Measured on XLA CPU, 2 cores (losses/README.md):
-# * Up to 16 classes the class axis is too short for vector reductions along
+# * Up to 17 classes the class axis is too short for vector reductions along
 #   it, so the logits are transposed to `[C, N]` and every class sum runs
 #   over the major axis (vectorised over rows), at the cost of a transpose
 #   in and out. Tagging [64, 128, 9]: 1.33x -> 1.03x CE, [1024, 9] 1.85x ->
-#   0.85x. Beyond that the two transposes (strided copies on XLA CPU) cost
-#   more per element as the class count grows ([1024, 20]: 44 us for the
-#   gradient's, [1024, 16]: 8 us), so 17-22 classes run class-major only
-#   in the small regime below. (XLA CPU's loop fusions over `[N, K]` run
+#   0.85x; 17 tags (UPOS) [64 x 128, 17] 1.20x -> 1.04x, [4096, 17] 1.21x
+#   -> 1.13x. Beyond that the two transposes (strided copies on XLA CPU)
+#   cost more per element as the class count grows ([1024, 20]: 44 us for
+#   the gradient's, [1024, 16]: 8 us; [64 x 128, 18] 1.02x in rows against
+#   1.38x, [64 x 128, 20] 1.05x against 1.78x), so 18-22 classes run
+#   class-major only in the small regime below. (XLA CPU's loop fusions over `[N, K]` run
 #   ~2x slower per element with 9-24 classes than with <= 8 or >= 25,
 #   losses/README.md, so rows x classes is slow there: [256, 17] 1.53x ->
 #   0.80x CE class-major, [256, 20] 1.41x -> 1.05x, [1024, 19] 1.38x ->
@@ -212,7 +214,7 @@ def _dsc_neg_shared(f, gamma):
 #   divide in a cheap pass of its own and keeps the other fusions light
 #   enough not to be split ([256, 12]: 1.49x -> 0.93x CE; [256, 20]:
 #   1.9x -> 1.4x).
-_CLASS_MAJOR_MAX_CLASSES = 16
+_CLASS_MAJOR_MAX_CLASSES = 17
 _SMALL_CLASS_MAJOR_MAX_CLASSES = 22
 _SMALL_BELOW = 32768      # rows x classes
 # The set losses (dice, Tversky) read the logits less and sum per class over
@@ -243,8 +245,8 @@ def _dsc_plan(rows, classes):
 
 def _dsc_class_padding(classes, class_major):
   """Columns of `-inf` logits to append in rows x classes, so that a class
-  axis that `_core.minor_axis_split` cannot split (a prime count) sums in
-  vectorised groups of 8: 0, or up to 7.
+  axis that `_core.minor_axis_split` cannot split (a prime count from 23)
+  sums in vectorised groups of 8: 0, or up to 7.
 
   Why: such an axis summed as a scalar chain (large problems) or as three
   YNNPACK sums over written-out inputs (small ones); padded, one grouped
@@ -254,9 +256,11 @@ def _dsc_class_padding(classes, class_major):
   [64 x 128, 43] 1.46-1.47x -> 1.20-1.25x; losses/README.md). An axis that
   splits, into groups of 5 or 10 say, is not padded: 45 classes padded to
   48 lost (POS-sized [64 x 128, 45] 1.08x -> 1.25x), and 100 to 104 gained
-  nothing at [256, 100].
+  nothing at [256, 100]. From 23 classes (17-22 are class-major in small
+  problems): [64 x 128, 23] 1.16x -> 1.12x, [64 x 128, 31] 1.07x -> 0.91x,
+  but 17 or 19 padded to 24 lost ([4096, 19] 1.26x -> 1.31x).
   """
-  if class_major or classes <= _core._ONE_PASS_MAX_CLASSES or (
+  if class_major or classes <= _SMALL_CLASS_MAJOR_MAX_CLASSES or (
       _core.minor_axis_split(classes) is not None):
     return 0
   padded = -(-classes // _core._VECTOR_GROUP) * _core._VECTOR_GROUP

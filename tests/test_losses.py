@@ -515,12 +515,17 @@ def test_dsc_plan_shapes_cover_every_plan():
   assert losses.dice._dsc_plan(60, 20) == (True, True)
   assert losses.dice._dsc_plan(1700, 20) == (False, False)
   assert losses.dice._dsc_plan(60, 23) == (False, True)
+  # 17 classes (UPOS tags) class-major whatever the size, 18 not.
+  assert losses.dice._dsc_plan(4096, 17) == (True, False)
+  assert losses.dice._dsc_plan(4096, 18) == (False, False)
   # Padding: only a long axis in rows that does not split, to the next
   # multiple of 8 that splits in groups of 8.
   padding = {c: losses.dice._dsc_class_padding(c, False)
-             for c in (23, 31, 37, 45, 47, 97, 100, 101, 103, 107, 113)}
-  assert padding == {23: 0, 31: 0, 37: 3, 45: 0, 47: 1, 97: 7, 100: 0,
-                     101: 3, 103: 1, 107: 0, 113: 0}
+             for c in (17, 19, 22, 23, 26, 29, 31, 37, 45, 47, 97, 100, 101,
+                       103, 107, 113)}
+  assert padding == {17: 0, 19: 0, 22: 0, 23: 1, 26: 0, 29: 3, 31: 1, 37: 3,
+                     45: 0, 47: 1, 97: 7, 100: 0, 101: 3, 103: 1, 107: 0,
+                     113: 0}
   assert losses.dice._dsc_class_padding(37, True) == 0
   assert _NO_PAD == 106
 
