@@ -226,11 +226,18 @@ _SMALL_BELOW = 32768      # rows x classes
 # 9] 1.19x -> 0.80x, [256, 12] 1.23x -> 0.86x; Tversky alike), and there
 # dice's row sums of `A p^2` go through a dot: as one more term of the
 # variadic reduce they made that fusion compute-heavy enough for XLA to
-# split it over the threads ([512, 12]: 1.38x against 0.92x). Larger
-# problems stay in rows (tagging [64 x 128, 9] 1.16x against 1.36x
-# class-major; [4096, 16] 0.93x -> 1.62x), as do 15+ classes.
+# split it over the threads ([512, 12]: 1.38x against 0.92x). Up to 60K
+# elements class-major still pays, with that sum back in the reduce (now
+# large enough for the threads to pay): dice / Tversky on the NER
+# fine-tuning shape [32 x 128, 9] 1.13x / 1.11x -> 1.00x / 0.92x, [32 x 128,
+# 12] 1.14x / 0.99x -> 0.95x / 0.78x, [4096, 12] 1.12x / 1.03x -> 0.99x /
+# 0.83x, [48 x 128, 9] 0.97x / 0.85x -> 0.85x / 0.74x; through the dot
+# [32 x 128, 9] lost (1.53x). Larger problems stay in rows ([56 x 128, 9]
+# 1.16x / 1.00x against 1.29x / 1.06x class-major, tagging [64 x 128, 9]
+# 1.16x against 1.36x; [4096, 16] 0.93x -> 1.62x), as do 15+ classes.
 _SET_CLASS_MAJOR_MAX_CLASSES = 8
 _SET_SMALL_CLASS_MAJOR_MAX_CLASSES = 14
+_SET_MID_BELOW = 60_000   # rows x classes
 
 
 def _dsc_plan(rows, classes):
@@ -273,9 +280,11 @@ def _set_plan(rows, classes):
   """`(class_major, sq_rows_by_dot)` for dice / Tversky on `[rows, classes]`."""
   if classes <= _SET_CLASS_MAJOR_MAX_CLASSES:
     return True, False
-  if rows * classes < _SMALL_BELOW and (
-      classes <= _SET_SMALL_CLASS_MAJOR_MAX_CLASSES):
-    return True, True
+  if classes <= _SET_SMALL_CLASS_MAJOR_MAX_CLASSES:
+    if rows * classes < _SMALL_BELOW:
+      return True, True
+    if rows * classes < _SET_MID_BELOW:
+      return True, False
   return False, False
 
 

@@ -564,14 +564,17 @@ def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
 _SET_PLAN_SHAPES = [
     (300, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES),      # classes x rows
     (300, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # ... sq by dot
-    (3700, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # rows x classes
+    (3700, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # ... not by dot
+    (7000, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # rows x classes
     (300, losses.dice._SET_SMALL_CLASS_MAJOR_MAX_CLASSES + 1)]
 
 
 def test_set_plan_shapes_cover_every_plan():
   plans = [losses.dice._set_plan(*shape) for shape in _SET_PLAN_SHAPES]
-  assert plans == [(True, False), (True, True), (False, False),
-                   (False, False)]
+  assert plans == [(True, False), (True, True), (True, False),
+                   (False, False), (False, False)]
+  # The NER fine-tuning shape [32 x 128, 9]: class-major, sq in the reduce.
+  assert losses.dice._set_plan(32 * 128, 9) == (True, False)
 
 
 @pytest.mark.parametrize('rows,classes', _SET_PLAN_SHAPES)
