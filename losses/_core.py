@@ -438,12 +438,12 @@ def one_pass_sums(length):
 # 12.1 us, against 26.7 for 100 classes at G = 10); in the losses, against
 # the smallest G >= 4, DSC / focal [256, 104] 1.49x / 1.09x -> 1.38x /
 # 1.00x optax CE, ties within +-0.05 at 16-56 classes (one process, A/B).
-# Else the smallest G >= 4
-# timed best in the losses (G = 4-5 at 20 classes, 5 at 45, 10 at 100;
-# losses/README.md); 3 only where nothing larger divides (9 classes: focal
-# on the tagging shape 1.07x -> 1.01x optax CE). Groups wider than 32 were
-# not timed well (G = 50 at 100 classes lost), so axes longer than 12 x 32
-# (a vocabulary) keep the YNNPACK sums.
+# Else the smallest G >= 4 timed best in the losses (G = 4-5 at 20
+# classes, 5 at 45, 10 at 100; losses/README.md); 3 only where nothing
+# larger divides (9 classes: focal on the tagging shape 1.07x -> 1.01x
+# optax CE). Groups wider than 32 were not timed well (G = 50 at 100
+# classes lost), so axes longer than 12 x 32 (a vocabulary) keep the
+# YNNPACK sums.
 _SPLIT_MAX_STEPS = 12
 _SPLIT_MAX_GROUP = 32
 _VECTOR_GROUP = 8

@@ -203,11 +203,12 @@ def _dsc_neg_shared(f, gamma):
 #   cost more per element as the class count grows ([1024, 20]: 44 us for
 #   the gradient's, [1024, 16]: 8 us; [64 x 128, 18] 1.02x in rows against
 #   1.38x, [64 x 128, 20] 1.05x against 1.78x), so 18-22 classes run
-#   class-major only in the small regime below. (XLA CPU's loop fusions over `[N, K]` run
-#   ~2x slower per element with 9-24 classes than with <= 8 or >= 25,
-#   losses/README.md, so rows x classes is slow there: [256, 17] 1.53x ->
-#   0.80x CE class-major, [256, 20] 1.41x -> 1.05x, [1024, 19] 1.38x ->
-#   0.94x; a tie at [1024, 20]-[1024, 22].) From 23 classes rows win.
+#   class-major only in the small regime below. (XLA CPU's loop fusions
+#   over `[N, K]` run ~2x slower per element with 9-24 classes than with
+#   <= 8 or >= 25, losses/README.md, so rows x classes is slow there:
+#   [256, 17] 1.53x -> 0.80x CE class-major, [256, 20] 1.41x -> 1.05x,
+#   [1024, 19] 1.38x -> 0.94x; a tie at [1024, 20]-[1024, 22].) From 23
+#   classes rows win.
 # * XLA CPU splits a compute-heavy loop fusion over threads once it reads
 #   more than ~10 KB; below ~32K elements the split costs more than it
 #   saves (~5-10 us per fusion). Forming `1 / (f + gamma)` once puts the
@@ -359,8 +360,8 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   if class_major:
     sum_neg, sum_dp = _core.sums_in_one_pass((neg, d_neg * p), axis)
   elif small and not _core.one_pass_sums(k + pad):
-    # Small, with a long class axis that does not split even padded (a
-    # prime count above 104): a YNNPACK sum per array, each over a
+    # Small, with a long class axis that does not split even padded (from
+    # 105 classes: 107, 109, ...): a YNNPACK sum per array, each over a
     # materialised input; a gather of the label's e is cheaper than one
     # more ([256, 100] 1.76x -> 1.66x CE, [256, 48] 1.66x -> 1.56x, before
     # the split).
@@ -375,7 +376,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     # materialised inputs cost more than this one scalar-loop reduce:
     # [64 x 128, 45] 2.11x against 1.48x CE, [4096, 64] 2.08x against
     # 1.71x, [1024, 40] 1.40x against 1.16x.
-    if pad:  # (1 - gamma * (1 / gamma) need not round to 0.)
+    if pad:  # Their negative form is 1 - gamma / gamma: 1 at gamma = 0.
       neg = jnp.where(jnp.arange(k + pad) < k, neg, zero)
     sum_neg, sum_dp, e_y = _core.sums_in_one_pass(
         (neg, d_neg * p, e_at_label), axis)
