@@ -337,7 +337,7 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   rows = (lambda v: v[None]) if class_major else (lambda v: v[:, None])
   zero = jnp.zeros((), z.dtype)
   pad = _dsc_class_padding(k, class_major)
-  if pad:  # Padded classes: e = p = 0 exactly, so only `neg` needs a mask.
+  if pad:  # Padded classes: e = p = 0 exactly; only `neg` is masked below.
     z = jnp.pad(z, ((0, 0), (0, pad)), constant_values=-jnp.inf)
     is_label = jnp.pad(is_label, ((0, 0), (0, pad)))
   e = jnp.exp(z - jnp.max(z, axis=axis, keepdims=True))
@@ -357,6 +357,8 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
   else:
     neg, d_neg, _, _ = _dsc_forms(f, gamma)
   d_neg = d_neg * df                          # d neg / dp
+  if pad:  # The padded classes' negative form, 1 - gamma / gamma: 1 at 0.
+    neg = jnp.where(jnp.arange(k + pad) < k, neg, zero)
   if class_major:
     sum_neg, sum_dp = _core.sums_in_one_pass((neg, d_neg * p), axis)
   elif small and not _core.one_pass_sums(k + pad):
@@ -376,8 +378,6 @@ def _dsc_forward(binary, logits, labels, w, hparams, *, alpha):
     # materialised inputs cost more than this one scalar-loop reduce:
     # [64 x 128, 45] 2.11x against 1.48x CE, [4096, 64] 2.08x against
     # 1.71x, [1024, 40] 1.40x against 1.16x.
-    if pad:  # Their negative form is 1 - gamma / gamma: 1 at gamma = 0.
-      neg = jnp.where(jnp.arange(k + pad) < k, neg, zero)
     sum_neg, sum_dp, e_y = _core.sums_in_one_pass(
         (neg, d_neg * p, e_at_label), axis)
   # The label's p and 1 - p, as p and p0 above (bit for bit).

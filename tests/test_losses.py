@@ -842,7 +842,7 @@ def test_lookup_is_indexing():
 
 @pytest.mark.parametrize('shape,axis', [
     ((3, 5, 7), 0), ((3, 5, 7), 1), ((3, 5, 7), 2), ((3, 5, 7), -1),
-    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # a long minor axis (8 x 5)
+    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # a long minor axis: 5 x 8
     ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0),
     ((2, 3, 9), -1),                             # split 3 x 3
     ((5, 100), 1),                               # split 10 x 10
