@@ -6,8 +6,8 @@ the save is complete, so a crash mid-save never leaves a loadable partial
 checkpoint). Restoring takes the target shardings of the current mesh, so a
 checkpoint saved on 8 devices restores on 1 or 4.
 
-(DESIGN.md puts this in checkpoints.py; that module already holds the HF/TF
-weight conversion, and the two jobs share nothing, so they are two modules.)
+This module holds the orbax run state; `checkpoints.py` holds the HF/TF
+weight conversion. The two share nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
-import numpy as np
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 
@@ -27,11 +27,18 @@ class CheckpointSaveError(RuntimeError):
   """A checkpoint could not be written; names the path."""
 
 
-def _all_finite(tree: Any) -> bool:
+@jax.jit
+def _finite_on_device(tree: Any) -> jax.Array:
+  """bool []: every float leaf of `tree` is finite, reduced on the devices.
+
+  The result is a replicated scalar, so every host can read it even when
+  the leaves are sharded across processes (FSDP on a pod), where copying a
+  leaf to the host would fail: no host holds all of it.
+  """
   leaves = [x for x in jax.tree_util.tree_leaves(tree)
-            if np.issubdtype(np.dtype(x.dtype), np.floating)]
-  return all(bool(np.isfinite(np.asarray(jax.device_get(x))).all())
-             for x in leaves)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] +
+                           [jnp.array(True)]))
 
 
 def check_writable(directory: pathlib.Path) -> None:
@@ -69,7 +76,9 @@ class RunCheckpointer:
 
   def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
     """Saves unless the state holds a non-finite value (then raises)."""
-    if not _all_finite(state.params):
+    # The train step never applies a step whose loss or gradient is
+    # non-finite, but a finite update can still overflow a parameter.
+    if not bool(_finite_on_device(state.params)):
       raise FloatingPointError(
           f'refusing to checkpoint step {step}: parameters hold NaN/Inf; the '
           f'last good checkpoint is step {self.latest_step()} in {self.directory}')

@@ -777,10 +777,16 @@ class PretrainingIterator:
             'host_index': self._host_index}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
-    """Restores a `get_state()` position; the setup must match."""
+    """Restores a `get_state()` position; the setup must match.
+
+    In memory the position is global (step s is the same global batch on any
+    number of hosts), so a run may resume on another host count. Per-host
+    shards are ordered per host, so their host layout must match."""
     mine = self.get_state()
-    for key in ('num_hosts', 'host_index', 'seed', 'batch_size',
-                'num_examples'):
+    keys = ('seed', 'batch_size', 'num_examples')
+    if self._host_shard:
+      keys = ('num_hosts', 'host_index') + keys
+    for key in keys:
       if int(state[key]) != mine[key]:
         raise ValueError(f'iterator state is for {key}={state[key]}, this '
                          f'iterator has {mine[key]}')

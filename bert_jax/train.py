@@ -464,8 +464,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if best_ckpt is not None:
     best_ckpt.close()
   writer.flush()
+  # Every process takes part in the gather: with FSDP across hosts no host
+  # holds a whole parameter, so process 0 cannot just copy its own.
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  host_params = multihost_utils.process_allgather(state.params, tiled=True)
   if jax.process_index() == 0:
-    task.export(workdir, state.params)
+    task.export(workdir, host_params)
   predictions = final_eval.pop('_predictions', None)
   if jax.process_index() == 0:
     if predictions is not None:

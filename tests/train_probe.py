@@ -95,8 +95,15 @@ def summarize(workdir: pathlib.Path, results: dict) -> dict:
   step = mngr.latest_step()
   restored = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore()))
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  def host(x):  # FSDP across processes: no process holds a whole leaf.
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)
+
   leaves = jax.tree_util.tree_leaves_with_path(restored['state']['params'])
-  checksum = {jax.tree_util.keystr(p): float(np.asarray(x, np.float64).sum())
+  checksum = {jax.tree_util.keystr(p): float(np.asarray(host(x), np.float64).sum())
               for p, x in leaves}
   losses = [(h['step'], h['loss']) for h in results.get('train_history', [])
             if 'loss' in h]

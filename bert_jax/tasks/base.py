@@ -80,7 +80,9 @@ class Task(abc.ABC):
     return ()
 
   def export(self, workdir, params) -> None:
-    """Host, process 0, end of training: write artefacts others reuse."""
+    """Host, process 0, end of training: write artefacts others reuse.
+
+    `params` are host (NumPy) arrays, gathered from every process."""
 
   def num_train_examples(self) -> Optional[int]:
     """Size of an epoch, for `config.num_epochs`; None if unbounded."""

@@ -256,7 +256,7 @@ class PretrainingTask(base.Task):
     """Writes `workdir/hf`: HF-format weights + vocab, so fine-tuning can
     start from this run with `--config.model.init_from=<workdir>/hf`."""
     checkpoints.export_hf(pathlib.Path(workdir) / 'hf', self.bert_config,
-                          jax.device_get(params), vocab=self._vocab_path)
+                          params, vocab=self._vocab_path)
 
   def flops_per_example(self):
     return training_flops_per_example(self.bert_config,
