@@ -200,8 +200,35 @@ def test_default_config_round_trips():
   assert c.bias_correction and c.grad_accum_steps == 1
   c.warmup_steps = 3
   c.freeze = '^bert/embeddings/'
-  tx, _ = optim.make_optimizer(c, make_params(), TOTAL)
-  run(tx, make_params(), [random_grads(make_params(), 0)])
+  tx, schedule = optim.make_optimizer(c, make_params(), TOTAL)
+  params = make_params()
+  grads = [random_grads(params, s) for s in range(2)]
+  got, _ = run(tx, params, grads)
+  # The defaults as NumPy AdamW (eps 1e-6, wd 0.01, bias correction) with a
+  # 3-step linear warmup (lr 0, 1/3, ...); the global norm clipped to 1 over
+  # the trainable params; the embeddings frozen.
+  assert float(schedule(0)) == 0.0
+  np.testing.assert_allclose(float(schedule(1)), 1e-4 / 3, rtol=1e-6)
+  p0, trainable = flat(params), [k for k in flat(params)
+                                 if not k.startswith('bert/embeddings/')]
+  clipped = []
+  for g in grads:
+    g = flat(g)
+    norm = math.sqrt(sum(float((g[k] ** 2).sum()) for k in trainable))
+    clipped.append({k: g[k] * min(1.0, 1.0 / norm) for k in trainable})
+  want = dict(p0)
+  m = {k: 0.0 for k in trainable}
+  v = {k: 0.0 for k in trainable}
+  for t, g in enumerate(clipped, start=1):
+    lr = 1e-4 * (t - 1) / 3
+    for k in trainable:
+      m[k] = 0.9 * m[k] + 0.1 * g[k]
+      v[k] = 0.999 * v[k] + 0.001 * g[k] ** 2
+      adam = (m[k] / (1 - 0.9 ** t)) / (np.sqrt(v[k] / (1 - 0.999 ** t)) + 1e-6)
+      want[k] = want[k] - lr * (adam + (0.01 * want[k] if hand_decayed(k) else 0))
+  for k, x in flat(got).items():
+    np.testing.assert_allclose(x, want[k], rtol=1e-5, atol=1e-9, err_msg=k)
+  assert any(not np.array_equal(flat(got)[k], p0[k]) for k in trainable)
 
 
 def test_built_from_abstract_frozendict_params():
@@ -696,3 +723,55 @@ def test_layerwise_decay_needs_encoder_layers():
 def test_bad_total_steps():
   with pytest.raises(ValueError, match='total_steps'):
     optim.make_optimizer({}, make_params(), 0)
+
+
+def _bert_params():
+  """The real parameter tree of a tiny BertForSequenceClassification."""
+  from bert_jax.heads import BertForSequenceClassification  # pylint: disable=g-import-not-at-top
+  from bert_jax.model import BertConfig  # pylint: disable=g-import-not-at-top
+  config = BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L,
+                      num_attention_heads=2, intermediate_size=I,
+                      max_position_embeddings=8)
+  ids = jnp.zeros((1, 4), jnp.int32)
+  return jax.jit(BertForSequenceClassification(config, num_labels=3).init)(
+      jax.random.PRNGKey(0), ids, ids, ids + 1)['params']
+
+
+def test_masks_on_real_bert_model_paths():
+  """Weight decay and layer-wise decay on the model's own parameter paths
+  (not a hand-written tree): with zero gradients the AdamW update is
+  -lr * mult * wd * w exactly, where w decays only for kernels and
+  embedding tables and mult = d ** (L + 1 - depth)."""
+  params = _bert_params()
+  paths = list(flat(params))
+  # Names the rules below rely on really are the model's.
+  for k in ('bert/embeddings/word_embeddings/embedding',
+            'bert/embeddings/LayerNorm/scale',
+            'bert/encoder/layer_0/attention/query/kernel',
+            'bert/encoder/layer_1/output/bias',
+            'bert/encoder/layer_1/output_LayerNorm/scale',
+            'classifier/kernel',
+            'bert/pooler/dense/kernel'):
+    assert k in paths, (k, paths)
+  d, lr, wd = 0.5, 0.1, 0.2
+  tx, _ = optim.make_optimizer(cfg(lr=lr, weight_decay=wd,
+                                   layerwise_lr_decay=d), params, TOTAL)
+  got, _ = run(tx, params, [jax.tree.map(jnp.zeros_like, params)])
+  p0, p1 = flat(params), flat(got)
+
+  def depth(path):
+    if path.startswith('bert/embeddings/'):
+      return 0
+    if path.startswith('bert/encoder/layer_'):
+      return int(path.split('/')[2].split('_')[1]) + 1
+    return L + 1
+
+  seen = set()
+  for k in paths:
+    mult = d ** (L + 1 - depth(k))
+    rate = lr * mult * wd if hand_decayed(k) else 0.0
+    np.testing.assert_allclose(p1[k], p0[k] * (1 - rate), rtol=1e-6,
+                               atol=1e-9, err_msg=k)
+    seen.add((hand_decayed(k), depth(k)))
+  # Every depth was seen both decayed and not decayed.
+  assert seen == {(a, b) for a in (True, False) for b in range(L + 2)}, seen

@@ -220,6 +220,89 @@ def test_nonfinite_step_is_never_applied_and_is_reported():
     del good
 
 
+class _KeyedTask(_ClassifierTask):
+  """The loss depends on the step's key: (w . u)^2 with u drawn from it, and
+  the first draw reported as a metric, so a test sees which key it got."""
+
+  def init_params(self, rng, batch):
+    return {'w': jnp.ones((4,), jnp.float32)}
+
+  def train_loss(self, params, batch, rng, loss_state):
+    u = jax.random.uniform(rng, (4,))
+    one = jnp.ones((), jnp.float32)
+    return jnp.dot(params['w'], u) ** 2, ({'draw': (u[0], one)}, loss_state)
+
+
+def test_train_step_draws_fold_in_of_the_base_key_and_the_step():
+  task = _KeyedTask()
+  batch = dict(ids=np.zeros((2, 4), np.int32), y=np.zeros(2, np.int32))
+  tx, schedule = optim.make_optimizer(
+      dict(name='adamw', lr=1e-3, weight_decay=0.0), task.init_params(None, batch), 10)
+  step = jax.jit(lambda s, b: train.train_step(
+      s, b, task=task, tx=tx, schedule=schedule, grad_accum_steps=1,
+      skip_nonfinite=False))
+  state = _state(task, tx, batch)
+  base_key = state.rng
+  draws = []
+  for i in range(3):
+    state, metrics = step(state, batch)
+    draws.append(float(metrics['draw'][0]))
+    # The spec, computed outside the trainer: key_i = fold_in(base, i).
+    want = float(jax.random.uniform(jax.random.fold_in(base_key, i), (4,))[0])
+    assert draws[-1] == want, (i, draws[-1], want)
+  assert len(set(draws)) == 3, draws   # a new key at every step
+  # The base key itself never changes (resume re-derives the same keys).
+  np.testing.assert_array_equal(state.rng, base_key)
+
+
+def _np_adamw(p, m, v, g, t, *, lr, b1, b2, eps, wd, decayed):
+  """One AdamW update in float64 NumPy (Loshchilov & Hutter; BERT's eps)."""
+  m = b1 * m + (1 - b1) * g
+  v = b2 * v + (1 - b2) * g * g
+  m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+  update = m_hat / (np.sqrt(v_hat) + eps) + (wd * p if decayed else 0.0)
+  return p - lr * update, m, v
+
+
+def test_train_step_applies_numpy_adamw_to_the_models_gradients():
+  """Three jitted train steps equal AdamW written out in NumPy, driven by
+  the model's own gradients at the NumPy parameters. Weight decay follows
+  BERT's rule by leaf name: kernels and embeddings decay; LayerNorm and
+  biases do not."""
+  task = _ClassifierTask()
+  rng = np.random.default_rng(1)
+  batch = dict(ids=rng.integers(0, 50, (8, 8)).astype(np.int32),
+               y=rng.integers(0, 3, 8).astype(np.int32))
+  hp = dict(lr=3e-3, b1=0.9, b2=0.999, eps=1e-6, wd=0.1)
+  tx, schedule = optim.make_optimizer(
+      dict(name='adamw', lr=hp['lr'], b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
+           weight_decay=hp['wd'], decay='constant', warmup_steps=None,
+           clip_global_norm=None),
+      task.init_params(jax.random.PRNGKey(0), batch), 10)
+  step = jax.jit(lambda s, b: train.train_step(
+      s, b, task=task, tx=tx, schedule=schedule, grad_accum_steps=1,
+      skip_nonfinite=False))
+  state = _state(task, tx, batch)
+  paths = [jax.tree_util.keystr(k) for k, _ in
+           jax.tree_util.tree_flatten_with_path(state.params)[0]]
+  decayed = [not (('LayerNorm' in k) or k.endswith("['bias']")) for k in paths]
+  assert any(decayed) and not all(decayed)
+  p = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(state.params)]
+  m = [np.zeros_like(x) for x in p]
+  v = [np.zeros_like(x) for x in p]
+  treedef = jax.tree_util.tree_structure(state.params)
+  grad_fn = jax.jit(jax.grad(lambda q: task.train_loss(q, batch, None, {})[0]))
+  for t in range(1, 4):
+    g = jax.tree_util.tree_leaves(grad_fn(jax.tree_util.tree_unflatten(
+        treedef, [x.astype(np.float32) for x in p])))
+    for i in range(len(p)):
+      p[i], m[i], v[i] = _np_adamw(p[i], m[i], v[i], np.asarray(g[i], np.float64),
+                                   t, decayed=decayed[i], **hp)
+    state, _ = step(state, batch)
+  for k, want, got in zip(paths, p, jax.tree_util.tree_leaves(state.params)):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6, err_msg=k)
+
+
 @pytest.fixture(scope='module')
 def eight_device_runs(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('mesh')
@@ -254,18 +337,23 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+def test_two_process_fsdp_run_matches_one_process_and_resumes_on_one(tmp_path):
+  """FSDP across 2 processes (gloo): each host holds half of every sharded
+  parameter, so saving must not copy a parameter to one host. The run equals
+  the one-process run on the same global batch, and its step-3 checkpoint
+  restores on 1 process and continues equal to that run."""
   port = _free_port()
   init = {'model.init_from': train_probe.export_pretrained(tmp_path / 'pretrained')}
+  fsdp2 = {'mesh.data': 1, 'mesh.fsdp': 2, 'sharding': 'fsdp', **init}
   # The one-process reference runs beside the pair, in its own root.
-  reference = _start_probe(tmp_path / 'reference', {'one_proc': init}, devices=2)
+  reference = _start_probe(tmp_path / 'reference', {'one_proc': fsdp2}, devices=2)
   procs, outs = [], []
   for pid in range(2):
     out = tmp_path / f'proc{pid}.json'
     outs.append(out)
     runs = {'two_proc': {'distributed.coordinator_address': f'127.0.0.1:{port}',
                          'distributed.num_processes': 2,
-                         'distributed.process_id': pid, **init}}
+                         'distributed.process_id': pid, **fsdp2}}
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2',
                XLA_FLAGS='--xla_force_host_platform_device_count=1',
                PROBE_GLOO='1')
@@ -280,3 +368,19 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
   assert two['processes'] == 2 and two['devices'] == 2
   one = train_probe.finish(reference)['one_proc']
   _assert_close_runs(one, two, rtol=2e-5)
+
+  # Keep the 2-process run's step-3 checkpoint only; resume on 1 process.
+  resumed_dir = tmp_path / 'resume' / 'resumed'
+  shutil.copytree(tmp_path / 'two_proc', resumed_dir)
+  shutil.rmtree(resumed_dir / 'checkpoints' / '6')
+  (resumed_dir / 'results.json').unlink()
+  resumed = _run_probe(tmp_path / 'resume', {'resumed': fsdp2},
+                       devices=2)['resumed']
+  assert resumed['processes'] == 1 and resumed['step'] == 6
+  assert [s for s, _ in resumed['losses']] == [4, 5, 6]
+  after = {s: l for s, l in one['losses'] if s > 3}
+  np.testing.assert_allclose([l for _, l in resumed['losses']],
+                             [after[s] for s in (4, 5, 6)], rtol=2e-5)
+  for k in one['checksum']:
+    np.testing.assert_allclose(resumed['checksum'][k], one['checksum'][k],
+                               rtol=2e-5, atol=2e-5, err_msg=k)
