@@ -2,7 +2,8 @@
 
 Every config field can be overridden on the command line
 (`--config.loss.name=dice --config.optim.lr=3e-5`); configs are locked, so a
-misspelled key is an error.
+misspelled key is an error, except in the free-form sections `loss` and
+`data.reader_options`, which accept new keys (see `config_cli`).
 """
 
 import os
@@ -14,16 +15,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from bert_jax import config_cli
 from bert_jax import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/finetune.py:drug_reviews.',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, '
-                               'TensorBoard logs, results.json.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_PARSED = {}
 
 
 class _QuietLibraries(logging.logging.Filter):
@@ -35,28 +31,25 @@ class _QuietLibraries(logging.logging.Filter):
 
 
 def _parse_flags(argv):
-  """absl's flag parsing, with config-override errors as one clear line.
-
-  ml_collections raises AttributeError/KeyError/TypeError/ValueError for an
-  unknown key or a value of the wrong type (`--config.optim.lrr=1`); show the
-  message, not a traceback.
-  """
+  """Flags and config overrides; a config error is one clear line, no
+  traceback (`FATAL config error: config.optim.lrr: unknown key ...`)."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error:
-    raise
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    message = str(e).strip('\'"').replace('\\n', ' ').replace('\\\'', "'")
-    sys.stderr.write(f'FATAL config error: {message}\n')
+    _PARSED['config'], _PARSED['workdir'], positional = config_cli.parse(
+        argv, flags.FLAGS)
+  except config_cli.ConfigError as e:
+    sys.stderr.write(f'FATAL config error: {e}\n')
     sys.exit(2)
+  return positional
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not _PARSED['workdir']:
+    raise app.UsageError('--workdir=DIR is required')
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  train.run(_CONFIG.value, _WORKDIR.value)
+  train.run(_PARSED['config'], _PARSED['workdir'])
 
 
 if __name__ == '__main__':
