@@ -28,6 +28,7 @@ finite); pass `value=-1e4` to `apply_constraints` to keep such losses finite.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -77,6 +78,7 @@ def _logsumexp(x: Array, axis: int) -> Array:
                    -jnp.inf)
 
 
+@jax.jit
 def log_partition(emissions, mask, transitions, start, end) -> Array:
   """log Z [B] by the forward recursion (module docstring); 0 for empty rows."""
   _check(emissions, transitions, start, end, mask=mask)
@@ -106,6 +108,7 @@ def _score(emissions, tags, mask, transitions, start, end) -> Array:
   return jnp.where(n > 0, score, 0)
 
 
+@jax.jit
 def log_likelihood(emissions, tags, mask, transitions, start, end) -> Array:
   """log p(tags | emissions) = score(tags) - log Z, [B], <= 0; 0 for empty rows."""
   _check(emissions, transitions, start, end, tags=tags, mask=mask)
@@ -113,6 +116,7 @@ def log_likelihood(emissions, tags, mask, transitions, start, end) -> Array:
           - log_partition(emissions, mask, transitions, start, end))
 
 
+@functools.partial(jax.jit, static_argnames='reduction')
 def nll(emissions, tags, mask, transitions, start, end, *, weights=None,
         reduction: str = 'mean') -> Array:
   """Negative log-likelihood: [B] ('none'), its sum, or its weighted mean.
@@ -134,6 +138,7 @@ def nll(emissions, tags, mask, transitions, start, end, *, weights=None,
   raise ValueError(f"crf.nll: reduction {reduction!r}; choices: 'mean', 'sum', 'none'")
 
 
+@jax.jit
 def viterbi_decode(emissions, mask, transitions, start, end) -> tuple[Array, Array]:
   """argmax_y score(y): (tags int32 [B, T], 0 where masked; best score [B]).
 
