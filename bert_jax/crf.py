@@ -200,15 +200,16 @@ def allowed_transitions(tags: Sequence[str], scheme: str
     raise ValueError(f'crf.allowed_transitions: unknown scheme {scheme!r}; '
                      f'choices: {SCHEMES}')
   inner = 'M' if scheme == 'BMES' else 'I'
-  prefixes = 'BI' if scheme in ('IOB2', 'BIO') else 'B' + inner + 'ES'
-  parsed = [_parse(t, scheme, prefixes) for t in tags]
-  cont = {inner} if prefixes == 'BI' else {inner, 'E'}
-  closed = [prefixes == 'BI' or p in 'OES' for p, _ in parsed]
-  trans = np.array([[(p in 'B' + inner and ty == cty) if cp in cont else closed[i]
-                     for cp, cty in parsed] for i, (p, ty) in enumerate(parsed)],
-                   dtype=bool).reshape(k, k)
-  start = np.array([p not in cont for p, _ in parsed], bool)
-  return trans, start, np.array(closed, bool)
+  iob = scheme in ('IOB2', 'BIO')
+  parsed = [_parse(t, scheme, 'BI' if iob else 'B' + inner + 'ES') for t in tags]
+  continues = ('I',) if iob else (inner, 'E')  # Tags that carry an open span.
+  closed = np.array([iob or p in ('O', 'E', 'S') for p, _ in parsed], bool)
+  trans = np.zeros((k, k), bool)
+  for i, (p, typ) in enumerate(parsed):
+    for j, (q, q_typ) in enumerate(parsed):
+      trans[i, j] = (p in ('B', inner) and typ == q_typ) if q in continues else closed[i]
+  start = np.array([q not in continues for q, _ in parsed], bool)
+  return trans, start, closed
 
 
 def apply_constraints(transitions, start, end, allowed, *, value=-jnp.inf):
