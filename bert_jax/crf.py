@@ -12,10 +12,12 @@ and Viterbi decoding is the same recursion with max in place of logsumexp.
 
 Shapes: emissions [B, T, K] (any float; computed in float32, or float64 under
 x64), tags [B, T] int, mask [B, T] bool or 0/1, a prefix mask (positions
-0..n-1 valid; a row with n = 0 has score, log Z and log-likelihood 0).
+0..n-1 valid; a row with n = 0 has score, log Z and log-likelihood 0; not
+checked, which would need a host sync).
 Both recursions are `lax.scan`s over time; a masked step carries alpha (and
 Viterbi's delta) unchanged, so nothing syncs with the host and the batch axis
-may be sharded. Tags at masked positions are ignored (padding ids such as
+may be sharded. The public functions are jitted so that eager calls reuse
+the compiled scans. Tags at masked positions are ignored (padding ids such as
 -100 are fine); tags at valid positions must lie in [0, K).
 
 Constraints: `allowed_transitions` says what a tag scheme allows and
@@ -121,8 +123,9 @@ def nll(emissions, tags, mask, transitions, start, end, *, weights=None,
         reduction: str = 'mean') -> Array:
   """Negative log-likelihood: [B] ('none'), its sum, or its weighted mean.
 
-  'mean' = sum_b w_b nll_b / sum_b w_b over non-empty rows (weights [B],
-  default ones); 0 when no row counts.
+  'sum' = sum_b w_b nll_b and 'mean' = sum_b w_b nll_b / sum_b w_b, both
+  over non-empty rows (weights [B], default ones); 'mean' is 0 when no row
+  counts.
   """
   per_seq = -log_likelihood(emissions, tags, mask, transitions, start, end)
   if reduction == 'none':

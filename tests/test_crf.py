@@ -86,6 +86,8 @@ def test_log_partition_and_likelihood_match_brute_force(k):
   e, tags, mask, (trans, start, end) = random_crf(rng, 6, 5, k, lengths)
   log_z = np.asarray(crf.log_partition(e, mask, trans, start, end))
   ll = np.asarray(crf.log_likelihood(e, tags, mask, trans, start, end))
+  np.testing.assert_array_equal(  # A 0/1 float mask means the same.
+      crf.log_partition(e, mask.astype(np.float32), trans, start, end), log_z)
   for b, n in enumerate(lengths):
     if n == 0:
       assert log_z[b] == 0 and ll[b] == 0
@@ -259,7 +261,7 @@ SCHEME_TAGS = {
 _DECODE = jax.jit(crf.viterbi_decode)
 
 
-@hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
 @hypothesis.given(name=st.sampled_from(sorted(SCHEME_TAGS)),
                   seed=st.integers(0, 2**31), scale=st.sampled_from([1.0, 10.0, 100.0]))
 def test_constrained_decoding_never_emits_an_invalid_sequence(name, seed, scale):
