@@ -35,6 +35,7 @@ setuptools.setup(
             'scikit-learn>=1.4,<2',
             'torch==2.13.0',
             'transformers==4.57.6',
+            'pytorch-crf==0.7.2',
         ],
         'gpu': ['jax[cuda12]>=0.4.35,<0.11'],
     },
