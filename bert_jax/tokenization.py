@@ -1,4 +1,4 @@
-"""BERT WordPiece tokenization and vocabulary training on HF `tokenizers`.
+"""BERT WordPiece tokenization (on HF `tokenizers`) and vocabulary training.
 
 `BertTokenizer` reproduces `transformers.BertTokenizer` (the slow Python
 reference) on top of the Rust `tokenizers.Tokenizer`: same normalisation
@@ -28,13 +28,23 @@ Deliberate differences from the slow reference:
 * `truncation` applies only when `max_length` is given (transformers falls
   back to `model_max_length`).
 
-Vocabulary training (`train_wordpiece`, `train_bpe`) wraps the `tokenizers`
-trainers and makes them deterministic: the stock WordPiece trainer gives the
+Vocabulary training:
+
+* `train_wordpiece` (`--kind=wordpiece`): WordPiece by the likelihood
+  criterion, merging the pair (x, y) with the highest
+  count(xy) / (count(x) count(y)) (Schuster & Nakajima 2012, BERT); pure
+  Python with incremental pair counts (`LikelihoodMerger`).
+* `train_wordpiece_freq` (`--kind=wordpiece_freq`): the `tokenizers`
+  WordPiece trainer, which merges the most frequent pair (BPE merges with
+  `##` prefixes).
+* `train_bpe` (`--kind=bpe`): byte-level BPE (GPT-2/RoBERTa style).
+
+All three are deterministic. The stock `tokenizers` WordPiece trainer gives the
 `##` pieces ids in hash-map order, and those ids break ties between equally
 frequent merges, so two runs on the same text can give different vocabularies
-(huggingface/tokenizers#1794). Here the alphabet and its `##` pieces are
-counted first and handed to the trainer in sorted order, which fixes every
-id before the first merge.
+(huggingface/tokenizers#1794); `train_wordpiece_freq` counts the alphabet and
+its `##` pieces first and hands them to the trainer in sorted order, which
+fixes every id before the first merge.
 
 Command line::
 
@@ -48,6 +58,7 @@ import argparse
 import collections
 import dataclasses
 import functools
+import heapq
 import itertools
 import json
 import os
@@ -56,7 +67,7 @@ import re
 import sys
 import time
 import unicodedata
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tokenizers
@@ -67,6 +78,7 @@ from tokenizers import pre_tokenizers
 from tokenizers import processors
 from tokenizers import trainers
 
+from bert_jax.data import corpora
 from bert_jax.data import registry
 
 PAD = '[PAD]'
@@ -835,8 +847,18 @@ class _Corpus:
           yield from f
 
 
-def _char_statistics(corpus: _Corpus, normalizer: normalizers.Normalizer,
-                     tokenize_chinese_chars: bool):
+def _word_counts(corpus: _Corpus, normalizer: normalizers.Normalizer,
+                 tokenize_chinese_chars: bool) -> collections.Counter:
+  """Counts the pre-tokenised words of the corpus, as `BertTokenizer` splits
+  them (after the same normalisation)."""
+  pattern = _python_word_pattern(tokenize_chinese_chars)
+  word_counts = collections.Counter()
+  for text in corpus:
+    word_counts.update(pattern.findall(normalizer.normalize_str(text)))
+  return word_counts
+
+
+def _char_statistics(word_counts: collections.Counter):
   """Counts characters of the pre-tokenised words, as the trainer sees them.
 
   Returns:
@@ -844,10 +866,6 @@ def _char_statistics(corpus: _Corpus, normalizer: normalizers.Normalizer,
     the characters that occur after the first position of some word (exactly
     the ones the trainer would give a `##` piece).
   """
-  pattern = _python_word_pattern(tokenize_chinese_chars)
-  word_counts = collections.Counter()
-  for text in corpus:
-    word_counts.update(pattern.findall(normalizer.normalize_str(text)))
   char_counts = collections.Counter()
   continuation = set()
   for word, count in word_counts.items():
@@ -877,7 +895,208 @@ def _check_vocab_size(vocab_size: int, min_frequency: int) -> None:
     raise ValueError(f'min_frequency must be >= 0, got {min_frequency}')
 
 
+def _initial_vocab(word_counts: collections.Counter,
+                   limit_alphabet: Optional[int]) -> tuple[list[str], set]:
+  """[PAD] [UNK] [CLS] [SEP] [MASK], the alphabet (sorted by code point), then
+  its `##` pieces (sorted); and the set of kept characters."""
+  char_counts, continuation = _char_statistics(word_counts)
+  alphabet = _kept_alphabet(char_counts, limit_alphabet)
+  kept = set(alphabet)
+  pieces = sorted(CONTINUATION_PREFIX + c for c in continuation if c in kept)
+  return list(SPECIAL_TOKENS) + alphabet + pieces, kept
+
+
+def _save_trained(tokens: Sequence[str], out_dir: Union[str, os.PathLike], *,
+                  lowercase: bool, strip_accents: bool,
+                  tokenize_chinese_chars: bool) -> pathlib.Path:
+  if tokens[:len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS):
+    raise RuntimeError(f'special tokens not first: {tokens[:5]}')
+  _validate_vocab(tokens, '<trained vocabulary>')
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  vocab_path = out_dir / _VOCAB_FILE
+  _write_vocab(vocab_path, tokens)
+  _write_bert_config(out_dir, do_lower_case=lowercase,
+                     strip_accents=strip_accents,
+                     tokenize_chinese_chars=tokenize_chinese_chars)
+  return vocab_path
+
+
 # --- training -----------------------------------------------------------------
+
+
+def word_units(word: str) -> list[str]:
+  """The initial WordPiece units of a word: its first character, then `##`
+  plus each later character ('cab' -> ['c', '##a', '##b'])."""
+  return [word[0]] + [CONTINUATION_PREFIX + c for c in word[1:]]
+
+
+def merged_unit(left: str, right: str) -> str:
+  """The unit that merging `left` with the continuation unit `right` makes
+  ('a' + '##b' -> 'ab', '##a' + '##b' -> '##ab')."""
+  return left + right[len(CONTINUATION_PREFIX):]
+
+
+def merge_word(units: Sequence[str], pair: tuple[str, str]) -> list[str]:
+  """Replaces each occurrence of `pair` in `units`, left to right and without
+  overlap (['##a', '##a', '##a'] with ('##a', '##a') -> ['##aa', '##a'])."""
+  left, right = pair
+  out, i, n = [], 0, len(units)
+  while i < n:
+    if i + 1 < n and units[i] == left and units[i + 1] == right:
+      out.append(merged_unit(left, right))
+      i += 2
+    else:
+      out.append(units[i])
+      i += 1
+  return out
+
+
+class LikelihoodMerger:
+  """WordPiece merges by the likelihood criterion, with incremental counts.
+
+  The corpus is a multiset of words, each segmented into units (initially
+  `word_units`). With `c(u)` the number of occurrences of unit `u` and
+  `c(x, y)` the number of adjacent occurrences of `x` then `y` (both
+  weighted by word frequency), the next merge is the pair maximising
+
+      score(x, y) = c(x, y) / (c(x) * c(y)),
+
+  i.e. p(xy) / (p(x) p(y)) under a unigram model of the units, up to the
+  corpus size that is the same for every pair: the merge whose unigram
+  likelihood gain per occurrence is largest (Schuster & Nakajima 2012, as
+  used for BERT's WordPiece). BPE (and `train_wordpiece_freq`) maximises
+  `c(x, y)` instead. Pairs seen fewer than `min_frequency` times are never
+  merged.
+
+  Ties are broken by a fixed rule, so training is deterministic: higher
+  score, then higher `c(x, y)`, then the smaller `(x, y)` in code-point order.
+  Scores are compared as float64 quotients of exact integer counts, so equal
+  ratios always tie exactly.
+
+  Incremental: the pair counts, the unit counts, an index pair -> words that
+  contain it and unit -> pairs that contain it are kept up to date. A merge of
+  (x, y) re-segments only the words containing the pair; since it changes
+  c(x), c(y) and c(xy), the pairs whose score can change are those whose
+  count changed in those words plus those containing x, y or xy, and only
+  they are re-scored. The best pair comes from a max-heap with lazy
+  invalidation: an entry is used only if it still equals its pair's current
+  key (a changed pair always gets a fresh entry).
+
+  Attributes:
+    words: current segmentation of each distinct word (list of unit lists),
+      in sorted word order.
+    freqs: how often each word occurs.
+    unit_counts: c(u) for every unit occurring in `words`.
+    pair_counts: c(x, y) for every adjacent pair occurring in `words`.
+  """
+
+  def __init__(self, word_counts: Mapping[str, int], *,
+               min_frequency: int = 2):
+    self.min_frequency = min_frequency
+    self.words, self.freqs = [], []
+    for word in sorted(word_counts):
+      if word and word_counts[word] > 0:
+        self.words.append(word_units(word))
+        self.freqs.append(int(word_counts[word]))
+    self.unit_counts = collections.Counter()
+    self.pair_counts = collections.Counter()
+    self._pair_words = collections.defaultdict(set)
+    self._unit_pairs = collections.defaultdict(set)
+    for wid, (units, freq) in enumerate(zip(self.words, self.freqs)):
+      for u in units:
+        self.unit_counts[u] += freq
+      for pair in zip(units, units[1:]):
+        self.pair_counts[pair] += freq
+        self._pair_words[pair].add(wid)
+    for pair in self.pair_counts:
+      self._unit_pairs[pair[0]].add(pair)
+      self._unit_pairs[pair[1]].add(pair)
+    self._heap = []
+    self._rebuild_heap()
+
+  def score(self, pair: tuple[str, str]) -> float:
+    """c(x, y) / (c(x) c(y)) for a pair present in the corpus."""
+    return self.pair_counts[pair] / (
+        self.unit_counts[pair[0]] * self.unit_counts[pair[1]])
+
+  def _key(self, pair):
+    # heapq is a min-heap: negate score and count; (x, y) ascending.
+    return (-self.score(pair), -self.pair_counts[pair], pair[0], pair[1])
+
+  def _rebuild_heap(self):
+    self._heap = [self._key(p) for p, n in self.pair_counts.items()
+                  if n >= max(self.min_frequency, 1)]
+    heapq.heapify(self._heap)
+
+  def best_pair(self) -> Optional[tuple[str, str]]:
+    """The pair to merge next, or None when no pair is frequent enough."""
+    heap = self._heap
+    while heap:
+      entry = heap[0]
+      pair = (entry[2], entry[3])
+      if pair in self.pair_counts and entry == self._key(pair):
+        return pair
+      heapq.heappop(heap)  # stale: its pair changed or is gone
+    return None
+
+  def merge(self, pair: tuple[str, str]) -> str:
+    """Merges every occurrence of `pair`; returns the new unit."""
+    if pair not in self.pair_counts:
+      raise KeyError(f'pair {pair} does not occur in the corpus')
+    new_unit = merged_unit(*pair)
+    changed_pairs = set()
+    for wid in sorted(self._pair_words[pair]):
+      old, freq = self.words[wid], self.freqs[wid]
+      new = merge_word(old, pair)
+      self.words[wid] = new
+      for u in old:
+        self.unit_counts[u] -= freq
+      for u in new:
+        self.unit_counts[u] += freq
+      old_pairs = collections.Counter(zip(old, old[1:]))
+      new_pairs = collections.Counter(zip(new, new[1:]))
+      for p in old_pairs.keys() | new_pairs.keys():
+        if p not in new_pairs:
+          self._pair_words[p].discard(wid)
+        elif p not in old_pairs:
+          self._pair_words[p].add(wid)
+        delta = new_pairs[p] - old_pairs[p]
+        if delta:
+          self._add_pair_count(p, delta * freq)
+          changed_pairs.add(p)
+    for u in (pair[0], pair[1], new_unit):
+      if self.unit_counts[u] == 0:
+        del self.unit_counts[u]
+      # Every pair containing a unit whose count changed has a new score.
+      changed_pairs.update(self._unit_pairs.get(u, ()))
+    # The hot loop: the key pushed must stay equal to `_key`.
+    pair_counts, unit_counts = self.pair_counts, self.unit_counts
+    heap = self._heap
+    min_count = max(self.min_frequency, 1)
+    for p in changed_pairs:
+      n = pair_counts.get(p, 0)
+      if n >= min_count:
+        heapq.heappush(heap, (-n / (unit_counts[p[0]] * unit_counts[p[1]]),
+                              -n, p[0], p[1]))
+    if len(self._heap) > 4 * len(self.pair_counts) + 1024:
+      self._rebuild_heap()  # drop the stale entries
+    return new_unit
+
+  def _add_pair_count(self, pair, delta):
+    count = self.pair_counts[pair] + delta
+    if count < 0:
+      raise RuntimeError(f'pair count of {pair} went negative')
+    if count:
+      if pair not in self._unit_pairs[pair[0]]:
+        self._unit_pairs[pair[0]].add(pair)
+        self._unit_pairs[pair[1]].add(pair)
+      self.pair_counts[pair] = count
+    else:
+      del self.pair_counts[pair]
+      self._pair_words.pop(pair, None)
+      self._unit_pairs[pair[0]].discard(pair)
+      self._unit_pairs[pair[1]].discard(pair)
 
 
 def train_wordpiece(texts_or_files: TextSource, vocab_size: int, *,
@@ -886,28 +1105,89 @@ def train_wordpiece(texts_or_files: TextSource, vocab_size: int, *,
                     tokenize_chinese_chars: bool = True,
                     limit_alphabet: Optional[int] = None,
                     out_dir: Union[str, os.PathLike]) -> pathlib.Path:
-  """Trains a BERT WordPiece vocabulary; deterministic.
+  """Trains a BERT WordPiece vocabulary by the likelihood criterion.
+
+  Merges the pair (x, y) with the highest c(xy) / (c(x) c(y)) (Schuster &
+  Nakajima 2012; see `LikelihoodMerger` for the formula, the tie rule and the
+  incremental updates); pure Python, deterministic. `train_wordpiece_freq`
+  merges the most frequent pair instead (BPE with `##` prefixes).
 
   Text goes through the same normalisation and pre-tokenisation as
-  `BertTokenizer`, so the vocabulary matches how it will be applied. The
-  vocabulary is [PAD] [UNK] [CLS] [SEP] [MASK], then the alphabet (sorted by
-  code point), then its `##` pieces (sorted), then learned pieces in merge
-  order. Merging is the `tokenizers` WordPiece (BPE-style) trainer.
+  `BertTokenizer` (control characters removed, NFC, lower-casing and accent
+  stripping if asked, whitespace and punctuation split, CJK ideographs as
+  one-character words), so the vocabulary matches how it will be applied.
+  The vocabulary is [PAD] [UNK] [CLS] [SEP] [MASK], then the alphabet
+  (sorted by code point), then its `##` pieces (sorted), then the new units
+  in merge order (a merge that rebuilds an existing unit adds nothing).
 
   Args:
     texts_or_files: texts (`str` items) and/or paths (`pathlib.Path` items;
       a directory means every `*.txt` below it); files are read line by line.
     vocab_size: target size, special tokens and alphabet included. A larger
-      alphabet than this leaves the vocabulary larger, with no merges.
+      alphabet than this leaves the vocabulary larger, with no merges; the
+      vocabulary is smaller when no pair is left with `min_frequency`.
+    min_frequency: a pair seen fewer times is never merged.
+    lowercase: lower-case (the `do_lower_case` of the result).
+    strip_accents: None follows `lowercase`.
+    tokenize_chinese_chars: split CJK ideographs into single characters.
+    limit_alphabet: keep only this many most frequent characters. Words with
+      another character are left out of the merge counts: `BertTokenizer`
+      maps such a word to [UNK] whatever the merges.
+    out_dir: created if needed; receives `vocab.txt` and
+      `tokenizer_config.json` (so `BertTokenizer.from_pretrained_dir` and
+      `transformers.BertTokenizer.from_pretrained` load it as trained).
+
+  Returns:
+    Path of the written `vocab.txt`.
+  """
+  _check_vocab_size(vocab_size, min_frequency)
+  corpus = _Corpus(texts_or_files)
+  strip = _resolve_strip_accents(lowercase, strip_accents)
+  normalizer, _ = _bert_pipeline(lowercase, strip, tokenize_chinese_chars)
+  word_counts = _word_counts(corpus, normalizer, tokenize_chinese_chars)
+  tokens, kept = _initial_vocab(word_counts, limit_alphabet)
+  if limit_alphabet is not None:
+    word_counts = {w: n for w, n in word_counts.items() if kept.issuperset(w)}
+  merger = LikelihoodMerger(word_counts, min_frequency=min_frequency)
+  seen = set(tokens)
+  while len(tokens) < vocab_size:
+    pair = merger.best_pair()
+    if pair is None:
+      break
+    unit = merger.merge(pair)
+    if unit not in seen:
+      seen.add(unit)
+      tokens.append(unit)
+  return _save_trained(tokens, out_dir, lowercase=lowercase,
+                       strip_accents=strip,
+                       tokenize_chinese_chars=tokenize_chinese_chars)
+
+
+def train_wordpiece_freq(texts_or_files: TextSource, vocab_size: int, *,
+                         min_frequency: int = 2, lowercase: bool = True,
+                         strip_accents: Optional[bool] = None,
+                         tokenize_chinese_chars: bool = True,
+                         limit_alphabet: Optional[int] = None,
+                         out_dir: Union[str, os.PathLike]) -> pathlib.Path:
+  """Trains a BERT WordPiece vocabulary by frequency; deterministic.
+
+  The merge rule is BPE's: the most frequent adjacent pair is merged (the
+  `tokenizers` WordPiece trainer, in Rust), and the pieces carry `##`
+  prefixes. `train_wordpiece` uses WordPiece's likelihood criterion instead.
+  Normalisation, pre-tokenisation and the vocabulary layout are those of
+  `train_wordpiece`: [PAD] [UNK] [CLS] [SEP] [MASK], the alphabet (sorted by
+  code point), its `##` pieces (sorted), then learned pieces in merge order.
+
+  Args:
+    texts_or_files: as for `train_wordpiece`.
+    vocab_size: as for `train_wordpiece`.
     min_frequency: a pair seen fewer times is never merged.
     lowercase: lower-case (the `do_lower_case` of the result).
     strip_accents: None follows `lowercase`.
     tokenize_chinese_chars: split CJK ideographs into single characters.
     limit_alphabet: keep only this many most frequent characters; others
       are dropped from the words they occur in (as the Rust trainer does).
-    out_dir: created if needed; receives `vocab.txt` and
-      `tokenizer_config.json` (so `BertTokenizer.from_pretrained_dir` and
-      `transformers.BertTokenizer.from_pretrained` load it as trained).
+    out_dir: as for `train_wordpiece`.
 
   Returns:
     Path of the written `vocab.txt`.
@@ -920,18 +1200,15 @@ def train_wordpiece(texts_or_files: TextSource, vocab_size: int, *,
   tokenizer.normalizer, tokenizer.pre_tokenizer = _bert_pipeline(
       lowercase, strip, tokenize_chinese_chars)
 
-  char_counts, continuation = _char_statistics(
-      corpus, tokenizer.normalizer, tokenize_chinese_chars)
-  alphabet = _kept_alphabet(char_counts, limit_alphabet)
-  kept = set(alphabet)
-  pieces = sorted(CONTINUATION_PREFIX + c for c in continuation if c in kept)
+  seed, _ = _initial_vocab(
+      _word_counts(corpus, tokenizer.normalizer, tokenize_chinese_chars),
+      limit_alphabet)
   # Seeding the alphabet and the ## pieces as "special tokens" fixes their
   # ids before merging (otherwise the ## pieces get hash-map-order ids, which
   # decide ties between equally frequent merges), and
   # limit_alphabet=0 stops the trainer adding characters of its own. The
   # seeded tokens never reach the tokenizer that encodes: only the vocabulary
   # is kept.
-  seed = list(SPECIAL_TOKENS) + alphabet + pieces
   trainer = trainers.WordPieceTrainer(
       vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
       special_tokens=seed, limit_alphabet=0,
@@ -942,15 +1219,9 @@ def train_wordpiece(texts_or_files: TextSource, vocab_size: int, *,
   tokens = sorted(vocab, key=vocab.get)
   if [vocab[t] for t in tokens] != list(range(len(tokens))):
     raise RuntimeError('trained vocabulary ids are not contiguous')
-  if tokens[:len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS):
-    raise RuntimeError(f'special tokens not first: {tokens[:5]}')
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  vocab_path = out_dir / _VOCAB_FILE
-  _write_vocab(vocab_path, tokens)
-  _write_bert_config(out_dir, do_lower_case=lowercase, strip_accents=strip,
-                     tokenize_chinese_chars=tokenize_chinese_chars)
-  return vocab_path
+  return _save_trained(tokens, out_dir, lowercase=lowercase,
+                       strip_accents=strip,
+                       tokenize_chinese_chars=tokenize_chinese_chars)
 
 
 def _bpe_tokenizer(bpe: models.BPE, lowercase: bool) -> tokenizers.Tokenizer:
@@ -1047,21 +1318,33 @@ def load_bpe(directory: Union[str, os.PathLike], *,
 def _corpus_from_flag(value: str):
   if value == 'sotu':
     return load_sotu_texts()
+  if value in ('bbc', 'msra'):
+    # The registry corpora of `corpora.load_documents`, one text a sentence.
+    return [s for doc in corpora.load_documents(value) for s in doc]
   return corpus_files(p for p in value.split(',') if p)
+
+
+# Vocabulary kinds of the command line.
+KINDS = ('wordpiece', 'wordpiece_freq', 'bpe')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m bert_jax.tokenization',
-      description='Train a WordPiece or byte-level BPE vocabulary.')
+      description='Train a WordPiece (likelihood or frequency merges) or '
+                  'byte-level BPE vocabulary.')
   sub = parser.add_subparsers(dest='command', required=True)
   train = sub.add_parser('train', help='train a vocabulary')
   train.add_argument('--corpus', required=True,
-                     help="'sotu' (registry speeches) or comma-separated text "
-                          'files / directories (every *.txt below)')
+                     help="'sotu' (registry speeches), 'bbc' or 'msra' "
+                          '(registry corpora, see bert_jax/data/corpora.py), '
+                          'or comma-separated text files / directories '
+                          '(every *.txt below)')
   train.add_argument('--vocab_size', type=int, default=8000)
-  train.add_argument('--kind', choices=('wordpiece', 'bpe'),
-                     default='wordpiece')
+  train.add_argument('--kind', choices=KINDS, default='wordpiece',
+                     help='wordpiece: likelihood merges (BERT); '
+                          'wordpiece_freq: frequency merges (BPE with ## '
+                          'pieces); bpe: byte-level BPE')
   train.add_argument('--out', required=True, help='output directory')
   train.add_argument('--min_frequency', type=int, default=2)
   case = train.add_mutually_exclusive_group()
@@ -1076,11 +1359,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (FileNotFoundError, ValueError) as e:
     parser.error(str(e))
   start = time.perf_counter()
-  if args.kind == 'wordpiece':
+  if args.kind in ('wordpiece', 'wordpiece_freq'):
     lowercase = True if args.lowercase is None else args.lowercase
-    vocab_path = train_wordpiece(corpus, args.vocab_size,
-                                 min_frequency=args.min_frequency,
-                                 lowercase=lowercase, out_dir=args.out)
+    train = (train_wordpiece if args.kind == 'wordpiece'
+             else train_wordpiece_freq)
+    vocab_path = train(corpus, args.vocab_size,
+                       min_frequency=args.min_frequency,
+                       lowercase=lowercase, out_dir=args.out)
     size = len(read_vocab(vocab_path))
   else:
     lowercase = False if args.lowercase is None else args.lowercase

@@ -597,19 +597,33 @@ def heldout_texts(sotu):
   return [t[:20000] for t in sotu[3::40]] + ['Café naïve 中文 🤗 x' * 3]
 
 
-def test_train_wordpiece(tmp_path, train_texts, heldout_texts):
-  paths = [tokenization.train_wordpiece(train_texts, 3000, out_dir=tmp_path / d)
-           for d in ('a', 'b')]
+TRAINERS = {'likelihood': tokenization.train_wordpiece,
+            'freq': tokenization.train_wordpiece_freq}
+
+
+@pytest.mark.parametrize('kind', TRAINERS)
+def test_train_wordpiece(tmp_path, train_texts, heldout_texts, kind):
+  train = TRAINERS[kind]
+  if kind == 'likelihood':
+    # Smaller: its pieces are shorter, so the slow reference below has more
+    # tokens to produce.
+    train_texts, size = train_texts[::3], 2000
+    heldout_texts = [t[:5000] for t in heldout_texts]
+  else:
+    size = 3000
+  paths = [train(train_texts, size, out_dir=tmp_path / d) for d in ('a', 'b')]
   names = ['vocab.txt', 'tokenizer_config.json']
   assert _digest(tmp_path / 'a', names) == _digest(tmp_path / 'b', names)
 
   tokens = paths[0].read_text(encoding='utf-8').split('\n')[:-1]
   assert tokens[:5] == ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
-  assert len(tokens) == 3000 == len(set(tokens))
-  assert 'the' in tokens and any(t.startswith('##') for t in tokens)
+  assert len(tokens) == size == len(set(tokens))
+  assert any(len(t) > 3 and t.startswith('##') for t in tokens)
+  if kind == 'freq':
+    assert 'the' in tokens
 
   ours = BertTokenizer.from_vocab(paths[0])
-  assert ours.pad_id == 0 and ours.vocab_size == 3000
+  assert ours.pad_id == 0 and ours.vocab_size == size
   assert BertTokenizer.from_pretrained_dir(tmp_path / 'a').do_lower_case
   slow_tok = transformers.BertTokenizer(str(paths[0]), do_lower_case=True)
   slow_dir = transformers.BertTokenizer.from_pretrained(str(tmp_path / 'a'))
@@ -620,28 +634,182 @@ def test_train_wordpiece(tmp_path, train_texts, heldout_texts):
   assert ours.unk_id not in ours.encode(heldout_texts[0]).ids
 
 
-def test_train_wordpiece_inputs(tmp_path, train_texts):
+@pytest.mark.parametrize('kind', TRAINERS)
+def test_train_wordpiece_inputs(tmp_path, train_texts, kind):
   # Files, a directory of *.txt and plain texts train the same vocabulary.
+  train = TRAINERS[kind]
   corpus = tmp_path / 'corpus'
   corpus.mkdir()
   texts = [t[:30000] for t in train_texts[:6]]
   for i, t in enumerate(texts):
     (corpus / f'{i}.txt').write_text(t + '\n', encoding='utf-8')
   (corpus / 'ignored.json').write_text('{"zzzz": 1}')
-  from_texts = tokenization.train_wordpiece(texts, 800, out_dir=tmp_path / 't')
-  from_dir = tokenization.train_wordpiece(corpus, 800, out_dir=tmp_path / 'd')
-  from_files = tokenization.train_wordpiece(
-      sorted(corpus.glob('*.txt')), 800, out_dir=tmp_path / 'f')
+  from_texts = train(texts, 800, out_dir=tmp_path / 't')
+  from_dir = train(corpus, 800, out_dir=tmp_path / 'd')
+  from_files = train(sorted(corpus.glob('*.txt')), 800, out_dir=tmp_path / 'f')
   assert from_texts.read_bytes() == from_dir.read_bytes()
   assert from_texts.read_bytes() == from_files.read_bytes()
   # Cased training keeps capitals; limit_alphabet keeps frequent chars only.
-  cased = tokenization.train_wordpiece(texts, 800, lowercase=False,
-                                       limit_alphabet=40,
-                                       out_dir=tmp_path / 'c')
+  cased = train(texts, 800, lowercase=False, limit_alphabet=40,
+                out_dir=tmp_path / 'c')
   vocab = cased.read_text(encoding='utf-8').split('\n')[:-1]
-  assert 'T' in vocab
-  assert len({t for t in vocab if len(t) == 1}) == 40
+  assert 'T' in vocab and len(vocab) == 800
+  alphabet = {t for t in vocab if len(t) == 1}
+  assert len(alphabet) == 40
+  assert all(set(t.removeprefix('##')) <= alphabet for t in vocab[5:])
   assert not BertTokenizer.from_pretrained_dir(tmp_path / 'c').do_lower_case
+
+
+# --- likelihood WordPiece -----------------------------------------------------
+
+
+def _units(word):
+  return [word[0]] + ['##' + c for c in word[1:]]
+
+
+def _naive_counts(segmented):
+  """Unit and pair counts recounted from scratch: [(units, freq)] -> dicts."""
+  units, pairs = {}, {}
+  for word, freq in segmented:
+    for u in word:
+      units[u] = units.get(u, 0) + freq
+    for p in zip(word, word[1:]):
+      pairs[p] = pairs.get(p, 0) + freq
+  return units, pairs
+
+
+def _naive_merge(word, pair):
+  out, i = [], 0
+  while i < len(word):
+    if tuple(word[i:i + 2]) == pair:
+      out.append(pair[0] + pair[1][2:])
+      i += 2
+    else:
+      out.append(word[i])
+      i += 1
+  return out
+
+
+def _naive_likelihood_merges(word_counts, num_merges, min_frequency=2):
+  """Reference: rescan the whole corpus each step and score every pair with
+  exact fractions c(xy) / (c(x) c(y)); ties: larger c(xy), then smaller
+  (x, y)."""
+  from fractions import Fraction
+  segmented = [(_units(w), n) for w, n in word_counts.items()]
+  merges = []
+  for _ in range(num_merges):
+    units, pairs = _naive_counts(segmented)
+    candidates = [(Fraction(n, units[p[0]] * units[p[1]]), n, p)
+                  for p, n in pairs.items() if n >= max(min_frequency, 1)]
+    if not candidates:
+      break
+    best = max(candidates, key=lambda c: (c[0], c[1]))
+    best = min(c[2] for c in candidates if c[:2] == best[:2])
+    merges.append(best)
+    segmented = [(_naive_merge(w, best), n) for w, n in segmented]
+  return merges, segmented
+
+
+def _merger_run(word_counts, num_merges, min_frequency=2):
+  merger = tokenization.LikelihoodMerger(word_counts,
+                                         min_frequency=min_frequency)
+  merges = []
+  for _ in range(num_merges):
+    pair = merger.best_pair()
+    if pair is None:
+      break
+    merger.merge(pair)
+    merges.append(pair)
+  return merges, merger
+
+
+def test_likelihood_first_merge_differs_from_frequency(tmp_path):
+  # c(a)=60 c(##c)=50 c(c)=50 c(##b)=60 c(x)=c(##y)=5. Likelihood:
+  # x+##y 5/25 beats a+##c 50/3000 and c+##b 50/3000; frequency: a+##c or
+  # c+##b (50 each).
+  texts = ['ac'] * 50 + ['cb'] * 50 + ['ab'] * 10 + ['xy'] * 5
+  initial = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]',
+             'a', 'b', 'c', 'x', 'y', '##b', '##c', '##y']
+  likelihood = tokenization.train_wordpiece(texts, 14, out_dir=tmp_path / 'l')
+  freq = tokenization.train_wordpiece_freq(texts, 14, out_dir=tmp_path / 'f')
+  likelihood = likelihood.read_text().split('\n')[:-1]
+  freq = freq.read_text().split('\n')[:-1]
+  assert likelihood == initial + ['xy']
+  assert freq[:-1] == initial and freq[-1] in ('ac', 'cb')
+  # Then a+##c and c+##b tie at 1/60 and 50 occurrences: (a, ##c) sorts
+  # first; after it, a+##b = 10/(10*60) ties c+##b = 50/(50*60) at 1/60 and
+  # c+##b has the larger count.
+  longer = tokenization.train_wordpiece(texts, 17, out_dir=tmp_path / 'l4')
+  assert longer.read_text().split('\n')[13:-1] == ['xy', 'ac', 'cb', 'ab']
+
+
+def test_likelihood_merges_hand_worked():
+  # Units: h 15, p 17, b 4, ##u 36, ##g 20, ##n 16, ##s 5.
+  word_counts = {'hug': 10, 'pug': 5, 'pun': 12, 'bun': 4, 'hugs': 5}
+  merger = tokenization.LikelihoodMerger(word_counts)
+  # Every ##u pair scores c/(c*36) = 1/36; ##g ##s scores 5/(20*5) = 1/20.
+  assert merger.score(('##g', '##s')) == 1 / 20
+  assert merger.score(('h', '##u')) == merger.score(('##u', '##n')) == 1 / 36
+  assert merger.best_pair() == ('##g', '##s')
+  assert merger.merge(('##g', '##s')) == '##gs'
+  # All six pairs now score 1/36 (##u ##gs: 5/(36*5)); p ##u is the most
+  # frequent (17).
+  for pair in [('h', '##u'), ('##u', '##g'), ('p', '##u'), ('##u', '##n'),
+               ('b', '##u'), ('##u', '##gs')]:
+    assert merger.score(pair) == 1 / 36, pair
+  assert merger.best_pair() == ('p', '##u')
+  assert merger.merge(('p', '##u')) == 'pu'
+  # c(##u) = 19 now: h ##u 15/(15*19), b ##u 4/(4*19) and ##u ##gs 5/(19*5)
+  # tie at 1/19, above pu ##n 12/(17*16) = 3/68; h ##u is the most frequent.
+  assert merger.score(('pu', '##n')) == 3 / 68
+  assert merger.score(('b', '##u')) == merger.score(('##u', '##gs')) == 1 / 19
+  assert merger.best_pair() == ('h', '##u')
+  merger.merge(('h', '##u'))
+  assert merger.words == [['b', '##u', '##n'], ['hu', '##g'],
+                          ['hu', '##gs'], ['pu', '##g'], ['pu', '##n']]
+  assert _naive_likelihood_merges(word_counts, 3)[0] == [
+      ('##g', '##s'), ('p', '##u'), ('h', '##u')]
+
+
+def test_merge_word_overlap():
+  assert tokenization.word_units('cab') == ['c', '##a', '##b']
+  assert tokenization.merge_word(['##a', '##a', '##a'], ('##a', '##a')) == [
+      '##aa', '##a']
+  assert tokenization.merge_word(['a', '##a', '##a', '##a'],
+                                 ('##a', '##a')) == ['a', '##aa', '##a']
+  assert tokenization.merged_unit('##ab', '##c') == '##abc'
+  with pytest.raises(KeyError, match='does not occur'):
+    tokenization.LikelihoodMerger({'ab': 3}).merge(('b', '##a'))
+
+
+@pytest.mark.parametrize('seed, min_frequency', [(0, 2), (1, 1), (2, 3)])
+def test_likelihood_incremental_equals_recount(seed, min_frequency):
+  # Small alphabet and repeats ('aaab') exercise overlapping pairs, units
+  # rebuilt by different merges, and counts falling to zero.
+  rng = np.random.default_rng(seed)
+  word_counts = {}
+  for _ in range(150):
+    word = ''.join(rng.choice(list('aabcd'), size=rng.integers(1, 8)))
+    word_counts[word] = word_counts.get(word, 0) + int(rng.integers(1, 20))
+  expected, segmented = _naive_likelihood_merges(word_counts, 60,
+                                                 min_frequency)
+  merges, merger = _merger_run(word_counts, 60, min_frequency)
+  assert merges == expected
+  assert sorted(merger.words) == sorted(w for w, _ in segmented)
+  units, pairs = _naive_counts(zip(merger.words, merger.freqs))
+  assert dict(merger.unit_counts) == units
+  assert dict(merger.pair_counts) == pairs
+  # Part-way too: the counts after 10 merges.
+  _, merger = _merger_run(word_counts, 10, min_frequency)
+  assert (dict(merger.unit_counts), dict(merger.pair_counts)) == (
+      _naive_counts(zip(merger.words, merger.freqs)))
+
+
+def test_likelihood_vocab_stops_when_pairs_run_out(tmp_path):
+  # Only 'ab' is seen twice: one merge, then no pair reaches min_frequency.
+  path = tokenization.train_wordpiece(['ab ab cd'], 100, out_dir=tmp_path)
+  assert path.read_text().split('\n')[5:-1] == [
+      'a', 'b', 'c', 'd', '##b', '##d', 'ab']
 
 
 @pytest.mark.parametrize('chinese', [True, False])
@@ -664,10 +832,10 @@ def test_training_word_count_matches_pre_tokenizer(sotu, chinese):
     ((['text'], 3), ValueError),
 ])
 def test_train_bad_inputs(tmp_path, args, error):
-  with pytest.raises(error):
-    tokenization.train_wordpiece(*args, out_dir=tmp_path)
-  with pytest.raises(error):
-    tokenization.train_bpe(*args, out_dir=tmp_path)
+  for train in (tokenization.train_wordpiece, tokenization.train_wordpiece_freq,
+                tokenization.train_bpe):
+    with pytest.raises(error):
+      train(*args, out_dir=tmp_path)
 
 
 def test_train_bpe(tmp_path, train_texts, heldout_texts):
@@ -723,6 +891,15 @@ def test_cli_train(tmp_path, train_texts):
   in_process = tokenization.train_wordpiece(
       tokenization.corpus_files([corpus]), 600, out_dir=tmp_path / 'same')
   assert in_process.read_bytes() == (tmp_path / 'wp' / 'vocab.txt').read_bytes()
+
+  result = _run_cli('train', f'--corpus={corpus}', '--vocab_size=600',
+                    '--kind=wordpiece_freq', f'--out={tmp_path / "freq"}')
+  assert result.returncode == 0, result.stderr
+  in_process = tokenization.train_wordpiece_freq(
+      tokenization.corpus_files([corpus]), 600, out_dir=tmp_path / 'same_f')
+  freq_vocab = (tmp_path / 'freq' / 'vocab.txt').read_bytes()
+  assert in_process.read_bytes() == freq_vocab
+  assert freq_vocab != (tmp_path / 'wp' / 'vocab.txt').read_bytes()
 
   result = _run_cli('train', f'--corpus={corpus}', '--vocab_size=400',
                     '--kind=bpe', f'--out={tmp_path / "bpe"}')

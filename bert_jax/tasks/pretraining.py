@@ -4,8 +4,9 @@ Data: `config.data.corpus` (registry name, path or `tfds:` name; see
 data/corpora.py) is split by document into train and held-out eval
 (every k-th document, k = round(1 / eval_fraction)); documents are
 tokenised with `config.data.vocab` (a vocab.txt, a HF directory, 'minilm', or
-'' to train a WordPiece vocab of `config.data.vocab_size` on the corpus,
-cached by corpus and size), turned into NSP instances (BERT recipe) and
+'' to train a WordPiece vocab of `config.data.vocab_size` on the corpus
+with frequency merges, `tokenization.train_wordpiece_freq`, cached by corpus
+and size), turned into NSP instances (BERT recipe) and
 fixed-length features. Offline shards (`config.data.shards`, written by
 `python -m bert_jax.pretraining_data`) replace the corpus for large runs.
 
@@ -73,7 +74,10 @@ def resolve_vocab(config) -> pathlib.Path:
     logging.info('training a %d-token WordPiece vocab on %s', size,
                  config.data.corpus)
     texts = [' '.join(doc) for doc in corpora.load_documents(config.data.corpus)]
-    tokenization.train_wordpiece(texts, size, out_dir=out_dir)
+    # Frequency merges, as when the recorded tiny runs were made (the cache
+    # key does not name the trainer, so switching to the likelihood
+    # `train_wordpiece` here would also need a new key).
+    tokenization.train_wordpiece_freq(texts, size, out_dir=out_dir)
   return path
 
 
