@@ -457,9 +457,10 @@ def format_report(metrics: Mapping[str, Any],
   Args:
     metrics: a result of `metrics_from_confusion_matrix` /
       `classification_metrics` (rows per class, then accuracy, macro avg,
-      weighted avg: sklearn's `classification_report` layout) or of `span_f1`
-      (rows per entity type, then micro, macro, weighted avg: seqeval's
-      layout).
+      weighted avg: sklearn's `classification_report` layout), of
+      `multilabel_metrics` (rows per label, then micro, macro avg and the
+      example-based 'samples avg' F1) or of `span_f1` (rows per entity type,
+      then micro, macro, weighted avg: seqeval's layout).
     class_names: row labels to print instead of the dict's keys, one per row
       in the dict's order; None prints the keys.
     digits: decimals for the scores.

@@ -1,5 +1,8 @@
 """Readers for fine-tuning data: delimited, JSONL, CoNLL, SemEval, SQuAD, tfds.
 
+Multi-label variants (`read_multilabel_jsonl`, `read_multilabel_delimited`)
+read a list of labels per example.
+
 Every reader returns `(examples, report)`:
   * `examples`: a list of frozen example records (see `examples.py`);
   * `report`: a `ReadReport` counting what was read and what was skipped.

@@ -76,6 +76,21 @@ def threshold_of(config) -> float:
   return float(t)
 
 
+def multilabel_loss(spec, logits, labels, weights, state):
+  """A `losses` spec on logits / multi-hot labels `[B, C]`, weights `[B]`.
+
+  multilabel_ce is defined per example and takes the `[B]` example weights;
+  the other losses see B x C sigmoid decisions, each weighted by its
+  example's weight, so their mean runs over the unmasked decisions and the
+  dice family's sums over the unmasked elements. Returns `(loss, state)`.
+  """
+  if spec.name == 'multilabel_ce':
+    w = weights
+  else:
+    w = jnp.broadcast_to(weights[:, None], labels.shape)
+  return spec(logits, labels, weights=w, state=state)
+
+
 def load_split(config, which: str, labels=None) -> datasets.Dataset:
   """`finetune.load_split` with the multi-label reader for local files.
 
@@ -183,19 +198,6 @@ class MultiLabelTask(finetune.FinetuneTask):
     raise ValueError('q-power sampling needs one class per example')
 
   # ---------------------------------------------------------------- model
-  def loss_value(self, logits, labels, weights, state):
-    """`self.loss` on logits / multi-hot labels `[B, C]`, example weights `[B]`.
-
-    multilabel_ce is defined per example and takes `[B]` weights; the other
-    losses see B x C sigmoid decisions, each weighted by its example's
-    weight, so an element mean is over unmasked decisions.
-    """
-    if self.loss.name == 'multilabel_ce':
-      w = weights
-    else:
-      w = jnp.broadcast_to(weights[:, None], labels.shape)
-    return self.loss(logits, labels, weights=w, state=state)
-
   def _decisions(self, logits, batch):
     pred = logits > self.threshold
     gold = batch['labels'] > 0.5
@@ -204,7 +206,7 @@ class MultiLabelTask(finetune.FinetuneTask):
 
   def train_loss(self, params, batch, rng, loss_state):
     logits = self._logits(params, batch, deterministic=False, rng=rng)
-    loss, loss_state = self.loss_value(logits, batch['labels'],
+    loss, loss_state = multilabel_loss(self.loss, logits, batch['labels'],
                                        batch['weights'], loss_state)
     _, exact = self._decisions(logits, batch)
     return loss, ({'subset_accuracy': base.mean_pair(exact, batch['weights'])},
