@@ -171,6 +171,13 @@ class MultiLabelTask(finetune.FinetuneTask):
                        'and some do not')
     if any(e.labels is None for e in ds.examples):
       raise ValueError(f'{ds.name}/{ds.split}: unlabelled examples')
+    empty = [e.guid for e in ds.examples if not e.labels]
+    if empty and not self.config.data.get('allow_empty_labels', True):
+      # Local files were checked line by line by the reader; this catches
+      # registered datasets, whose readers take no such option.
+      raise ValueError(f'{ds.name}/{ds.split}: {len(empty)} example(s) '
+                       f'without labels (first: {empty[0]}) and '
+                       'config.data.allow_empty_labels is False')
     encs = self.tokenizer.encode_batch(texts, pairs if has_pairs else None,
                                        max_length=t, truncation='longest_first')
     truncated = sum(e.num_truncated > 0 for e in encs)
