@@ -376,6 +376,24 @@ def test_unknown_eval_label_and_given_label_set(data, tmp_path):
   c = tiny(train_path, dev, **{'data.labels': ('fruit', 'metal')})
   with pytest.raises(readers.DataError, match="unknown label 'water'"):
     MultiLabelTask(c)
+  # A format given explicitly reads the same way (here: a .txt file).
+  txt = _write(tmp_path, 'dev.txt', dev.read_text())
+  c = tiny(train_path, txt, **{'data.reader_options.format': 'multilabel_jsonl'})
+  with pytest.raises(readers.DataError, match=r"dev.txt:2: field 'labels': "
+                     r"unknown label 'stone'"):
+    MultiLabelTask(c)
+
+
+def test_empty_label_lists(data, tmp_path):
+  train_path, _ = data
+  dev = _write(tmp_path, 'dev.jsonl', '{"text": "x", "labels": []}\n')
+  assert len(MultiLabelTask(tiny(train_path, dev)).eval_ds) == 1
+  # The constructed training file has examples without labels too.
+  first = next(i for i, l in enumerate(train_path.read_text().splitlines(), 1)
+               if json.loads(l)['labels'] == [])
+  with pytest.raises(readers.DataError, match=rf"train.jsonl:{first}: field "
+                     "'labels': no labels"):
+    MultiLabelTask(tiny(train_path, dev, **{'data.allow_empty_labels': False}))
 
 
 @pytest.mark.parametrize('loss', [

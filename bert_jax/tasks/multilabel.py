@@ -94,15 +94,18 @@ def multilabel_loss(spec, logits, labels, weights, state):
 def load_split(config, which: str, labels=None) -> datasets.Dataset:
   """`finetune.load_split` with the multi-label reader for local files.
 
-  The format comes from the extension (`datasets.multilabel_format`) unless
-  `config.data.reader_options.format` is set; `labels` (the label set, for
-  eval) and `config.data.allow_empty_labels` go to the reader.
+  The format is `config.data.reader_options.format` or comes from the
+  extension (`datasets.multilabel_format`); for the multi-label readers
+  `labels` (the label set) and `config.data.allow_empty_labels` go to the
+  reader, so a bad line is reported where it is.
   """
   d = config.data
   name = d.train if which == 'train' else (d.eval or d.train)
-  fmt = datasets.multilabel_format(name)
   options = dict(d.reader_options.to_dict()) if d.get('reader_options') else {}
-  if fmt is None or 'format' in options:
+  fmt = options.get('format') or datasets.multilabel_format(name)
+  if not str(fmt).startswith('multilabel_'):
+    # A registered multi-label dataset, or data of another kind (refused by
+    # the caller, which checks the dataset's task_kind).
     return finetune.load_split(config, which)
   config = copy.deepcopy(config)
   with config.unlocked():
@@ -245,7 +248,7 @@ class MultiLabelTask(finetune.FinetuneTask):
     for name, v in m['per_label'].items():
       out[f'f1/{name}'] = v['f1']
     out['report'] = metrics_lib.format_report(m)
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = 0.5 * (1.0 + np.tanh(0.5 * logits))   # sigmoid, no overflow
     out['_predictions'] = [
         dict(guid=e.guid, labels=list(e.labels),
              prediction=[n for n, on in zip(names, row) if on],
