@@ -8,6 +8,11 @@ Three families, each with a stated reference it is tested against:
   (`metrics_from_confusion_matrix`, `classification_metrics`,
   `accuracy_from_counts`). Definitions match scikit-learn with
   `zero_division=0`.
+* Multi-label classification (`multilabel_metrics`) on multi-hot
+  predictions and gold labels: micro / macro / per-label P/R/F1 as sklearn
+  with `zero_division=0` over all labels, example-based F1 as sklearn's
+  `average='samples'` with `zero_division=1`, subset accuracy and Hamming
+  loss.
 * Entity spans (`extract_spans`, `span_f1`) for the IOB2, IOBES (alias BIOES)
   and BMES tagging schemes, in strict mode. Matches `seqeval` with
   `mode='strict'` and an explicit scheme.
@@ -45,6 +50,7 @@ __all__ = [
     'confusion_matrix',
     'metrics_from_confusion_matrix',
     'classification_metrics',
+    'multilabel_metrics',
     'format_report',
     'SCHEMES',
     'extract_spans',
@@ -365,6 +371,79 @@ def classification_metrics(preds, labels, num_classes, weights=None,
       confusion_matrix(preds, labels, num_classes, weights), class_names)
 
 
+def multilabel_metrics(preds, labels,
+                       label_names: Optional[Sequence[str]] = None) -> dict:
+  """Multi-label metrics from multi-hot predictions and gold labels (host).
+
+  Args:
+    preds: [N, C] predicted label sets, multi-hot (bool or 0/1).
+    labels: [N, C] gold label sets, multi-hot (bool or 0/1).
+    label_names: C distinct strings in column order, or None for '0', ...
+
+  Returns:
+    A JSON-serialisable dict:
+      'micro_precision', 'micro_recall', 'micro_f1': from the TP/FP/FN
+        pooled over all N x C decisions.
+      'macro_precision', 'macro_recall', 'macro_f1': unweighted means of the
+        per-label scores over all C labels. A label's scores are 0 where
+        their denominator is 0 (sklearn's `zero_division=0`), so a label
+        that never occurs and is never predicted counts as 0 (sklearn
+        averages multi-hot input over every column).
+      'example_f1': mean over examples of 2|P n G| / (|P| + |G|), with 0/0 =
+        1: an example with no gold label and no predicted label is right
+        (sklearn's `f1_score(average='samples', zero_division=1)`).
+      'subset_accuracy': fraction of examples whose predicted set equals the
+        gold set exactly.
+      'hamming_loss': fraction of the N x C decisions that are wrong.
+      'support': N (float).
+      'per_label': {name: {'precision', 'recall', 'f1', 'support'}}, support
+        = examples carrying the label.
+  """
+  p = np.asarray(preds)
+  g = np.asarray(labels)
+  if p.ndim != 2 or p.shape != g.shape or p.shape[0] == 0:
+    raise ValueError(f'preds and labels must be non-empty [N, C] multi-hot '
+                     f'arrays of one shape, got {p.shape} and {g.shape}')
+  for name, x in (('preds', p), ('labels', g)):
+    if not np.isin(x, (0, 1)).all():
+      raise ValueError(f'{name} must be multi-hot (0/1 or bool)')
+  p, g = p.astype(bool), g.astype(bool)
+  names = _class_names(label_names, p.shape[1])
+  tp = np.sum(p & g, axis=0).astype(np.float64)
+  n_pred = p.sum(axis=0).astype(np.float64)
+  n_true = g.sum(axis=0).astype(np.float64)
+  precision = _safe_div(tp, n_pred)
+  recall = _safe_div(tp, n_true)
+  f1 = _safe_div(2.0 * tp, n_pred + n_true)
+  micro_p, micro_r, micro_f1 = (float(x) for x in (
+      _safe_div(tp.sum(), n_pred.sum()), _safe_div(tp.sum(), n_true.sum()),
+      _safe_div(2.0 * tp.sum(), n_pred.sum() + n_true.sum())))
+  # Per example; 0/0 (nothing predicted, nothing gold) is a perfect answer.
+  ex_tp = np.sum(p & g, axis=1)
+  ex_den = p.sum(axis=1) + g.sum(axis=1)
+  ex_f1 = np.where(ex_den > 0, 2.0 * ex_tp / np.maximum(ex_den, 1), 1.0)
+  return {
+      'micro_precision': micro_p,
+      'micro_recall': micro_r,
+      'micro_f1': micro_f1,
+      'macro_precision': float(np.mean(precision)),
+      'macro_recall': float(np.mean(recall)),
+      'macro_f1': float(np.mean(f1)),
+      'example_f1': float(np.mean(ex_f1)),
+      'subset_accuracy': float(np.mean(np.all(p == g, axis=1))),
+      'hamming_loss': float(np.mean(p != g)),
+      'support': float(p.shape[0]),
+      'per_label': {
+          name: {
+              'precision': float(precision[i]),
+              'recall': float(recall[i]),
+              'f1': float(f1[i]),
+              'support': float(n_true[i]),
+          } for i, name in enumerate(names)
+      },
+  }
+
+
 def _fmt_support(x, digits: int) -> str:
   x = float(x)
   return str(int(x)) if x.is_integer() else f'{x:.{digits}f}'
@@ -378,9 +457,10 @@ def format_report(metrics: Mapping[str, Any],
   Args:
     metrics: a result of `metrics_from_confusion_matrix` /
       `classification_metrics` (rows per class, then accuracy, macro avg,
-      weighted avg: sklearn's `classification_report` layout) or of `span_f1`
-      (rows per entity type, then micro, macro, weighted avg: seqeval's
-      layout).
+      weighted avg: sklearn's `classification_report` layout), of
+      `multilabel_metrics` (rows per label, then micro, macro avg and the
+      example-based 'samples avg' F1) or of `span_f1` (rows per entity type,
+      then micro, macro, weighted avg: seqeval's layout).
     class_names: row labels to print instead of the dict's keys, one per row
       in the dict's order; None prints the keys.
     digits: decimals for the scores.
@@ -395,6 +475,12 @@ def format_report(metrics: Mapping[str, Any],
                  metrics['macro_recall'], metrics['macro_f1']),
                 ('weighted avg', metrics['weighted_precision'],
                  metrics['weighted_recall'], metrics['weighted_f1'])]
+  elif 'per_label' in metrics:
+    rows = metrics['per_label']
+    averages = [(f'{avg} avg', metrics[f'{avg}_precision'],
+                 metrics[f'{avg}_recall'], metrics[f'{avg}_f1'])
+                for avg in ('micro', 'macro')]
+    averages.append(('samples avg', None, None, metrics['example_f1']))
   elif 'per_type' in metrics:
     rows = metrics['per_type']
     averages = [(f'{avg} avg', metrics[f'{avg}_precision'],

@@ -31,6 +31,11 @@ PRESETS = {
     # TEST_FILE_FULL.TXT), or to relation JSONL files with
     # --config.data.reader_options.format=relation_jsonl.
     'semeval': ('relation', '', 'train', 'test', 128, 5),
+    # Multi-label classification (bert_jax/tasks/multilabel.py): your own
+    # files, --config.data.train=train.jsonl --config.data.eval=dev.jsonl
+    # (JSONL {"text", "labels": [...]}, or TSV/CSV with a `labels` column
+    # like a|b); or the registered toxicity_prompts (splits train/dev/test).
+    'multilabel': ('multilabel', '', 'train', 'test', 128, 5),
 }
 
 
@@ -91,7 +96,23 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
     _tagging(c, arg)
   elif task == 'relation':
     _relation(c, arg)
+  elif task == 'multilabel':
+    _multilabel(c)
   return c
+
+
+def _multilabel(c: ml_collections.ConfigDict) -> None:
+  """Multi-label fields (bert_jax/tasks/multilabel.py). Local files read
+  fields `text` (and `text_pair`) and `labels` unless
+  config.data.reader_options says otherwise (text_field, label_field,
+  label_separator='|', ...)."""
+  c.loss = loss_config('bce')       # or sigmoid_focal | sigmoid_ghm |
+                                    # multilabel_ce | dice | tversky | dsc
+  c.data.labels = ()                # () : the training labels, sorted
+  c.data.allow_empty_labels = True  # [] = "no label applies"
+  c.multilabel_threshold = 0.0      # predict z > this (logit; 0 = p 0.5)
+  c.best_metric = 'macro_f1'
+  c.optim.lr = 1e-4
 
 
 def _span_qa(c: ml_collections.ConfigDict, arg: str) -> None:

@@ -39,7 +39,7 @@ def test_unknown_name_lists_the_registered_ones():
     assert name in str(info.value)
   assert datasets.names() == sorted([
       'bbc_topics', 'boolq', 'conll_sample', 'disfl_qa', 'drug_reviews',
-      'msra_ner', 'spam_assassin'])
+      'msra_ner', 'spam_assassin', 'toxicity_prompts'])
 
 
 def test_unknown_split_and_option_are_clear_errors():

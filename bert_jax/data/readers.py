@@ -1,5 +1,8 @@
 """Readers for fine-tuning data: delimited, JSONL, CoNLL, SemEval, SQuAD, tfds.
 
+Multi-label variants (`read_multilabel_jsonl`, `read_multilabel_delimited`)
+read a list of labels per example.
+
 Every reader returns `(examples, report)`:
   * `examples`: a list of frozen example records (see `examples.py`);
   * `report`: a `ReadReport` counting what was read and what was skipped.
@@ -431,6 +434,7 @@ def read_delimited(
     on_error: str = 'raise',
     max_examples: Optional[int] = None,
     encoding: str = 'utf-8',
+    example_fn: Optional[Callable[..., Any]] = None,
 ) -> tuple[list[ex.ClassificationExample], ReadReport]:
   """Reads a TSV/CSV file of texts (or text pairs) and labels.
 
@@ -457,6 +461,11 @@ def read_delimited(
     on_error: 'raise' or 'skip' (see module docstring).
     max_examples: stop after this many examples (`report.truncated`).
     encoding: an ASCII-compatible encoding.
+    example_fn: builds the example of a record instead of a
+      `ClassificationExample`, as `example_fn(col, source, line, row, columns,
+      refs)` (`columns` maps the roles 'text', 'text_pair', 'label', 'guid' to
+      column indices, `refs` to the configured fields); other example kinds
+      reuse this parser through it (`read_multilabel_delimited`).
 
   A field longer than `csv.field_size_limit()` (128 KiB by default; the
   limit is process-wide, so it is not changed here) is an error. Every
@@ -537,6 +546,9 @@ def read_delimited(
         raise DataError(source, first, None,
                         f'expected {num_columns} columns, got {len(row)}'
                         f'{span}', reason='wrong number of columns')
+      if example_fn is not None:
+        col.add(example_fn(col, source, first, row, columns, refs))
+        continue
       example = _delimited_example(col, source, first, row, columns, refs,
                                    allow_unlabelled, text_transform)
       col.add(example)
@@ -701,6 +713,162 @@ def read_jsonl(
     except DataError as e:
       col.fail(e)
   return col.finish()
+
+
+# ---------------------------------------------------------------------------
+# Multi-label classification: JSON lines and TSV/CSV with a list of labels.
+
+
+def label_list(col: Collector, values: Sequence[Any], line: int,
+               field: FieldRef, *, allow_empty: bool) -> tuple[str, ...]:
+  """Validates one record's labels; returns them sorted.
+
+  Each label is checked as a single label is (`Collector.label`: a string,
+  not empty, in the label set when one is given). A label named twice, or no
+  label where `allow_empty` is False, is a `DataError`. Labels are added to
+  the collected label set only when the whole list is valid, so a skipped
+  record cannot add one.
+  """
+  seen = set(col._seen_labels)  # pylint: disable=protected-access
+  try:
+    labels = [col.label(v, line, field) for v in values]
+    dup = sorted({l for l in labels if labels.count(l) > 1})
+    if dup:
+      raise DataError(col.source, line, field,
+                      f'label(s) {", ".join(map(repr, dup))} given twice',
+                      reason=f'field {field!r}: duplicate label')
+    if not labels and not allow_empty:
+      raise DataError(col.source, line, field,
+                      'no labels (an empty label list is not allowed here: '
+                      'allow_empty_labels is off)',
+                      reason=f'field {field!r}: empty label list')
+  except DataError:
+    col._seen_labels = seen  # pylint: disable=protected-access
+    raise
+  return tuple(sorted(labels))
+
+
+def read_multilabel_jsonl(
+    path: PathLike, *,
+    data: Optional[bytes] = None,
+    text_field: str = 'text',
+    text_pair_field: Optional[str] = None,
+    label_field: str = 'labels',
+    guid_field: Optional[str] = None,
+    labels: Optional[Sequence[str]] = None,
+    allow_empty_labels: bool = True,
+    text_transform: Optional[Callable[[str], str]] = None,
+    on_error: str = 'raise',
+    max_examples: Optional[int] = None,
+    encoding: str = 'utf-8',
+) -> tuple[list[ex.MultiLabelExample], ReadReport]:
+  """Reads `{"text": ..., "labels": ["a", "b"]}` lines (multi-label).
+
+  `label_field` must hold a JSON list of labels (strings or integers); a
+  missing field, `null`, or any other JSON type is an error naming the file,
+  line and field. `[]` means "no label applies" and is allowed unless
+  `allow_empty_labels=False`; examples without labels are counted in
+  `report.notes['no labels']`. Other arguments as for `read_jsonl`.
+  """
+  source = _source_name(path)
+  col = Collector(source, on_error, labels, max_examples)
+  raw = _read_bytes(path, data)
+  for line, obj in iter_json_objects(col, raw, encoding):
+    try:
+      text = check_text(source, require_field(source, obj, text_field, line),
+                        line, text_field, text_transform)
+      pair = None
+      if text_pair_field is not None:
+        pair = check_text(
+            source, require_field(source, obj, text_pair_field, line), line,
+            text_pair_field, text_transform)
+      values = require_field(source, obj, label_field, line)
+      if not isinstance(values, list):
+        raise DataError(source, line, label_field,
+                        f'expected a list of labels, got {_describe(values)}',
+                        reason=f'field {label_field!r}: not a list')
+      if guid_field is not None:
+        guid = col.guid(require_field(source, obj, guid_field, line), line,
+                        guid_field, register=False)
+      else:
+        guid = f'{os.path.basename(source)}:{line}'
+      found = label_list(col, values, line, label_field,
+                         allow_empty=allow_empty_labels)
+      if guid_field is not None:
+        col.guid(guid, line, guid_field)
+      col.add(ex.MultiLabelExample(guid, text, pair, found))
+      if not found:
+        col.report.notes['no labels'] += 1
+    except DataError as e:
+      col.fail(e)
+  return col.finish()
+
+
+def read_multilabel_delimited(
+    path: PathLike, *,
+    data: Optional[bytes] = None,
+    delimiter: str = '\t',
+    text_field: FieldRef = 'text',
+    text_pair_field: Optional[FieldRef] = None,
+    label_field: FieldRef = 'labels',
+    label_separator: str = '|',
+    guid_field: Optional[FieldRef] = None,
+    header: bool = True,
+    num_columns: Optional[int] = None,
+    quoting: str = 'minimal',
+    labels: Optional[Sequence[str]] = None,
+    allow_empty_labels: bool = True,
+    text_transform: Optional[Callable[[str], str]] = None,
+    on_error: str = 'raise',
+    max_examples: Optional[int] = None,
+    encoding: str = 'utf-8',
+) -> tuple[list[ex.MultiLabelExample], ReadReport]:
+  """Reads a TSV/CSV file whose label column lists labels, e.g. `a|b`.
+
+  The label cell is split on `label_separator` and each part stripped; an
+  empty part (`a||b`, a trailing `|`) is an error, and an empty cell means
+  "no label applies" (allowed unless `allow_empty_labels=False`; counted in
+  `report.notes['no labels']`). With `delimiter=','` and
+  `label_separator=','` the label cell must be quoted (`"a,b"`). Other
+  arguments as for `read_delimited`.
+  """
+  if not isinstance(label_separator, str) or not label_separator:
+    raise ValueError(f'label_separator must be a non-empty string, got '
+                     f'{label_separator!r}')
+  if label_field is None:
+    raise ValueError('label_field is required for multi-label data')
+
+  def example(col, source, line, row, columns, refs):
+    def cell(role):
+      if columns[role] >= len(row) or columns[role] < -len(row):
+        raise DataError(source, line, refs[role],
+                        f'missing: the record has only {len(row)} columns',
+                        reason=f'field {refs[role]!r}: missing')
+      return row[columns[role]]
+    text = check_text(source, cell('text'), line, refs['text'],
+                      text_transform)
+    pair = None
+    if 'text_pair' in columns:
+      pair = check_text(source, cell('text_pair'), line, refs['text_pair'],
+                        text_transform)
+    value = cell('label').strip()
+    parts = value.split(label_separator) if value else []
+    guid = (col.guid(cell('guid'), line, refs['guid'], register=False)
+            if 'guid' in columns else f'{os.path.basename(source)}:{line}')
+    found = label_list(col, parts, line, refs['label'],
+                       allow_empty=allow_empty_labels)
+    if 'guid' in columns:
+      col.guid(guid, line, refs['guid'])
+    if not found:
+      col.report.notes['no labels'] += 1
+    return ex.MultiLabelExample(guid, text, pair, found)
+
+  return read_delimited(
+      path, data=data, delimiter=delimiter, text_field=text_field,
+      text_pair_field=text_pair_field, label_field=label_field,
+      guid_field=guid_field, header=header, num_columns=num_columns,
+      quoting=quoting, labels=labels, on_error=on_error,
+      max_examples=max_examples, encoding=encoding, example_fn=example)
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ _TASKS = {
     'span_qa': 'bert_jax.tasks.span_qa:SpanQATask',
     'tagging': 'bert_jax.tasks.tagging:TaggingTask',
     'relation': 'bert_jax.tasks.relation:RelationTask',
+    'multilabel': 'bert_jax.tasks.multilabel:MultiLabelTask',
 }
 
 
