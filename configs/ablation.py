@@ -40,6 +40,7 @@ import ml_collections
 from configs import finetune
 
 SEEDS = (0, 1, 2)
+SMOKE_LR = 3e-3
 
 # Loss variants: name -> overrides. Hyperparameters are written out even where
 # they equal the registry defaults, so the report's row labels say what ran.
@@ -82,7 +83,7 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
       a.variants = value.split('+')
     elif eq and key == 'max_len' and value.isdigit() and int(value) >= 8:
       a.max_len = int(value)
-    elif (eq and key in ('train_examples', 'eval_examples')
+    elif (eq and key in ('train_examples', 'eval_examples', 'steps')
           and value.isdigit() and int(value) > 0):
       setattr(a, key, int(value))
     elif eq and key in ('epochs', 'lr') and _positive_float(value):
@@ -93,8 +94,7 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
       raise ValueError(f'configs/ablation.py:{arg}: unknown item {part!r}; '
                        'known: smoke, seeds=N, variants=a+b, max_len=N (>= 8), '
                        'train_examples=N, eval_examples=N, steps=N (> 0), '
-                       'epochs=X, '
-                       'lr=X (> 0), init_from=DIR')
+                       'epochs=X, lr=X (> 0), init_from=DIR')
   if a.seeds is None:
     a.seeds = 2 if a.smoke else len(SEEDS)
   if not 1 <= a.seeds <= len(SEEDS):
@@ -162,7 +162,7 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.total_steps = 100
   c.batch_size = 16
   c.eval_batch_size = 64
-  c.optim.update(lr=3e-3, warmup_fraction=0.1)
+  c.optim.update(lr=SMOKE_LR, warmup_fraction=0.1)
   c.log_every = 10
   c.checkpoint_every = 1000        # only the final checkpoint
 
@@ -288,8 +288,9 @@ def tune(arg: str = 'drug_reviews') -> dict:
     histogram: [(label, variant, point)]: runs whose test gold-class
       probabilities are histogrammed (the variant's selected point where it
       matches `point`, else its best trial at `point`, one final seed).
-  `smoke` (a tiny model, see `_smoke`) keeps each variant's first two trials
-  and seeds 0 / 0, 1, 2.
+  `smoke` (the tiny model of `_smoke`, without the budget items) searches
+  only the key hyperparameter at the smoke learning rate: 2 trials a
+  variant, tuning seed 0, final seeds 0, 1, 2.
   """
   a = parse_arg(arg)
   preset = a.preset
@@ -305,12 +306,11 @@ def tune(arg: str = 'drug_reviews') -> dict:
   variants = {}
   for name in _chosen(a, TUNE_VARIANTS, arg):
     fixed, key_axis = TUNE_VARIANTS[name]
-    lrs = TUNE_LRS[preset]
+    # smoke: the tiny fresh model's one learning rate (2 trials a variant).
+    lrs = (SMOKE_LR,) if a.smoke else TUNE_LRS[preset]
     variants[name] = dict(
         fixed=dict(fixed), search=[_axis('optim.lr', lrs), list(key_axis)],
         metric=f'adjusted_{metric}' if name == 'ce_posthoc_la' else metric)
-    if a.smoke:
-      variants[name]['trials'] = 2
   test = {'data.eval_split': 'test'}
   test.update({k: v for k, v in dev.items() if k != 'data.eval_split'})
   return dict(

@@ -1,10 +1,10 @@
 """Statistics of the tune-then-test report: pure NumPy, no I/O.
 
 * `two_level_bootstrap`: replicates of a metric difference between two
-  systems that resample the seeds and then the test examples within each
-  resampled seed (Efron & Tibshirani 1993, ch. 8, the two-stage bootstrap
-  of a nested design), so the interval covers both seed variance and
-  test-set sampling.
+  systems that resample both the seeds and the test examples (the two are
+  crossed: every seed is scored on the same test set, so one example draw
+  serves all seeds of a replicate), so the interval covers both seed
+  variance and test-set sampling.
 * `percentile_interval`, `bootstrap_p`: the interval and two-sided p-value
   of those replicates.
 * `holm`: Holm-Bonferroni adjusted p-values (Holm 1979).
@@ -39,21 +39,28 @@ def two_level_bootstrap(stats_a: Sequence[np.ndarray],
                         chunk: int = 256) -> dict[str, np.ndarray]:
   """Replicates of mean-over-seeds metric(A) - metric(B).
 
-  Replicate b, with `levels='both'`:
-    1. draws S seed slots with replacement: for `paired_seeds` (A's seed i and
-       B's seed i ran with the same seed: same head initialisation, dropout
-       and data order) one index per slot shared by A and B; otherwise A's
-       and B's seeds independently;
-    2. for each slot j draws the n test examples with replacement,
-       `counts_j [n]`, the same for A and B (paired by example: both were
-       scored on the same test examples in the same order);
-    3. returns mean_j metric(counts_j @ stats_a[s_j]) -
-       mean_j metric(counts_j @ stats_b[t_j]).
-  `levels='examples'` keeps every seed once (slot j = seed j) and resamples
-  only the examples, one draw shared by all slots: the seed-averaged
-  example bootstrap of `experiments.report`, blind to seed variance.
-  `levels='seeds'` resamples only the seeds (each slot sees every example
-  once).
+  Seeds and test examples are crossed, not nested: every seed of both
+  systems is scored on the same test examples. Replicate b with
+  `levels='both'` (the two-way "pigeonhole" bootstrap of crossed random
+  effects, Owen 2007, Ann. Appl. Stat. 1(2)):
+    1. draws S seed slots with replacement: for `paired_seeds` (A's seed i
+       and B's seed i ran with the same seed: same head initialisation,
+       dropout and data order) one index per slot shared by A and B;
+       otherwise A's and B's seeds independently;
+    2. draws the n test examples with replacement once, `counts [n]`, and
+       uses that draw in every slot and for both systems (paired by
+       example);
+    3. returns mean_j metric(counts @ stats_a[s_j]) -
+       mean_j metric(counts @ stats_b[t_j]).
+  Its variance covers the seed variance and the test-set sampling (Owen's
+  estimator is, if anything, conservative).
+  `levels='examples'`: every seed once, only the examples resampled (the
+  seed-averaged bootstrap of `experiments.report`, blind to seed variance).
+  `levels='seeds'`: only the seeds (each slot sees every example once).
+  `levels='nested'`: an independent example draw per seed slot, as if each
+  seed had its own test set; it averages the example noise over the slots
+  and so understates the test-set variance (kept to show why it is not
+  used: with identical seeds its interval is narrower than 'examples').
 
   Args:
     stats_a: per seed, `[n, K]` per-example statistics of system A.
@@ -62,7 +69,7 @@ def two_level_bootstrap(stats_a: Sequence[np.ndarray],
     metric_fn: `sums [B, K] -> {metric: [B]}`.
     num_resamples: B.
     seed: the bootstrap's RNG seed.
-    levels: 'both' | 'examples' | 'seeds'.
+    levels: 'both' | 'examples' | 'seeds' | 'nested'.
     paired_seeds: share seed indices between A and B; needs S_a == S_b.
     chunk: replicates computed at once (memory: chunk * S * n floats).
 
@@ -74,8 +81,9 @@ def two_level_bootstrap(stats_a: Sequence[np.ndarray],
   if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
     raise ValueError(f'stats must be [seeds, n, K] with the same n and K; got '
                      f'{a.shape} and {b.shape}')
-  if levels not in ('both', 'examples', 'seeds'):
-    raise ValueError(f"levels={levels!r}: one of 'both', 'examples', 'seeds'")
+  if levels not in ('both', 'examples', 'seeds', 'nested'):
+    raise ValueError(f"levels={levels!r}: one of 'both', 'examples', "
+                     "'seeds', 'nested'")
   if paired_seeds and len(a) != len(b):
     raise ValueError(f'paired_seeds needs as many seeds in A ({len(a)}) as '
                      f'in B ({len(b)})')
@@ -93,10 +101,10 @@ def two_level_bootstrap(stats_a: Sequence[np.ndarray],
       ib = ia if paired_seeds else rng.integers(0, sb, (m, sb))
     if levels == 'seeds':
       counts = np.ones((m, slots, n))
-    elif levels == 'examples':
-      counts = np.broadcast_to(_multiplicities(rng, (m, 1), n), (m, slots, n))
-    else:
+    elif levels == 'nested':
       counts = _multiplicities(rng, (m, slots), n)
+    else:   # one draw of the examples per replicate, shared by the slots
+      counts = np.broadcast_to(_multiplicities(rng, (m, 1), n), (m, slots, n))
     # sums[r, j] = counts[r, j] @ stats[i[r, j]]: every slot's counts times
     # every seed's stats, then the drawn seed's row (no [m, S, n, K] copy).
     rows = np.arange(m)[:, None]

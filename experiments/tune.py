@@ -109,7 +109,7 @@ def check_spec(spec: dict[str, Any], where: str, smoke: bool = False) -> None:
     errors.append("dev split 'test': trials must never be scored on test")
   counts = {}
   for name, v in variants.items():
-    unknown = set(v) - {'fixed', 'search', 'metric', 'trials'}
+    unknown = set(v) - {'fixed', 'search', 'metric'}
     if unknown:
       errors.append(f'variant {name!r}: unknown fields {sorted(unknown)}')
       continue
@@ -135,10 +135,8 @@ def check_spec(spec: dict[str, Any], where: str, smoke: bool = False) -> None:
 
 def expand_trials(variant: dict[str, Any]) -> list[dict[str, Any]]:
   """A variant's trials: `fixed` merged with each point of the product of
-  its search axes (the first axis varying slowest), the first `trials` of
-  them when set (smoke)."""
+  its search axes (the first axis varying slowest)."""
   points = sweep_lib.product(*variant['search'])
-  points = points[:variant.get('trials') or len(points)]
   return [dict(variant.get('fixed', {}), **p) for p in points]
 
 

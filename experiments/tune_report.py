@@ -5,8 +5,8 @@ Written by `experiments.tune` once both stages have finished:
     steps, batch), the dev and test overrides, seeds, the selection rule;
   * per variant: the grid with each trial's dev score, the selected point,
     its dev score, test mean ± std over the final seeds, and the difference
-    from the baseline with a 95% two-level bootstrap interval (seeds, then
-    test examples within each resampled seed; `experiments.stats`), its
+    from the baseline with a 95% two-level bootstrap interval (seeds and
+    test examples resampled, crossed; `experiments.stats`), its
     two-sided bootstrap p-value and the Holm-Bonferroni adjusted p-value
     across the variants; "significant" means p_holm <= 0.05;
   * plots: per-class F1 by variant, dev score against each hyperparameter,
@@ -239,9 +239,10 @@ def write_report(workdir, plan, rows, selection, stage2, *,
       f'({n_test} examples).',
       f"**Intervals:** difference from `{baseline}` in the test metric "
       f'(mean over final seeds), 95% two-level bootstrap ({num_resamples} '
-      'replicates: the seeds resampled (paired by seed where both have the '
-      'same seeds), then the test examples within each resampled seed, the '
-      'same example draws for both systems); p: two-sided, '
+      'replicates, each resampling the final seeds (paired by seed where '
+      'both have the same seeds) and the test examples (one draw shared by '
+      'all seeds and both systems: every seed is scored on the same test '
+      'set)); "examples only" keeps the seeds fixed; p: two-sided, '
       '2 min(P(d <= 0), P(d >= 0)) with the +1 correction; p_holm: '
       f'Holm-Bonferroni over the {len(cmp)} comparisons. **Bold**: '
       f'significant after adjustment (p_holm <= {ALPHA}).',
