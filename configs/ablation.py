@@ -1,4 +1,11 @@
-r"""Loss ablation: every imbalanced-class loss against cross-entropy, 3 seeds.
+r"""Loss ablation: every imbalanced-class loss against cross-entropy.
+
+Two ways to run it. The default, tune-then-test (`tune(arg)` below,
+`experiments/tune.py`): each variant tuned on dev with the same budget, the
+selected point tested once with 3 seeds. The quick look (`sweep(add, arg)`,
+`experiments/sweep.py`): every loss at its paper's defaults and CE's
+learning rate, 3 seeds, scored on test; nothing tuned per loss, no dev split,
+so it cannot support a claim that one loss beats another.
 
   python -m experiments.sweep --config=configs/ablation.py:drug_reviews \
       --workdir=workdirs/ablation_drug_reviews --parallel=2
@@ -10,7 +17,8 @@ words and `key=value` items:
   smoke         a tiny random-init BERT (MiniLM vocab), 100 steps, seeds 0, 1:
                 the same sweep, checking the plumbing in minutes on 2 CPU cores.
   seeds=N       the first N of the seeds 0, 1, 2 (default 3; smoke 2).
-  variants=a+b  only these loss variants (names of VARIANTS below).
+  variants=a+b  only these loss variants (names of VARIANTS below for
+                the sweep, of TUNE_VARIANTS for tune).
   max_len=N     config.data.max_seq_length (shorter: cheaper runs).
   train_examples=N, eval_examples=N
                 a sample of N examples (seeded by data.split_seed)

@@ -76,7 +76,7 @@ _FIELDS = ('config_arg', 'metric', 'dev', 'test', 'tuning_seeds',
            'final_seeds', 'baseline', 'variants')
 
 
-def check_spec(spec: dict[str, Any], where: str, smoke: bool = False) -> None:
+def check_spec(spec: dict[str, Any], where: str) -> None:
   """Raises TuneError naming every problem of a `tune(arg)` result."""
   missing = [f for f in _FIELDS if f not in spec]
   if missing:
@@ -130,7 +130,6 @@ def check_spec(spec: dict[str, Any], where: str, smoke: bool = False) -> None:
                   'comparison is fair only with the same tuning budget each')
   if errors:
     raise TuneError(f'{where}: ' + '; '.join(errors) + '; nothing was run')
-  del smoke
 
 
 def expand_trials(variant: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,7 +152,7 @@ def load_plan(spec: str, smoke: bool = False):
     raise TuneError(f'{sweep_lib.join_spec(path, arg)}: tune() failed: '
                     f'{type(e).__name__}: {e}') from e
   data = copy.deepcopy(data)
-  check_spec(data, sweep_lib.join_spec(path, arg), smoke)
+  check_spec(data, sweep_lib.join_spec(path, arg))
   trials = {name: expand_trials(v) for name, v in data['variants'].items()}
   return Plan(path, data['config_arg'], data, trials), module
 

@@ -150,7 +150,8 @@ def plot_dev_vs_hparams(plan, rows, selection, path) -> pathlib.Path:
     ax.set_title(f'{v}: dev vs {k}', fontsize=8)
     ax.set_xlabel(k, fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    if any(lines):
+      ax.legend(fontsize=6)
   for ax in list(axes.flat)[len(panels):]:
     ax.axis('off')
   fig.suptitle('Dev score (mean over tuning seeds) vs each hyperparameter; '
