@@ -403,6 +403,9 @@ def run(args) -> int:
       probes=[dict(label=l, variant=v, trial=t) for l, v, t in probes]))
   stage2 = stage2_entries(plan, {v: s['trial'] for v, s in selection.items()},
                           probes)
+  # Sets each run's config: the launcher compares it with a finished run's
+  # and gives the runs the shared compilation cache.
+  sweep_lib.validate(plan.path, plan.arg, [e.run for e in stage2], module)
   s2 = workdir / 'stage2'
   if not _finished(stage2, s2):
     rc = _launch(args, plan, stage2, s2)
