@@ -387,3 +387,31 @@ def test_full_smoke_protocol(tmp_path, monkeypatch):
   rep = _check_report(out, have)
   assert len(rep['differences']) == len(have) - 1
 
+
+
+def test_histogram_probes_and_stage2_runs():
+  spec = _spec(histogram=[('CE', 'ce', {}),
+                          ('focal 1', 'focal', {'loss.gamma': 1.0}),
+                          ('focal 2', 'focal', {'loss.gamma': 2.0}),
+                          ('absent', 'dsc', {'loss.alpha': 0.0})])
+  spec['variants']['focal']['search'].insert(
+      0, [{'optim.lr': 1e-3}, {'optim.lr': 3e-3}])
+  spec['variants']['ce']['search'].append([{'loss.label_smoothing': 0.0},
+                                           {'loss.label_smoothing': 0.1}])
+  tune.check_spec(spec, 'x')
+  trials = {v: tune.expand_trials(s) for v, s in spec['variants'].items()}
+  assert [t['loss.gamma'] for t in trials['focal']] == [1.0, 2.0, 1.0, 2.0]
+  plan = tune.Plan('x.py', 'a', spec, trials)
+  # focal: trial 1 (lr 1e-3, gamma 2) selected; gamma 1's best is trial 2.
+  selection = {'ce': dict(trial=0, means={0: .5, 1: .4, 2: .3, 3: .2}),
+               'focal': dict(trial=1, means={0: .1, 1: .6, 2: .3, 3: .6})}
+  probes = tune.histogram_probes(plan, selection)
+  assert probes == [('focal 1', 'focal', 2)]
+  entries = tune.stage2_entries(plan, {'ce': 0, 'focal': 1}, probes)
+  assert [(e.variant, e.trial, e.seed, e.probe) for e in entries] == [
+      ('ce', 0, 0, ''), ('focal', 1, 0, ''), ('ce', 0, 1, ''),
+      ('focal', 1, 1, ''), ('ce', 0, 2, ''), ('focal', 1, 2, ''),
+      ('focal', 2, 0, 'focal 1')]
+  assert all(e.run.overrides['data.eval_split'] == 'test' for e in entries)
+  assert entries[-1].run.overrides['loss.gamma'] == 1.0
+  assert len({e.run.name for e in entries}) == len(entries)
