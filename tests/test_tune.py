@@ -415,3 +415,35 @@ def test_histogram_probes_and_stage2_runs():
   assert all(e.run.overrides['data.eval_split'] == 'test' for e in entries)
   assert entries[-1].run.overrides['loss.gamma'] == 1.0
   assert len({e.run.name for e in entries}) == len(entries)
+
+
+def _group(name, preds, gold, seeds=(0, 1, 2)):
+  from experiments import report as report_lib  # pylint: disable=g-import-not-at-top
+  runs = []
+  for s in seeds:
+    rows = [dict(guid=f'g{i}', label=g, prediction=p)
+            for i, (g, p) in enumerate(zip(gold, preds))]
+    results = dict(task='classification', config={'eval_logit_adjustment_tau': 0.0},
+                   final_eval={'per_class': {'a': {}, 'b': {}},
+                               'minority_class': 'b'})
+    runs.append(report_lib.RunResult(f'{name}-{s}', {'seed': s},
+                                     pathlib.Path('.'), results, rows))
+  return report_lib.Group(name, {}, runs)
+
+
+def test_compare_differences_intervals_and_holm():
+  from experiments import tune_report  # pylint: disable=g-import-not-at-top
+  gold = ['a', 'b'] * 10
+  groups = {'ce': _group('ce', ['a'] * 20, gold),          # macro-F1 1/3
+            'perfect': _group('perfect', gold, gold),       # macro-F1 1
+            'same': _group('same', ['a'] * 20, gold)}
+  metric = {v: 'macro_f1' for v in groups}
+  got = tune_report.compare(groups, 'ce', metric, num_resamples=999)
+  # all-'a' on a balanced set: F1(a) = 2 (1/2)(1) / (3/2) = 2/3, F1(b) = 0.
+  assert got['perfect']['diff'] == pytest.approx(1 - 1 / 3)
+  assert got['same']['diff'] == 0 and got['same']['ci'] == [0.0, 0.0]
+  assert got['same']['p'] == 1.0 and got['same']['p_holm'] == 1.0
+  assert got['perfect']['ci'][0] > 0.4
+  assert got['perfect']['p'] == pytest.approx(2 / 1000)
+  assert got['perfect']['p_holm'] == pytest.approx(2 * 2 / 1000)   # m = 2
+  assert got['perfect']['significant'] and not got['same']['significant']
