@@ -15,6 +15,7 @@ Written by `experiments.tune` once both stages have finished:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -109,6 +110,21 @@ def compare(groups: dict[str, report_lib.Group], baseline: str,
 
 
 # ------------------------------------------------------------ plots
+def _scored(group: report_lib.Group, metric: str) -> report_lib.Group:
+  """A post-hoc variant (metric `adjusted_*`) with its adjusted per-class
+  F1 as `f1/<class>`, so the per-class plot shows what it is scored on."""
+  if not metric.startswith('adjusted_'):
+    return group
+  runs = []
+  for r in group.runs:
+    ev = dict(r.final_eval)
+    ev.update({k[len('adjusted_'):]: v for k, v in r.final_eval.items()
+               if k.startswith('adjusted_f1/')})
+    runs.append(dataclasses.replace(r, results=dict(r.results,
+                                                    final_eval=ev)))
+  return report_lib.Group(group.name, group.overrides, runs)
+
+
 def plot_dev_vs_hparams(plan, rows, selection, path) -> pathlib.Path:
   """One panel per (variant, swept key): dev mean vs the key's value, a
   line per value of the other keys; the selected trial ringed."""
@@ -288,11 +304,12 @@ def write_report(workdir, plan, rows, selection, stage2, *,
         for t, o in enumerate(trials)))
 
   plots = []
-  p = report_lib.plot_per_class(list(groups.values()),
-                                workdir / 'per_class_f1.png',
-                                f"{len(spec['final_seeds'])} final seeds")
+  p = report_lib.plot_per_class(
+      [_scored(g, metric_of[v]) for v, g in groups.items()],
+      workdir / 'per_class_f1.png', f"{len(spec['final_seeds'])} final seeds")
   if p:
-    plots.append(('Per-class F1 on test by variant (raw predictions)', p))
+    plots.append(('Per-class F1 on test by variant (post-hoc variants: '
+                  'their adjusted predictions)', p))
   plots.append(('Dev score vs each hyperparameter', plot_dev_vs_hparams(
       plan, rows, selection, workdir / 'dev_vs_hparams.png')))
   hist = []
