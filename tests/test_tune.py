@@ -447,3 +447,15 @@ def test_compare_differences_intervals_and_holm():
   assert got['perfect']['p'] == pytest.approx(2 / 1000)
   assert got['perfect']['p_holm'] == pytest.approx(2 * 2 / 1000)   # m = 2
   assert got['perfect']['significant'] and not got['same']['significant']
+
+
+def test_slurm_launcher_writes_stage_one_and_stops(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(REPO)
+  out = tmp_path / 'tune'
+  assert tune.main([f'--config={CI_SMOKE}', '--smoke', f'--workdir={out}',
+                    '--launcher=slurm', '--parallel=2']) == 0
+  script = (out / 'stage1' / 'sweep.sbatch').read_text()
+  assert '#SBATCH --array=0-3%2' in script
+  assert script.count('--config.data.eval_split=dev') == 4
+  assert 'rerun this command for stage 2' in capsys.readouterr().out
+  assert not (out / 'stage2').exists() and not (out / 'selection.json').exists()
