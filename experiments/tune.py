@@ -22,7 +22,8 @@ and final seeds, the baseline and the selection metric.
 Everything is checked before anything runs: every run of stage 1 and a
 sample of stage 2 (each variant's first trial with every final seed and the
 test overrides) go through `experiments.sweep.validate` (each key exists,
-each value survives the command line); the dev split must not be the test
+each value survives the command line; stage 2's own runs are validated again
+once the selection has fixed them); the dev split must not be the test
 split, and stage 1 and stage 2 runs of a point may differ only in the seed
 and the eval split. Runs are launched with `experiments.launchers` (one
 process per run; a run whose results.json exists is skipped), so rerunning
