@@ -67,6 +67,9 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
       split_seed=0, vocab='', max_seq_length=max_len, on_error='raise',
       sampling_q=ml_collections.FieldReference(None, field_type=float),
       max_train_examples=0, max_eval_examples=0,   # 0: all; N: a seeded sample of N
+      # f > 0: hold a stratified fraction f of train out of training; with
+      # eval_split='dev_from_train' evaluate on it (finetune.load_split).
+      dev_from_train=0.0,
       # Length bucketing: batches cut to the smallest of these lengths that
       # holds their longest example (one compiled step per bucket; () off);
       # group_by_length also batches examples of similar length together.

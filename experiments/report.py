@@ -302,6 +302,29 @@ def _prediction_field(g: Group) -> Optional[str]:
   return f'adjusted_{field}' if f'adjusted_{field}' in rows[0] else None
 
 
+def example_stats(group: Group, guids: Sequence[str], scorer: Scorer):
+  """Per run of `group`, the scorer's per-example statistics `[n, K]` of its
+  predictions in `guids` order (post-hoc adjusted predictions where the
+  group adjusts), or a string saying why they cannot be had."""
+  stats_fn, _ = scorer
+  field, scored = _prediction_field(group), _scored_field(group)
+  if field is None:
+    return ('post-hoc adjusted predictions are not in predictions.jsonl (see '
+            'the adjusted_* metrics)')
+  out = []
+  for run in group.runs:
+    if not run.predictions:
+      return f'{run.name}: no predictions.jsonl'
+    by_guid = {r['guid']: r for r in run.predictions}
+    if set(by_guid) != set(guids) or len(by_guid) != len(run.predictions):
+      return f'{run.name}: its eval examples differ from the baseline\'s'
+    rows = [by_guid[g] for g in guids]
+    if field != scored:
+      rows = [dict(r, **{scored: r[field]}) for r in rows]
+    out.append(stats_fn(rows))
+  return out
+
+
 class Bootstrap:
   """Paired bootstrap of seed-averaged metric differences against a baseline."""
 
@@ -324,20 +347,12 @@ class Bootstrap:
   def _system(self, group: Group):
     """-> ({metric: [B]} averaged over seeds, {metric: full-set value}) or a
     reason why the group cannot be paired with the baseline."""
-    stats_fn, metric_fn = self.scorer
-    field = _prediction_field(group)
+    _, metric_fn = self.scorer
     per_seed, full = [], []
-    for run in group.runs:
-      if not run.predictions:
-        return f'{run.name}: no predictions.jsonl'
-      by_guid = {r['guid']: r for r in run.predictions}
-      if set(by_guid) != set(self.guids) or len(by_guid) != len(run.predictions):
-        return f'{run.name}: its eval examples differ from the baseline\'s'
-      rows = [by_guid[g] for g in self.guids]
-      scored = _scored_field(group)
-      if field != scored:
-        rows = [dict(r, **{scored: r[field]}) for r in rows]
-      stats = stats_fn(rows)
+    all_stats = example_stats(group, self.guids, self.scorer)
+    if isinstance(all_stats, str):
+      return all_stats
+    for stats in all_stats:
       per_seed.append(metric_fn(self.counts @ stats))
       full.append(metric_fn(self.ones @ stats))
     avg = {k: np.mean([s[k] for s in per_seed], axis=0) for k in per_seed[0]}

@@ -22,6 +22,11 @@ array, or write the commands for a TPU pod slice. A run whose `results.json`
 exists is skipped, so rerunning the sweep resumes it (a run with a checkpoint
 and no results resumes inside the trainer). `python -m experiments.report
 <workdir>` then aggregates the runs.
+
+A sweep is single-stage: every run is scored on the config's eval split, and
+nothing is tuned per variant. To compare losses, use the tune-then-test
+protocol of `experiments.tune` (per-variant tuning on dev, one test
+evaluation, seed-aware intervals, Holm-adjusted significance).
 """
 
 from __future__ import annotations

@@ -68,7 +68,12 @@ def test_tiny_run_loss_falls(tmp_path, loss):
   on_disk = json.loads((tmp_path / 'results.json').read_text())
   assert on_disk['config']['loss']['name'] == loss['name']
   rows = (tmp_path / 'predictions.jsonl').read_text().splitlines()
-  assert len(rows) == 64 and set(json.loads(rows[0])) == {'guid', 'label', 'prediction'}
+  assert len(rows) == 64 and set(json.loads(rows[0])) == {
+      'guid', 'label', 'prediction', 'probs'}
+  names = list(final['per_class'])   # label_names order
+  for row in map(json.loads, rows):  # probs: the softmax, in label order
+    assert abs(sum(row['probs']) - 1) < 1e-4
+    assert names[int(np.argmax(row['probs']))] == row['prediction']
 
 
 @pytest.mark.parametrize('pooling', ['pooler', 'cls', 'mean', 'max', 'attention'])

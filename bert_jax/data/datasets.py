@@ -748,6 +748,42 @@ def load(name_or_path: str, split: str, *, seed: int = 0,
   return Dataset(str(path), split, tuple(examples), labels, kind, report)
 
 
+def hold_out(dataset: Dataset, fraction: float, seed: int,
+             part: str) -> Dataset:
+  """`part` ('rest' or 'held_out') of a seeded, stratified, grouped
+  division of `dataset` in fractions (1 - fraction, fraction).
+
+  Carves a dev set from a training split that has none (fine-tuning's
+  `config.data.dev_from_train`). Strata: the label (classification,
+  relation), the sentence's rarest tag class (tagging, as
+  `sampling.sentence_classes`), one stratum for QA. Groups: the normalised
+  text (the words for tagging and relations, the passage for QA), so a
+  duplicate never lands on both sides. `split_indices` does the division, so
+  it depends only on `seed` and the texts, not on the order of the examples.
+  """
+  if not 0 < fraction < 1:
+    raise ValueError(f'hold-out fraction {fraction} must be in (0, 1)')
+  if part not in ('rest', 'held_out'):
+    raise ValueError(f"part must be 'rest' or 'held_out', not {part!r}")
+  exs = dataset.examples
+  if dataset.task_kind == 'tagging':
+    classes, names = sampling.sentence_classes([e.tags or () for e in exs])
+    strata = [names[c] for c in classes]
+    groups = [normalise_text(' '.join(e.words)) for e in exs]
+  elif dataset.task_kind == 'qa':
+    strata = [''] * len(exs)
+    groups = [normalise_text(e.context) for e in exs]
+  else:
+    strata = [str(e.label) for e in exs]
+    groups = [normalise_text(' '.join(e.words)) if hasattr(e, 'words') else
+              normalise_text(e.text + ' ' + (e.text_pair or '')) for e in exs]
+  keep = split_indices(strata, groups, (('rest', 1 - fraction),
+                                        ('held_out', fraction)), seed)[part]
+  return dataclasses.replace(
+      dataset, split=f'{dataset.split}[{part} {fraction:g}]',
+      examples=tuple(exs[i] for i in keep))
+
+
 def class_counts(dataset: Dataset) -> list[int]:
   """Examples per label in `label_names` order (tags per token for tagging).
 

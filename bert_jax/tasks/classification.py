@@ -107,8 +107,13 @@ class ClassificationTask(finetune.FinetuneTask):
     logits, labels = outputs['logits'][keep], outputs['labels'][keep]
     out = dict(ce_loss=metrics['ce_loss'])
     out.update(self._report(np.argmax(logits, -1), labels))
-    rows = [dict(guid=e.guid, label=e.label, prediction=self.label_names[int(p)])
-            for e, p in zip(self.eval_ds.examples, np.argmax(logits, -1))]
+    # probs: softmax in label_names order (the tune report's histogram of
+    # the gold class's probability reads them).
+    probs = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32), -1))
+    rows = [dict(guid=e.guid, label=e.label, prediction=self.label_names[int(p)],
+                 probs=[round(float(x), 6) for x in q])
+            for e, p, q in zip(self.eval_ds.examples, np.argmax(logits, -1),
+                               probs)]
     if self.tau:
       adjusted = np.argmax(np.asarray(losses.logit_adjustment.adjust_logits(
           logits, self.class_counts, self.tau)), -1)

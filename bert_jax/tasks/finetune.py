@@ -132,20 +132,46 @@ def pretrained_bert_params(config, params, bert: BertConfig):
   return params
 
 
+# config.data.eval_split naming the dev set carved from the training split.
+DEV_FROM_TRAIN = 'dev_from_train'
+
+
 def load_split(config, which: str) -> datasets.Dataset:
   """config.data.train / .eval (name or path) and their splits; with
   config.data.max_{train,eval}_examples = N > 0, N examples drawn without
   replacement (seeded by config.data.split_seed, so every run and baseline
-  gets the same ones), kept in source order."""
+  gets the same ones), kept in source order.
+
+  With config.data.dev_from_train = f in (0, 1), a seeded, label-stratified
+  fraction f of the training split (`datasets.hold_out`, seeded by
+  config.data.split_seed) is held out of training, and
+  `config.data.eval_split = 'dev_from_train'` evaluates on it: a dev set for
+  data sets that have none. The sample of max_train_examples is drawn from
+  what is left.
+  """
   d = config.data
   name = d.train if which == 'train' else (d.eval or d.train)
   split = d.train_split if which == 'train' else d.eval_split
+  fraction = d.get('dev_from_train') or 0.0
+  if not 0 <= fraction < 1:
+    raise ValueError(f'config.data.dev_from_train={fraction} must be in '
+                     '[0, 1)')
+  carve = fraction > 0 and (which == 'train' or split == DEV_FROM_TRAIN)
+  if split == DEV_FROM_TRAIN:
+    if not fraction:
+      raise ValueError(f"config.data.eval_split='{DEV_FROM_TRAIN}' needs "
+                       'config.data.dev_from_train > 0 (the fraction of the '
+                       'training split to hold out)')
+    name, split = d.train, d.train_split
   options = dict(d.reader_options.to_dict()) if d.get('reader_options') else {}
   try:
     ds = datasets.load(name, split, seed=d.split_seed, on_error=d.on_error,
                        **options)
   except KeyError as e:
     raise ValueError(f'config.data.{which}: {e}') from e
+  if carve:
+    ds = datasets.hold_out(ds, fraction, d.split_seed,
+                           'rest' if which == 'train' else 'held_out')
   limit = d.get(f'max_{which}_examples')
   if limit and limit < len(ds):
     # A sample, not a prefix: a split in source order can start with one
