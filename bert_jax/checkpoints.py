@@ -348,6 +348,25 @@ def from_pretrained(path_or_name: str | os.PathLike, *, scan_layers: bool = Fals
 
 
 
+def load_mlm(path_or_name: str | os.PathLike, **config_overrides):
+  """`from_pretrained`, for a directory that must hold an MLM head.
+
+  Returns (config, params, tokenizer) like `from_pretrained`; raises
+  CheckpointError when the weights have no `cls.predictions.*` (an
+  encoder-only model such as MiniLM: its MLM head would be random).
+  """
+  directory = _resolve(path_or_name)
+  weights, source = _read_hf_weights(directory)
+  names = {_normalise_hf_name(k) for k in weights}
+  del weights
+  if 'cls.predictions.transform.dense.weight' not in names:
+    raise CheckpointError(
+        f'{source}: no MLM head (cls.predictions.*): this is an encoder-only '
+        'model. Fill-mask needs a bert_jax pretraining run (its <workdir>/hf '
+        'export) or a HF BertForMaskedLM / BertForPreTraining directory')
+  return from_pretrained(directory, **config_overrides)
+
+
 def _convert_out(config: BertConfig, params: Params, fmt: str
                  ) -> dict[str, np.ndarray]:
   """Our params -> {file name in `fmt` ('hf' or 'tf'): fp32 array}."""

@@ -607,6 +607,14 @@ def names() -> list[str]:
   return sorted(REGISTERED)
 
 
+def format_of(name_or_path: str) -> Optional[str]:
+  """The format a local file is read in, from its extension (None if it has
+  none of `_EXTENSIONS`, or is a registered or tfds name)."""
+  if name_or_path in REGISTERED or name_or_path.startswith('tfds:'):
+    return None
+  return _EXTENSIONS.get(pathlib.Path(name_or_path).suffix.lower())
+
+
 def load(name_or_path: str, split: str, *, seed: int = 0,
          on_error: str = 'raise',
          format: Optional[str] = None,  # pylint: disable=redefined-builtin

@@ -1,0 +1,384 @@
+r"""Use a finished run: label new text, or fill in [MASK] tokens.
+
+Label new text with a fine-tuning run (any task):
+
+  python -m bert_jax.predict --workdir=/tmp/ft --input=new.tsv --output=-
+
+`--input` is a file in the formats training reads (format from the
+extension or the run's `reader_options.format`; `--format` overrides), `-`
+for standard input (then `--format`, or the run's training file format), or
+a registered dataset split `NAME:SPLIT` (e.g. `drug_reviews:test`). Labels
+are optional: when the input has them, the task's eval metrics are printed
+to stderr as well. One JSON line per example goes to `--output`:
+
+  classification, relation  {guid, label, probs: {label: p}}
+  tagging                   {guid, tokens, tags, spans: [{type, start, end,
+                            text}]}  (word offsets, end exclusive)
+  span QA                   {guid, answer, score, start, end}  (character
+                            offsets in the context; None for no answer)
+
+How: the run's `config.json` is read back, the task is built from it with
+`config.data.eval` set to the input (so the input goes through exactly the
+features, eval step and decoding of training's evaluation, and the output
+equals training's `predictions.jsonl` on the same data), the parameters of
+the best checkpoint (`<workdir>/best`, else the newest of
+`<workdir>/checkpoints`; `--checkpoint=final` for the newest) are restored,
+and the task's eval batches are run, cut to length buckets (one compiled
+function per bucket). The task also re-reads its training data, for its
+label set.
+
+Fill-mask with a pretraining run's weights (`<workdir>/hf`, which it exports
+when it ends) or any HF BERT directory with an MLM head:
+
+  python -m bert_jax.predict --task=fill_mask --model=/tmp/pt \
+      --text="the capital of france is [MASK] ." --top_k=5
+
+prints, per input line, `{text, masks: [[{token, prob}, ...], ...]}`: the
+top-k tokens of each [MASK] in order, with their softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import sys
+import tempfile
+from typing import Any, Iterable, Optional, TextIO
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bert_jax import checkpointing
+from bert_jax import progress
+# pylint: enable=g-import-not-at-top
+
+_TASK = flags.DEFINE_string(
+    'task', '', "'' : the task of --workdir's run; fill_mask: top-k tokens "
+    'for each [MASK] with --model')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A fine-tuning run directory.')
+_INPUT = flags.DEFINE_string(
+    'input', None, "A file, '-' for stdin, or a registered dataset NAME:SPLIT.")
+_OUTPUT = flags.DEFINE_string('output', '-', "JSON lines; '-' for stdout.")
+_FORMAT = flags.DEFINE_string(
+    'format', '', 'Input format (tsv, csv, jsonl, conll, squad, semeval, '
+    "relation_jsonl); '' : from the extension or the run's config.")
+_CHECKPOINT = flags.DEFINE_enum(
+    'checkpoint', 'best', ['best', 'final'],
+    'best: the best-metric checkpoint if the run kept one, else the final.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 0,
+                                   "0: the run's config.eval_batch_size.")
+_ON_ERROR = flags.DEFINE_enum('on_error', 'raise', ['raise', 'skip'],
+                              'What a bad input record does.')
+_MODEL = flags.DEFINE_string(
+    'model', None, 'fill_mask: a pretraining workdir (its hf/ export) or a HF '
+    'BERT directory with an MLM head.')
+_TEXT = flags.DEFINE_string('text', None, 'fill_mask: one text (else --input '
+                            'lines).')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'fill_mask: tokens per [MASK].')
+
+# Suffix a stdin input is saved under, so the reader is picked as for a file.
+_SUFFIX = {'tsv': '.tsv', 'csv': '.csv', 'jsonl': '.jsonl', 'squad': '.json',
+           'conll': '.conll', 'semeval': '.txt', 'relation_jsonl': '.jsonl'}
+
+
+# --------------------------------------------------------------------- runs
+def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config a run was trained with: `<workdir>/config.json` (written
+  when the run starts), else the one inside `results.json`."""
+  workdir = pathlib.Path(workdir)
+  path = workdir / 'config.json'
+  if path.exists():
+    values = json.loads(path.read_text())
+  elif (workdir / 'results.json').exists():
+    values = json.loads((workdir / 'results.json').read_text())['config']
+  else:
+    raise FileNotFoundError(
+        f'{workdir}: no config.json or results.json; is this the --workdir of '
+        'a bert_jax.main run?')
+  return ml_collections.ConfigDict(values)
+
+
+def checkpoint_dir(workdir: str | os.PathLike, which: str = 'best'
+                   ) -> pathlib.Path:
+  """`<workdir>/best` (with which='best', if the run kept one), else
+  `<workdir>/checkpoints`; FileNotFoundError if neither holds a checkpoint."""
+  workdir = pathlib.Path(workdir)
+  candidates = (['best'] if which == 'best' else []) + ['checkpoints']
+  for name in candidates:
+    directory = workdir / name
+    if directory.is_dir() and any(p.name.isdigit()
+                                  for p in directory.iterdir()):
+      return directory
+  raise FileNotFoundError(
+      f'{workdir}: no checkpoint (looked in '
+      f'{", ".join(str(workdir / n) for n in candidates)}); a run writes one '
+      'at config.checkpoint_every steps and when it ends')
+
+
+def restore_params(workdir, config, task, batch, which: str = 'best'):
+  """The parameters of a run's checkpoint, restored for `task`.
+
+  The checkpoint holds the whole TrainState; its abstract tree is rebuilt
+  the way `train.run` builds it (task parameters for `batch`'s shapes, the
+  optimizer of `config.optim`), then restored on the default device.
+  """
+  from bert_jax import optim  # pylint: disable=g-import-not-at-top
+  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  directory = checkpoint_dir(workdir, which)
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+  abstract_params = jax.eval_shape(task.init_params, key, batch)
+  tx, _ = optim.make_optimizer(config.optim, abstract_params, 1000)
+  abstract_state = jax.eval_shape(
+      lambda p, r: train._state_from(task, tx, p, r),  # pylint: disable=protected-access
+      abstract_params, jax.random.PRNGKey(0))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      abstract_state)
+  ckpt = checkpointing.RunCheckpointer(directory, keep=1)
+  try:
+    state, _, step = ckpt.restore(target)
+  finally:
+    ckpt.close()
+  logging.info('restored step %d from %s', step, directory)
+  return state.params, step
+
+
+def _pad_width(value: np.ndarray, width: int, max_len: int) -> np.ndarray:
+  """A per-token output of a batch cut to `width` columns, padded back to
+  `max_len` with zeros (never read: the tasks read real tokens only), so
+  the outputs of batches of different buckets concatenate."""
+  if value.ndim < 2 or value.shape[1] != width or width == max_len:
+    return value
+  pad = [(0, 0), (0, max_len - width)] + [(0, 0)] * (value.ndim - 2)
+  return np.pad(value, pad)
+
+
+def run_eval(task, params, batch_size: int) -> tuple[dict, dict]:
+  """The task's eval batches through its eval_step, cut to length buckets.
+
+  Returns (averaged device metrics, gathered outputs by name). One process.
+  """
+  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import base  # pylint: disable=g-import-not-at-top
+  # Cut every task's batches (training cuts only where outputs are per
+  # example; here outputs are padded back, see _pad_width).
+  task.trim_eval_batches = True
+  max_len = int(task.config.data.max_seq_length)
+  eval_fn = jax.jit(task.eval_step)   # compiles once per bucket
+  n = task.num_eval_examples()
+  total, outputs = None, []
+  for batch in progress.bar(task.eval_batches(batch_size, 0, 1),
+                            total=None if n is None else -(-n // batch_size),
+                            desc='predict', unit='batch'):
+    batch = train._pad_batch(batch, batch_size)  # pylint: disable=protected-access
+    width = batch['input_ids'].shape[1]
+    metrics, out = eval_fn(params, batch)
+    total = base.add_metrics(total, metrics)
+    outputs.append({k: _pad_width(np.asarray(v), width, max_len)
+                    for k, v in jax.device_get(out).items()})
+  if total is None:
+    raise ValueError('the input holds no example')
+  gathered = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+  return base.finalize_metrics(total), gathered
+
+
+def _input_config(config, source: str, on_error: str):
+  """The run's config with the input as its eval data."""
+  from bert_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config.to_dict())
+  d = config.data
+  name, _, split = source.partition(':')
+  if name in datasets.names() and split:
+    d.eval, d.eval_split = name, split
+  else:
+    d.eval, d.eval_split = source, 'predict'
+  d.max_eval_examples = 0
+  d.on_error = on_error
+  d.eval_labels_optional = True
+  return config
+
+
+@contextlib.contextmanager
+def _input_path(source: str, fmt: str, config):
+  """Yields a path for `source`; stdin ('-') is saved to a temporary file
+  whose suffix picks the reader."""
+  if source != '-':
+    yield source
+    return
+  from bert_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  d = config.data
+  fmt = (fmt or d.reader_options.get('format', '')
+         or datasets.format_of(d.eval or '') or datasets.format_of(d.train))
+  if fmt not in _SUFFIX:
+    raise ValueError(
+        f"--input=- needs --format (one of {', '.join(sorted(_SUFFIX))}): the "
+        f'run trained on {d.train!r}, which names no file format')
+  with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp) / f'stdin{_SUFFIX[fmt]}'
+    path.write_bytes(sys.stdin.buffer.read())
+    yield str(path)
+
+
+def predict(workdir, source: str, *, fmt: str = '', checkpoint: str = 'best',
+            batch_size: int = 0, on_error: str = 'raise'
+            ) -> tuple[list[dict], Optional[dict]]:
+  """Rows of predictions for `source` with the run in `workdir`.
+
+  Returns (rows, metrics): metrics is the task's eval summary when every
+  input example is labelled, else None.
+  """
+  from bert_jax import tasks  # pylint: disable=g-import-not-at-top
+  run_config = load_run_config(workdir)
+  if run_config.task == 'pretrain':
+    raise ValueError(f'{workdir} is a pretraining run: use --task=fill_mask '
+                     f'--model={workdir}')
+  checkpoint_dir(workdir, checkpoint)   # fail before reading any data
+  with _input_path(source, fmt, run_config) as path:
+    config = _input_config(run_config, path, on_error)
+    task = tasks.get(config.task)(config)
+  batch_size = batch_size or int(config.eval_batch_size)
+  first = next(iter(task.eval_batches(batch_size, 0, 1)))
+  params, _ = restore_params(workdir, config, task, first, checkpoint)
+  metrics, outputs = run_eval(task, params, batch_size)
+  rows = task.prediction_rows(outputs)
+  unlabelled = task.eval_ds.report.notes.get('unlabelled', 0)
+  summary = None
+  if not unlabelled:
+    summary = task.summarize_eval(metrics, outputs)
+    summary.pop('_predictions', None)
+  return rows, summary
+
+
+# ---------------------------------------------------------------- fill-mask
+def mlm_directory(model: str | os.PathLike) -> pathlib.Path:
+  """A pretraining workdir's `hf/` export, or `model` itself."""
+  path = pathlib.Path(model).expanduser()
+  if (path / 'hf' / 'config.json').exists():
+    return path / 'hf'
+  return path
+
+
+class FillMask:
+  """Top-k tokens for each [MASK] of a text, with a BERT MLM head.
+
+  The encoder and the tied-decoder MLM head (`heads.BertForPreTraining`) run
+  at the [MASK] positions only; probabilities are the softmax over the
+  vocabulary at each position.
+  """
+
+  def __init__(self, model: str | os.PathLike, max_seq_length: int = 512):
+    from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+    from bert_jax.heads import BertForPreTraining  # pylint: disable=g-import-not-at-top
+    directory = mlm_directory(model)
+    self.bert, self.params, self.tokenizer = checkpoints.load_mlm(directory)
+    self.model = BertForPreTraining(self.bert)
+    self.max_len = min(max_seq_length, self.bert.max_position_embeddings)
+    self.mask_id = self.tokenizer.token_to_id('[MASK]')
+    self._apply = jax.jit(lambda p, *a: self.model.apply({'params': p}, *a)[0])
+
+  def __call__(self, texts: list[str], top_k: int = 5) -> list[dict]:
+    encs = self.tokenizer.encode_batch(texts, max_length=self.max_len,
+                                       truncation='longest_first')
+    n, t = len(encs), max(len(e.ids) for e in encs)
+    ids = np.zeros((n, t), np.int32)
+    mask = np.zeros((n, t), np.int32)
+    positions = [np.flatnonzero(np.asarray(e.ids) == self.mask_id)
+                 for e in encs]
+    p = max(1, max(len(x) for x in positions))
+    pos = np.zeros((n, p), np.int32)
+    for i, (e, x) in enumerate(zip(encs, positions)):
+      ids[i, :len(e.ids)] = e.ids
+      mask[i, :len(e.ids)] = 1
+      pos[i, :len(x)] = x
+    logits = np.asarray(self._apply(self.params, ids, np.zeros_like(ids),
+                                    mask, pos), np.float32)
+    probs = np.asarray(jax.nn.softmax(logits, -1))
+    rows = []
+    for i, (text, x) in enumerate(zip(texts, positions)):
+      masks = []
+      for j in range(len(x)):
+        top = np.argsort(-probs[i, j], kind='stable')[:top_k]
+        masks.append([dict(token=self.tokenizer.id_to_token(int(k)),
+                           prob=float(probs[i, j, k])) for k in top])
+      rows.append(dict(text=text, masks=masks))
+    return rows
+
+
+# --------------------------------------------------------------------- main
+@contextlib.contextmanager
+def _open_output(path: str):
+  if path == '-':
+    yield sys.stdout
+  else:
+    with open(path, 'w', encoding='utf-8') as f:
+      yield f
+
+
+def _write(rows: Iterable[dict[str, Any]], f: TextIO) -> None:
+  for row in rows:
+    f.write(json.dumps(row, ensure_ascii=False) + '\n')
+  f.flush()
+
+
+def _lines(source: str) -> list[str]:
+  stream = (sys.stdin if source == '-'
+            else open(source, encoding='utf-8'))  # pylint: disable=consider-using-with
+  with stream:
+    return [l.rstrip('\n') for l in stream if l.strip()]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  if _TASK.value == 'fill_mask':
+    if not _MODEL.value:
+      raise app.UsageError('--task=fill_mask needs --model=DIR')
+    if (_TEXT.value is None) == (_INPUT.value is None):
+      raise app.UsageError('--task=fill_mask needs --text or --input (one)')
+    texts = [_TEXT.value] if _TEXT.value is not None else _lines(_INPUT.value)
+    filler = FillMask(_MODEL.value)
+    bs = _BATCH_SIZE.value or 32
+    with _open_output(_OUTPUT.value) as f:
+      for start in progress.bar(range(0, len(texts), bs), desc='fill_mask',
+                                unit='batch', total=-(-len(texts) // bs)):
+        _write(filler(texts[start:start + bs], _TOP_K.value), f)
+    return
+  if _TASK.value:
+    raise app.UsageError(f"--task={_TASK.value!r}; known: '' (the run's "
+                         'task), fill_mask')
+  if not _WORKDIR.value or not _INPUT.value:
+    raise app.UsageError('needs --workdir=DIR and --input=FILE|-|NAME:SPLIT')
+  rows, summary = predict(_WORKDIR.value, _INPUT.value, fmt=_FORMAT.value,
+                          checkpoint=_CHECKPOINT.value,
+                          batch_size=_BATCH_SIZE.value,
+                          on_error=_ON_ERROR.value)
+  with _open_output(_OUTPUT.value) as f:
+    _write(rows, f)
+  if summary is not None:
+    scalars = {k: v for k, v in summary.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    sys.stderr.write(summary.get('report', '') + json.dumps(scalars) + '\n')
+
+
+def _run():
+  try:
+    app.run(main)
+  except (FileNotFoundError, ValueError) as e:
+    sys.stderr.write(f'error: {e}\n')
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  _run()
