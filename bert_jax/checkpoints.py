@@ -382,6 +382,34 @@ def _convert_out(config: BertConfig, params: Params, fmt: str
   return out
 
 
+def encoder_hf_state_dict(config: BertConfig, bert_params: Params, *,
+                          pooler: bool = True) -> dict[str, np.ndarray]:
+  """`params['bert']` (a fine-tuned encoder) -> HF `bert.*` state dict.
+
+  pooler=False leaves out `bert.pooler.*` (HF's token classification and QA
+  models have no pooler).
+  """
+  if 'layers' in bert_params['encoder']:
+    bert_params = unstack_layers({'bert': bert_params},
+                                 config.num_hidden_layers)['bert']
+  flat = flatten({'bert': bert_params})
+  out = {}
+  groups = ('encoder', 'pooler') if pooler else ('encoder',)
+  for ours, name, transform, group in _entries(config, 'hf'):
+    if group not in groups:
+      continue
+    if ours not in flat:
+      raise CheckpointError(f'export: parameter {ours} missing from params')
+    value = np.asarray(flat[ours], dtype=np.float32)
+    out[f'bert.{name}'] = np.ascontiguousarray(
+        value.T if transform == _T else value)
+  extra = sorted(set(flat) - {e[0] for e in _entries(config, 'hf')})
+  if extra:
+    raise CheckpointError(f'export: encoder parameters with no HF name: '
+                          f'{extra[:5]}')
+  return out
+
+
 def to_hf_state_dict(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
   """Our BertForPreTraining params -> HF `BertForPreTraining` state dict."""
   return {(name if name.startswith('cls.') else f'bert.{name}'): value

@@ -58,8 +58,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax import checkpointing
 from bert_jax import progress
+from bert_jax import runs
 # pylint: enable=g-import-not-at-top
 
 _TASK = flags.DEFINE_string(
@@ -89,69 +89,6 @@ _TOP_K = flags.DEFINE_integer('top_k', 5, 'fill_mask: tokens per [MASK].')
 # Suffix a stdin input is saved under, so the reader is picked as for a file.
 _SUFFIX = {'tsv': '.tsv', 'csv': '.csv', 'jsonl': '.jsonl', 'squad': '.json',
            'conll': '.conll', 'semeval': '.txt', 'relation_jsonl': '.jsonl'}
-
-
-# --------------------------------------------------------------------- runs
-def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The config a run was trained with: `<workdir>/config.json` (written
-  when the run starts), else the one inside `results.json`."""
-  workdir = pathlib.Path(workdir)
-  path = workdir / 'config.json'
-  if path.exists():
-    values = json.loads(path.read_text())
-  elif (workdir / 'results.json').exists():
-    values = json.loads((workdir / 'results.json').read_text())['config']
-  else:
-    raise FileNotFoundError(
-        f'{workdir}: no config.json or results.json; is this the --workdir of '
-        'a bert_jax.main run?')
-  return ml_collections.ConfigDict(values)
-
-
-def checkpoint_dir(workdir: str | os.PathLike, which: str = 'best'
-                   ) -> pathlib.Path:
-  """`<workdir>/best` (with which='best', if the run kept one), else
-  `<workdir>/checkpoints`; FileNotFoundError if neither holds a checkpoint."""
-  workdir = pathlib.Path(workdir)
-  candidates = (['best'] if which == 'best' else []) + ['checkpoints']
-  for name in candidates:
-    directory = workdir / name
-    if directory.is_dir() and any(p.name.isdigit()
-                                  for p in directory.iterdir()):
-      return directory
-  raise FileNotFoundError(
-      f'{workdir}: no checkpoint (looked in '
-      f'{", ".join(str(workdir / n) for n in candidates)}); a run writes one '
-      'at config.checkpoint_every steps and when it ends')
-
-
-def restore_params(workdir, config, task, batch, which: str = 'best'):
-  """The parameters of a run's checkpoint, restored for `task`.
-
-  The checkpoint holds the whole TrainState; its abstract tree is rebuilt
-  the way `train.run` builds it (task parameters for `batch`'s shapes, the
-  optimizer of `config.optim`), then restored on the default device.
-  """
-  from bert_jax import optim  # pylint: disable=g-import-not-at-top
-  from bert_jax import train  # pylint: disable=g-import-not-at-top
-  directory = checkpoint_dir(workdir, which)
-  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-  abstract_params = jax.eval_shape(task.init_params, key, batch)
-  tx, _ = optim.make_optimizer(config.optim, abstract_params, 1000)
-  abstract_state = jax.eval_shape(
-      lambda p, r: train._state_from(task, tx, p, r),  # pylint: disable=protected-access
-      abstract_params, jax.random.PRNGKey(0))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-      abstract_state)
-  ckpt = checkpointing.RunCheckpointer(directory, keep=1)
-  try:
-    state, _, step = ckpt.restore(target)
-  finally:
-    ckpt.close()
-  logging.info('restored step %d from %s', step, directory)
-  return state.params, step
 
 
 def _pad_width(value: np.ndarray, width: int, max_len: int) -> np.ndarray:
@@ -239,17 +176,17 @@ def predict(workdir, source: str, *, fmt: str = '', checkpoint: str = 'best',
   input example is labelled, else None.
   """
   from bert_jax import tasks  # pylint: disable=g-import-not-at-top
-  run_config = load_run_config(workdir)
+  run_config = runs.load_run_config(workdir)
   if run_config.task == 'pretrain':
     raise ValueError(f'{workdir} is a pretraining run: use --task=fill_mask '
                      f'--model={workdir}')
-  checkpoint_dir(workdir, checkpoint)   # fail before reading any data
+  runs.checkpoint_dir(workdir, checkpoint)   # fail before reading any data
   with _input_path(source, fmt, run_config) as path:
     config = _input_config(run_config, path, on_error)
     task = tasks.get(config.task)(config)
   batch_size = batch_size or int(config.eval_batch_size)
   first = next(iter(task.eval_batches(batch_size, 0, 1)))
-  params, _ = restore_params(workdir, config, task, first, checkpoint)
+  params, _ = runs.restore_params(workdir, config, task, first, checkpoint)
   metrics, outputs = run_eval(task, params, batch_size)
   rows = task.prediction_rows(outputs)
   unlabelled = task.eval_ds.report.notes.get('unlabelled', 0)
