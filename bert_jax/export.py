@@ -41,10 +41,15 @@ from bert_jax import heads
 from bert_jax import runs
 # pylint: enable=g-import-not-at-top
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A fine-tuning run directory.')
-_OUT = flags.DEFINE_string('out', None, 'The HF directory to write.')
-_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'final'],
-                                'Which checkpoint (see bert_jax.predict).')
+FLAGS = flags.FLAGS
+
+def _define_flags():
+  """The command-line flags (defined when run as a program, so that the
+  library functions can be imported next to other absl programs)."""
+  flags.DEFINE_string('workdir', None, 'A fine-tuning run directory.')
+  flags.DEFINE_string('out', None, 'The HF directory to write.')
+  flags.DEFINE_enum('checkpoint', 'best', ['best', 'final'],
+                                  'Which checkpoint (see bert_jax.predict).')
 
 
 class UnsupportedHead(ValueError):
@@ -142,14 +147,15 @@ def export(workdir, out, *, checkpoint: str = 'best') -> pathlib.Path:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not _WORKDIR.value or not _OUT.value:
+  if not FLAGS.workdir or not FLAGS.out:
     raise app.UsageError('needs --workdir=DIR and --out=HF_DIR')
-  out = export(_WORKDIR.value, _OUT.value, checkpoint=_CHECKPOINT.value)
+  out = export(FLAGS.workdir, FLAGS.out, checkpoint=FLAGS.checkpoint)
   print(f'wrote {out}; load it with transformers.AutoModelFor... '
         f'.from_pretrained({str(out)!r})')
 
 
 def _run():
+  _define_flags()
   try:
     app.run(main)
   except (FileNotFoundError, ValueError) as e:

@@ -6,7 +6,6 @@ misspelled key is an error.
 """
 
 import os
-import shlex
 import sys
 
 # TensorFlow (used only for TensorBoard summaries) is chatty at start-up.
@@ -17,6 +16,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bert_jax import runs
 from bert_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -59,24 +59,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   results = train.run(config, _WORKDIR.value)
-  command = predict_command(config, _WORKDIR.value, results)
+  command = runs.predict_command(config, _WORKDIR.value, results)
   if command:
     logging.info('label new text with this run:\n  %s', command)
     print(f'Label new text with this run:\n  {command}', flush=True)
-
-
-def predict_command(config, workdir: str, results) -> str:
-  """The `bert_jax.predict` command for a finished fine-tuning run ('' for
-  pretraining or a preempted run). --input is the run's eval file when it is
-  a local file, else a placeholder in its place."""
-  if config.task == 'pretrain' or 'final_step' not in results:
-    return ''
-  data = config.get('data', {})
-  source = data.get('eval') or data.get('train') or ''
-  given = source and os.path.isfile(source)
-  return ('python -m bert_jax.predict --workdir=' + shlex.quote(str(workdir))
-          + ' --input=' + (shlex.quote(source) if given else 'FILE')
-          + ' --output=-')
 
 
 if __name__ == '__main__':

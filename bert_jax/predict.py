@@ -62,29 +62,34 @@ from bert_jax import progress
 from bert_jax import runs
 # pylint: enable=g-import-not-at-top
 
-_TASK = flags.DEFINE_string(
-    'task', '', "'' : the task of --workdir's run; fill_mask: top-k tokens "
-    'for each [MASK] with --model')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A fine-tuning run directory.')
-_INPUT = flags.DEFINE_string(
-    'input', None, "A file, '-' for stdin, or a registered dataset NAME:SPLIT.")
-_OUTPUT = flags.DEFINE_string('output', '-', "JSON lines; '-' for stdout.")
-_FORMAT = flags.DEFINE_string(
-    'format', '', 'Input format (tsv, csv, jsonl, conll, squad, semeval, '
-    "relation_jsonl); '' : from the extension or the run's config.")
-_CHECKPOINT = flags.DEFINE_enum(
-    'checkpoint', 'best', ['best', 'final'],
-    'best: the best-metric checkpoint if the run kept one, else the final.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 0,
-                                   "0: the run's config.eval_batch_size.")
-_ON_ERROR = flags.DEFINE_enum('on_error', 'raise', ['raise', 'skip'],
-                              'What a bad input record does.')
-_MODEL = flags.DEFINE_string(
-    'model', None, 'fill_mask: a pretraining workdir (its hf/ export) or a HF '
-    'BERT directory with an MLM head.')
-_TEXT = flags.DEFINE_string('text', None, 'fill_mask: one text (else --input '
-                            'lines).')
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'fill_mask: tokens per [MASK].')
+FLAGS = flags.FLAGS
+
+def _define_flags():
+  """The command-line flags (defined when run as a program, so that the
+  library functions can be imported next to other absl programs)."""
+  flags.DEFINE_string(
+      'task', '', "'' : the task of --workdir's run; fill_mask: top-k tokens "
+      'for each [MASK] with --model')
+  flags.DEFINE_string('workdir', None, 'A fine-tuning run directory.')
+  flags.DEFINE_string(
+      'input', None, "A file, '-' for stdin, or a registered dataset NAME:SPLIT.")
+  flags.DEFINE_string('output', '-', "JSON lines; '-' for stdout.")
+  flags.DEFINE_string(
+      'format', '', 'Input format (tsv, csv, jsonl, conll, squad, semeval, '
+      "relation_jsonl); '' : from the extension or the run's config.")
+  flags.DEFINE_enum(
+      'checkpoint', 'best', ['best', 'final'],
+      'best: the best-metric checkpoint if the run kept one, else the final.')
+  flags.DEFINE_integer('batch_size', 0, "0: the run's config.eval_batch_size.")
+  flags.DEFINE_enum('on_error', 'raise', ['raise', 'skip'],
+                    'What a bad input record does.')
+  flags.DEFINE_string(
+      'model', None, 'fill_mask: a pretraining workdir (its hf/ export) or a HF '
+      'BERT directory with an MLM head.')
+  flags.DEFINE_string('text', None,
+                      'fill_mask: one text (else --input lines).')
+  flags.DEFINE_integer('top_k', 5, 'fill_mask: tokens per [MASK].')
+
 
 # Suffix a stdin input is saved under, so the reader is picked as for a file.
 _SUFFIX = {'tsv': '.tsv', 'csv': '.csv', 'jsonl': '.jsonl', 'squad': '.json',
@@ -279,29 +284,29 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
-  if _TASK.value == 'fill_mask':
-    if not _MODEL.value:
+  if FLAGS.task == 'fill_mask':
+    if not FLAGS.model:
       raise app.UsageError('--task=fill_mask needs --model=DIR')
-    if (_TEXT.value is None) == (_INPUT.value is None):
+    if (FLAGS.text is None) == (FLAGS.input is None):
       raise app.UsageError('--task=fill_mask needs --text or --input (one)')
-    texts = [_TEXT.value] if _TEXT.value is not None else _lines(_INPUT.value)
-    filler = FillMask(_MODEL.value)
-    bs = _BATCH_SIZE.value or 32
-    with _open_output(_OUTPUT.value) as f:
+    texts = [FLAGS.text] if FLAGS.text is not None else _lines(FLAGS.input)
+    filler = FillMask(FLAGS.model)
+    bs = FLAGS.batch_size or 32
+    with _open_output(FLAGS.output) as f:
       for start in progress.bar(range(0, len(texts), bs), desc='fill_mask',
                                 unit='batch', total=-(-len(texts) // bs)):
-        _write(filler(texts[start:start + bs], _TOP_K.value), f)
+        _write(filler(texts[start:start + bs], FLAGS.top_k), f)
     return
-  if _TASK.value:
-    raise app.UsageError(f"--task={_TASK.value!r}; known: '' (the run's "
+  if FLAGS.task:
+    raise app.UsageError(f"--task={FLAGS.task!r}; known: '' (the run's "
                          'task), fill_mask')
-  if not _WORKDIR.value or not _INPUT.value:
+  if not FLAGS.workdir or not FLAGS.input:
     raise app.UsageError('needs --workdir=DIR and --input=FILE|-|NAME:SPLIT')
-  rows, summary = predict(_WORKDIR.value, _INPUT.value, fmt=_FORMAT.value,
-                          checkpoint=_CHECKPOINT.value,
-                          batch_size=_BATCH_SIZE.value,
-                          on_error=_ON_ERROR.value)
-  with _open_output(_OUTPUT.value) as f:
+  rows, summary = predict(FLAGS.workdir, FLAGS.input, fmt=FLAGS.format,
+                          checkpoint=FLAGS.checkpoint,
+                          batch_size=FLAGS.batch_size,
+                          on_error=FLAGS.on_error)
+  with _open_output(FLAGS.output) as f:
     _write(rows, f)
   if summary is not None:
     scalars = {k: v for k, v in summary.items()
@@ -310,6 +315,7 @@ def main(argv):
 
 
 def _run():
+  _define_flags()
   try:
     app.run(main)
   except (FileNotFoundError, ValueError) as e:

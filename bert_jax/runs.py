@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shlex
 
 from absl import logging
 import jax
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from bert_jax import checkpointing
+from bert_jax.data import datasets
 
 
 def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -79,3 +81,22 @@ def restore_params(workdir, config, task, batch, which: str = 'best'):
     ckpt.close()
   logging.info('restored step %d from %s', step, directory)
   return state.params, step
+
+
+def predict_command(config, workdir: str, results) -> str:
+  """The `bert_jax.predict` command for a finished fine-tuning run ('' for
+  pretraining or a preempted run). --input is the run's eval file when it is
+  a local file, else NAME:SPLIT for registered data, else FILE."""
+  if config.task == 'pretrain' or 'final_step' not in results:
+    return ''
+  data = config.get('data', {})
+  source = data.get('eval') or data.get('train') or ''
+  if source and os.path.isfile(source):
+    given = shlex.quote(source)
+  elif source in datasets.names():
+    given = f'{source}:{data.get("eval_split") or "test"}'
+  else:
+    given = 'FILE'
+  return ('python -m bert_jax.predict --workdir=' + shlex.quote(str(workdir))
+          + f' --input={given} --output=-')
+
