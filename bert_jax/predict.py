@@ -54,7 +54,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -63,6 +62,7 @@ from bert_jax import runs
 # pylint: enable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
+
 
 def _define_flags():
   """The command-line flags (defined when run as a program, so that the
@@ -96,13 +96,22 @@ _SUFFIX = {'tsv': '.tsv', 'csv': '.csv', 'jsonl': '.jsonl', 'squad': '.json',
            'conll': '.conll', 'semeval': '.txt', 'relation_jsonl': '.jsonl'}
 
 
-def _pad_width(value: np.ndarray, width: int, max_len: int) -> np.ndarray:
-  """A per-token output of a batch cut to `width` columns, padded back to
-  `max_len` with zeros (never read: the tasks read real tokens only), so
-  the outputs of batches of different buckets concatenate."""
-  if value.ndim < 2 or value.shape[1] != width or width == max_len:
-    return value
-  pad = [(0, 0), (0, max_len - width)] + [(0, 0)] * (value.ndim - 2)
+def _per_token_outputs(task, params, batch) -> set[str]:
+  """Names of the eval outputs with a sequence axis (axis 1 follows the
+  batch's width), found from their shapes at two widths (tracing only)."""
+  from bert_jax.tasks import finetune  # pylint: disable=g-import-not-at-top
+  t = batch['input_ids'].shape[1]
+  shapes = [jax.eval_shape(task.eval_step, params,
+                           finetune.trim_to_bucket(batch, t, w))[1]
+            for w in (t, t - 1)]
+  return {k for k in shapes[0] if shapes[0][k].shape != shapes[1][k].shape}
+
+
+def _pad_width(value: np.ndarray, max_len: int) -> np.ndarray:
+  """A per-token output [B, width, ...] padded back to `max_len` columns
+  with zeros (never read: the tasks read real tokens only), so the outputs
+  of batches of different buckets concatenate."""
+  pad = [(0, 0), (0, max_len - value.shape[1])] + [(0, 0)] * (value.ndim - 2)
   return np.pad(value, pad)
 
 
@@ -113,10 +122,13 @@ def run_eval(task, params, batch_size: int) -> tuple[dict, dict]:
   """
   from bert_jax import train  # pylint: disable=g-import-not-at-top
   from bert_jax.tasks import base  # pylint: disable=g-import-not-at-top
-  # Cut every task's batches (training cuts only where outputs are per
-  # example; here outputs are padded back, see _pad_width).
-  task.trim_eval_batches = True
   max_len = int(task.config.data.max_seq_length)
+  task.trim_eval_batches = False
+  per_token = _per_token_outputs(
+      task, params, next(iter(task.eval_batches(batch_size, 0, 1))))
+  # Cut every task's batches (training cuts only where no output is per
+  # token; here those are padded back).
+  task.trim_eval_batches = True
   eval_fn = jax.jit(task.eval_step)   # compiles once per bucket
   n = task.num_eval_examples()
   total, outputs = None, []
@@ -124,10 +136,9 @@ def run_eval(task, params, batch_size: int) -> tuple[dict, dict]:
                             total=None if n is None else -(-n // batch_size),
                             desc='predict', unit='batch'):
     batch = train._pad_batch(batch, batch_size)  # pylint: disable=protected-access
-    width = batch['input_ids'].shape[1]
     metrics, out = eval_fn(params, batch)
     total = base.add_metrics(total, metrics)
-    outputs.append({k: _pad_width(np.asarray(v), width, max_len)
+    outputs.append({k: _pad_width(v, max_len) if k in per_token else v
                     for k, v in jax.device_get(out).items()})
   if total is None:
     raise ValueError('the input holds no example')
@@ -186,6 +197,9 @@ def predict(workdir, source: str, *, fmt: str = '', checkpoint: str = 'best',
     raise ValueError(f'{workdir} is a pretraining run: use --task=fill_mask '
                      f'--model={workdir}')
   runs.checkpoint_dir(workdir, checkpoint)   # fail before reading any data
+  if fmt and source != '-':
+    raise ValueError(f"--format is for --input=- (stdin); {source}'s format "
+                     'comes from its extension')
   with _input_path(source, fmt, run_config) as path:
     config = _input_config(run_config, path, on_error)
     task = tasks.get(config.task)(config)
