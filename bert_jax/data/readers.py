@@ -1155,8 +1155,9 @@ def read_squad(
   `plausible_answers` are ignored); with `allow_impossible=False` such a
   question is an error. With `allow_unanswered`, a question without
   answers (unlabelled data, e.g. for prediction) is read as unanswerable
-  and counted in `report.notes['unlabelled']`. A record is a question: in skip mode a bad
-  paragraph (no context) drops all its questions, each counted.
+  and counted in `report.notes['unlabelled']`. A record is a question: in
+  skip mode a bad paragraph (no context) drops all its questions, each
+  counted.
 
   A file that is not valid JSON, or has no `data` list, raises in both
   modes (there is no record to skip); the error names the line.
