@@ -25,6 +25,7 @@ setuptools.setup(
         'numpy>=1.26,<3',
         'absl-py>=2.0,<3',
         'matplotlib>=3.8,<4',
+        'tqdm>=4.60,<5',
     ],
     extras_require={
         'test': [

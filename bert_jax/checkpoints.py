@@ -348,6 +348,25 @@ def from_pretrained(path_or_name: str | os.PathLike, *, scan_layers: bool = Fals
 
 
 
+def load_mlm(path_or_name: str | os.PathLike, **config_overrides):
+  """`from_pretrained`, for a directory that must hold an MLM head.
+
+  Returns (config, params, tokenizer) like `from_pretrained`; raises
+  CheckpointError when the weights have no `cls.predictions.*` (an
+  encoder-only model such as MiniLM: its MLM head would be random).
+  """
+  directory = _resolve(path_or_name)
+  weights, source = _read_hf_weights(directory)
+  names = {_normalise_hf_name(k) for k in weights}
+  del weights
+  if 'cls.predictions.transform.dense.weight' not in names:
+    raise CheckpointError(
+        f'{source}: no MLM head (cls.predictions.*): this is an encoder-only '
+        'model. Fill-mask needs a bert_jax pretraining run (its <workdir>/hf '
+        'export) or a HF BertForMaskedLM / BertForPreTraining directory')
+  return from_pretrained(directory, **config_overrides)
+
+
 def _convert_out(config: BertConfig, params: Params, fmt: str
                  ) -> dict[str, np.ndarray]:
   """Our params -> {file name in `fmt` ('hf' or 'tf'): fp32 array}."""
@@ -360,6 +379,34 @@ def _convert_out(config: BertConfig, params: Params, fmt: str
       raise CheckpointError(f'export: parameter {ours} missing from params')
     value = np.asarray(flat[ours], dtype=np.float32)
     out[name] = np.ascontiguousarray(value.T if transform == _T else value)
+  return out
+
+
+def encoder_hf_state_dict(config: BertConfig, bert_params: Params, *,
+                          pooler: bool = True) -> dict[str, np.ndarray]:
+  """`params['bert']` (a fine-tuned encoder) -> HF `bert.*` state dict.
+
+  pooler=False leaves out `bert.pooler.*` (HF's token classification and QA
+  models have no pooler).
+  """
+  if 'layers' in bert_params['encoder']:
+    bert_params = unstack_layers({'bert': bert_params},
+                                 config.num_hidden_layers)['bert']
+  flat = flatten({'bert': bert_params})
+  out = {}
+  groups = ('encoder', 'pooler') if pooler else ('encoder',)
+  for ours, name, transform, group in _entries(config, 'hf'):
+    if group not in groups:
+      continue
+    if ours not in flat:
+      raise CheckpointError(f'export: parameter {ours} missing from params')
+    value = np.asarray(flat[ours], dtype=np.float32)
+    out[f'bert.{name}'] = np.ascontiguousarray(
+        value.T if transform == _T else value)
+  extra = sorted(set(flat) - {e[0] for e in _entries(config, 'hf')})
+  if extra:
+    raise CheckpointError(f'export: encoder parameters with no HF name: '
+                          f'{extra[:5]}')
   return out
 
 

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from bert_jax import config_cli
+from bert_jax import runs
 from bert_jax import train
 
 _PARSED = {}
@@ -49,7 +50,12 @@ def main(argv):
     raise app.UsageError('--workdir=DIR is required')
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  train.run(_PARSED['config'], _PARSED['workdir'])
+  config = _PARSED['config']
+  results = train.run(config, _PARSED['workdir'])
+  command = runs.predict_command(config, _PARSED['workdir'], results)
+  if command:
+    logging.info('label new text with this run:\n  %s', command)
+    print(f'Label new text with this run:\n  {command}', flush=True)
 
 
 if __name__ == '__main__':

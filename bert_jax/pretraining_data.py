@@ -59,6 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import progress
+
 Features = dict[str, np.ndarray]
 
 # --------------------------------------------------------------------------
@@ -84,11 +86,19 @@ def tokenize_documents(
     nothing and documents left empty are dropped.
   """
   out = []
-  for document in documents:
+  for document in progress.bar(documents, desc='tokenize', unit='doc',
+                               total=_len_or_none(documents)):
     ids = [list(s) for s in encode_batch(list(document)) if len(s)]
     if ids:
       out.append(ids)
   return out
+
+
+def _len_or_none(x):
+  try:
+    return len(x)
+  except TypeError:
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -265,12 +275,15 @@ def create_nsp_instances(documents: Sequence[Sequence[Sequence[int]]], *,
   if any(not d or any(not s for s in d) for d in documents):
     raise ValueError('documents and sentences must be non-empty')
   instances: list[Instance] = []
-  for _ in range(dupe_factor):
-    for doc_index in range(len(documents)):
-      _instances_from_document(
-          documents, doc_index, max_seq_length=max_seq_length,
-          short_seq_prob=short_seq_prob, nsp_prob=nsp_prob, rng=rng,
-          cls_id=cls_id, sep_id=sep_id, out=instances)
+  with progress.bar(total=dupe_factor * len(documents), desc='nsp instances',
+                    unit='doc') as bar:
+    for _ in range(dupe_factor):
+      for doc_index in range(len(documents)):
+        _instances_from_document(
+            documents, doc_index, max_seq_length=max_seq_length,
+            short_seq_prob=short_seq_prob, nsp_prob=nsp_prob, rng=rng,
+            cls_id=cls_id, sep_id=sep_id, out=instances)
+        bar.update()
   order = rng.permutation(len(instances))
   return [instances[k] for k in order]
 

@@ -30,6 +30,7 @@ import optax
 
 from bert_jax import checkpointing
 from bert_jax import optim
+from bert_jax import progress
 from bert_jax import sharding
 from bert_jax.tasks import base
 
@@ -230,8 +231,11 @@ def evaluate(task: base.Task, eval_fn, state: TrainState, config, mesh
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   local_bs = sharding.local_batch_size(config.eval_batch_size)
   total, outputs = None, []
-  for batch in task.eval_batches(local_bs, jax.process_index(),
-                                 jax.process_count()):
+  batches = task.eval_batches(local_bs, jax.process_index(),
+                              jax.process_count())
+  n = task.num_eval_examples()
+  for batch in progress.bar(batches, desc='eval', unit='batch', total=(
+      None if n is None else -(-n // config.eval_batch_size))):
     batch = _pad_batch(batch, local_bs)
     metrics, out = eval_fn(state.params, sharding.make_global_batch(batch, mesh))
     total = base.add_metrics(total, metrics)
@@ -277,6 +281,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   from bert_jax import tasks  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:   # what bert_jax.predict / export rebuild from
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   if config.get('compilation_cache_dir'):
     jax.config.update('jax_compilation_cache_dir', config.compilation_cache_dir)
   maybe_initialize_distributed(config)
@@ -394,13 +400,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
           f'{ckpt.latest_step()} in {ckpt.directory}. Set config.nonfinite='
           "'skip' to skip such updates instead.")
 
-  with _Preemption() as preemption:
+  with _Preemption() as preemption, progress.bar(
+      total=total_steps, initial=start, desc='train', unit='step') as bar:
     for step in range(start, total_steps):
       local = next(train_iter)
       if 'input_ids' in local:   # padded tokens; batches may differ in length
         tokens_since += local['input_ids'].size * jax.process_count()
       batch = sharding.make_global_batch(local, mesh)
       state, metrics = step_fn(state, batch)
+      bar.update()
       # Summed on device: no host sync until the metrics are logged.
       total_metrics = metrics if total_metrics is None else (
           jax.tree_util.tree_map(jnp.add, total_metrics, metrics))

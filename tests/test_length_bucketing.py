@@ -123,7 +123,8 @@ def test_cut_batches_give_the_same_loss_gradient_and_eval():
   on the same batch padded to max_seq_length, and so does evaluation."""
   t = 256   # drug_reviews: median 111 tokens, so many batches are short
   c = tiny(**{'data.group_by_length': True, 'data.max_seq_length': t,
-              'model.max_position_embeddings': t})
+              'model.max_position_embeddings': t,
+              'data.length_bucket_count': 0})   # 'full': no default buckets
   task = ClassificationTask(c)
   full_it = task.train_iterator(16, 0, 1, seed=0)
   c.data.length_buckets = buckets = (64, 128, 192)
@@ -174,3 +175,32 @@ def test_run_with_buckets_trains_and_counts_padded_tokens(tmp_path):
   per_example = [h['tokens_per_sec'] / h['examples_per_sec'] for h in logged]
   assert all(64 <= x <= t for x in per_example)
   assert np.mean(per_example) < 0.9 * t
+
+
+def test_bucketed_run_equals_unbucketed_run(tmp_path):
+  """The default (buckets at max_seq_length / 4 steps) against no cutting:
+  the same losses, eval metrics and predictions from a whole tiny run (no
+  dropout, whose masks depend on the shape)."""
+  t = 256   # drug_reviews: median 111 tokens, so many batches are cut
+
+  def run(count, name):
+    c = tiny(**{'data.length_bucket_count': count, 'total_steps': 8,
+                'log_every': 2, 'model.hidden_dropout_prob': 0.0,
+                'model.attention_probs_dropout_prob': 0.0,
+                'data.max_seq_length': t, 'model.max_position_embeddings': t})
+    assert finetune.length_buckets(c) == ((64, 128, 192, t) if count else ())
+    return train.run(c, tmp_path / name)
+
+  plain, cut = run(0, 'plain'), run(4, 'cut')
+  # Tokens fed per example: fewer with buckets (the columns were cut).
+  fed = lambda r: [h['tokens_per_sec'] / h['examples_per_sec']
+                   for h in r['train_history'] if 'tokens_per_sec' in h]
+  assert min(fed(plain)) == t and min(fed(cut)) < t
+  losses = lambda r: [h['loss'] for h in r['train_history'] if 'loss' in h]
+  np.testing.assert_allclose(losses(cut), losses(plain), rtol=1e-4)
+  a, b = plain['final_eval'], cut['final_eval']
+  for key in ('accuracy', 'macro_f1', 'micro_f1', 'minority_f1'):
+    assert a[key] == b[key], key
+  np.testing.assert_allclose(b['ce_loss'], a['ce_loss'], rtol=1e-4)
+  read = lambda name: (tmp_path / name / 'predictions.jsonl').read_text()
+  assert read('cut') == read('plain')

@@ -673,6 +673,14 @@ def names() -> list[str]:
   return sorted(REGISTERED)
 
 
+def format_of(name_or_path: str) -> Optional[str]:
+  """The format a local file is read in, from its extension (None if it has
+  none of `_EXTENSIONS`, or is a registered or tfds name)."""
+  if name_or_path in REGISTERED or name_or_path.startswith('tfds:'):
+    return None
+  return _EXTENSIONS.get(pathlib.Path(name_or_path).suffix.lower())
+
+
 def multilabel_format(name_or_path: str) -> Optional[str]:
   """The multi-label reader format for a local file's extension, else None.
 
@@ -680,9 +688,7 @@ def multilabel_format(name_or_path: str) -> Optional[str]:
   'multilabel_csv'; None for registered names, `tfds:` names and other
   extensions (the multi-label task passes the result as `format=`).
   """
-  if name_or_path in REGISTERED or name_or_path.startswith('tfds:'):
-    return None
-  fmt = _EXTENSIONS.get(pathlib.Path(name_or_path).suffix.lower())
+  fmt = format_of(name_or_path)
   return f'multilabel_{fmt}' if fmt in ('jsonl', 'tsv', 'csv') else None
 
 

@@ -1309,6 +1309,7 @@ def read_squad(
     path: PathLike, *,
     data: Optional[bytes] = None,
     allow_impossible: bool = True,
+    allow_unanswered: bool = False,
     on_error: str = 'raise',
     max_examples: Optional[int] = None,
     encoding: str = 'utf-8',
@@ -1320,8 +1321,11 @@ def read_squad(
   naming the question id (and its line, found by searching the file). A
   v2.0 question with `is_impossible: true` gets no answers (its
   `plausible_answers` are ignored); with `allow_impossible=False` such a
-  question is an error. A record is a question: in skip mode a bad
-  paragraph (no context) drops all its questions, each counted.
+  question is an error. With `allow_unanswered`, a question without
+  answers (unlabelled data, e.g. for prediction) is read as unanswerable
+  and counted in `report.notes['unlabelled']`. A record is a question: in
+  skip mode a bad paragraph (no context) drops all its questions, each
+  counted.
 
   A file that is not valid JSON, or has no `data` list, raises in both
   modes (there is no record to skip); the error names the line.
@@ -1377,14 +1381,15 @@ def read_squad(
           return col.finish()
         try:
           col.add(_squad_question(col, source, f'{where}.qas[{q}]', qa,
-                                  context, allow_impossible, id_line))
+                                  context, allow_impossible, id_line,
+                                  allow_unanswered=allow_unanswered))
         except DataError as e:
           col.fail(e)
   return col.finish()
 
 
 def _squad_question(col, source, where, qa, context, allow_impossible,
-                    id_line):
+                    id_line, *, allow_unanswered=False):
   if not isinstance(qa, dict):
     raise DataError(source, None, where, 'expected a JSON object',
                     reason='bad question')
@@ -1421,6 +1426,10 @@ def _squad_question(col, source, where, qa, context, allow_impossible,
                       reason="field 'answers': answers on impossible question")
     col.guid(qid, line, 'id')
     col.report.notes['impossible'] += 1
+    return ex.QAExample(guid, question, context, (), True)
+  if not answers_in and allow_unanswered:
+    col.guid(qid, line, 'id')
+    col.report.notes['unlabelled'] += 1
     return ex.QAExample(guid, question, context, (), True)
   if not answers_in:
     raise DataError(source, line, 'answers', f'{label}: no answers',

@@ -69,6 +69,11 @@ class Task(abc.ABC):
     """Host: final eval metrics from averaged sums and gathered outputs."""
     return metrics
 
+  def prediction_rows(self, outputs: dict[str, np.ndarray]) -> list[dict]:
+    """Host: one JSON-able row per eval example, in eval-set order, from the
+    gathered `eval_step` outputs (what `bert_jax.predict` writes)."""
+    raise NotImplementedError(f'{type(self).__name__} does not predict')
+
   # ---------------------------------------------------------------- data
   @abc.abstractmethod
   def train_iterator(self, local_batch_size: int, shard_index: int,
@@ -87,6 +92,11 @@ class Task(abc.ABC):
   def num_train_examples(self) -> Optional[int]:
     """Size of an epoch, for `config.num_epochs`; None if unbounded."""
     features = getattr(self, 'train_features', None)
+    return None if features is None else len(next(iter(features.values())))
+
+  def num_eval_examples(self) -> Optional[int]:
+    """Rows of the eval set (for a progress bar's total); None if unknown."""
+    features = getattr(self, 'eval_features', None)
     return None if features is None else len(next(iter(features.values())))
 
   def flops_per_example(self) -> Optional[float]:

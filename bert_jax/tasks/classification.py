@@ -27,6 +27,18 @@ from bert_jax.tasks import finetune
 import losses
 
 
+def probability_rows(outputs, label_names, guids) -> list[dict]:
+  """`{guid, label, probs}` rows from gathered eval outputs ('logits' [M, C],
+  'weights' [M]; rows of weight 0 are padding): the argmax label and the
+  softmax probability of every label, by name."""
+  keep = outputs['weights'] > 0
+  probs = np.asarray(jax.nn.softmax(
+      np.asarray(outputs['logits'][keep], np.float32), -1))
+  return [dict(guid=g, label=label_names[int(np.argmax(p))],
+               probs={n: float(x) for n, x in zip(label_names, p)})
+          for g, p in zip(guids, probs)]
+
+
 class ClassificationTask(finetune.FinetuneTask):
   """Sequence (pair) classification with any loss of `losses`."""
 
@@ -81,7 +93,11 @@ class ClassificationTask(finetune.FinetuneTask):
         input_ids=np.stack([finetune.pad_to(e.ids, t) for e in encs]),
         token_type_ids=np.stack([finetune.pad_to(e.token_type_ids, t) for e in encs]),
         attention_mask=np.stack([finetune.pad_to(e.attention_mask, t) for e in encs]),
-        labels=np.asarray([index[e.label] for e in ds.examples], np.int32),
+        # Unlabelled eval examples (prediction) get class 0; their metrics
+        # are not shown (finetune.load_maybe_unlabelled). Training needs labels.
+        labels=np.asarray([index[e.label] if e.label is not None or
+                           which == 'train' else 0 for e in ds.examples],
+                          np.int32),
         weights=np.ones(len(encs), np.float32))
 
   # ---------------------------------------------------------------- model
@@ -123,6 +139,13 @@ class ClassificationTask(finetune.FinetuneTask):
         row['adjusted_prediction'] = self.label_names[int(p)]
     out['_predictions'] = rows
     return out
+
+  def prediction_rows(self, outputs) -> list[dict]:
+    """`{guid, label, probs}` per eval example, in order: the predicted label
+    (argmax of the raw logits, as predictions.jsonl's `prediction`) and the
+    softmax probability of every label."""
+    return probability_rows(outputs, self.label_names,
+                            [e.guid for e in self.eval_ds.examples])
 
   def _report(self, preds, labels):
     names = self.label_names

@@ -10,6 +10,7 @@ encoder from `config.model.init_from`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Optional, Sequence
 
@@ -21,6 +22,7 @@ import losses
 from bert_jax import checkpoints
 from bert_jax import tokenization
 from bert_jax.data import datasets
+from bert_jax.data import readers
 from bert_jax.data import registry
 from bert_jax.data import sampling
 from bert_jax.model import BertConfig
@@ -152,6 +154,10 @@ def load_split(config, which: str) -> datasets.Dataset:
   d = config.data
   name = d.train if which == 'train' else (d.eval or d.train)
   split = d.train_split if which == 'train' else d.eval_split
+  if not name:
+    raise ValueError('config.data.train is empty: name the data, e.g. '
+                     '--config.data.train=train.tsv --config.data.eval=dev.tsv '
+                     f'(or a registered dataset: {", ".join(datasets.names())})')
   fraction = d.get('dev_from_train') or 0.0
   if not 0 <= fraction < 1:
     raise ValueError(f'config.data.dev_from_train={fraction} must be in '
@@ -165,10 +171,22 @@ def load_split(config, which: str) -> datasets.Dataset:
     name, split = d.train, d.train_split
   options = dict(d.reader_options.to_dict()) if d.get('reader_options') else {}
   try:
-    ds = datasets.load(name, split, seed=d.split_seed, on_error=d.on_error,
-                       **options)
+    if which == 'eval' and d.get('eval_labels_optional'):
+      ds = load_maybe_unlabelled(name, split, seed=d.split_seed,
+                                 on_error=d.on_error, **options)
+    else:
+      ds = datasets.load(name, split, seed=d.split_seed, on_error=d.on_error,
+                         **options)
   except KeyError as e:
     raise ValueError(f'config.data.{which}: {e}') from e
+  except readers.DataError as e:
+    if d.on_error != 'raise' or isinstance(e, readers.ConfigError):
+      raise
+    # The same error, plus the way past it.
+    raise readers.DataError(
+        e.path, e.line, e.field, f'{e.message} (to skip such records and '
+        'count them instead, set --config.data.on_error=skip)',
+        reason=e.reason) from e
   if carve:
     ds = datasets.hold_out(ds, fraction, d.split_seed,
                            'rest' if which == 'train' else 'held_out')
@@ -188,15 +206,77 @@ def load_split(config, which: str) -> datasets.Dataset:
   return ds
 
 
-def length_buckets(config) -> tuple[int, ...]:
-  """`config.data.length_buckets`, checked, ending at `max_seq_length`.
+# Reader keyword arguments that read a local file of each format without its
+# labels (see `load_maybe_unlabelled`).
+UNLABELLED_OPTIONS = {
+    'tsv': dict(label_field=None), 'csv': dict(label_field=None),
+    'jsonl': dict(allow_unlabelled=True), 'conll': dict(tag_column=None),
+    'semeval': dict(labelled=False), 'relation_jsonl': dict(label_field=None),
+    'squad': dict(allow_unanswered=True),
+}
 
-  Empty: no bucketing (every batch has `max_seq_length` columns).
+
+def load_maybe_unlabelled(name: str, split: str, **kwargs) -> datasets.Dataset:
+  """`datasets.load`, for data that may come without labels (prediction).
+
+  The file is read with its labels if it has them, else without (the
+  reader options of `UNLABELLED_OPTIONS`). A CoNLL file with a single column
+  is read as tokens. Unlabelled tagging examples get the placeholder tag 'O'
+  on every word (tagging always has 'O'), so the task's features can be
+  built; unlabelled examples of other kinds keep `label=None` (the tasks map
+  it to class 0 at eval). The number of unlabelled examples is in
+  `report.notes['unlabelled']`; metrics computed on such examples are
+  meaningless and are not to be shown.
+  """
+  fmt = kwargs.get('format') or datasets.format_of(name)
+  try:
+    ds = datasets.load(name, split, **kwargs)
+    one_column = (ds.task_kind == 'tagging' and
+                  all(e.tags == e.words for e in ds.examples))
+    if not one_column:
+      return ds
+  except readers.DataError as e:
+    if fmt not in UNLABELLED_OPTIONS:
+      raise
+    labelled_error = e
+  else:
+    labelled_error = None
+  try:
+    ds = datasets.load(name, split, **dict(kwargs, **UNLABELLED_OPTIONS[fmt]))
+  except readers.DataError:
+    if labelled_error is not None:
+      raise labelled_error   # pylint: disable=raising-bad-type
+    raise
+  examples = ds.examples
+  if ds.task_kind == 'tagging':
+    examples = tuple(dataclasses.replace(e, tags=('O',) * len(e.words))
+                     for e in examples)
+    ds.report.notes['unlabelled'] = len(examples)
+  elif ds.task_kind != 'qa':   # the QA reader counts them itself
+    ds.report.notes['unlabelled'] = sum(e.label is None for e in examples)
+  return datasets.Dataset(ds.name, ds.split, examples, ds.label_names,
+                          ds.task_kind, ds.report)
+
+
+def length_buckets(config) -> tuple[int, ...]:
+  """The length buckets, checked, ending at `max_seq_length`.
+
+  `config.data.length_buckets` when set; else the multiples of
+  `ceil(max_seq_length / config.data.length_bucket_count)` (count 4 at 256:
+  64, 128, 192, 256). Empty (both unset or 0): no bucketing, every batch
+  has `max_seq_length` columns.
   """
   max_len = int(config.data.max_seq_length)
   buckets = tuple(config.data.get('length_buckets', ()) or ())
   if not buckets:
-    return ()
+    count = config.data.get('length_bucket_count', 0) or 0
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+      raise ValueError(f'config.data.length_bucket_count={count!r} must be a '
+                       'whole number >= 0 (0: no bucketing)')
+    if not count:
+      return ()
+    step = -(-max_len // count)
+    return tuple(range(step, max_len, step)) + (max_len,)
   if (any(not isinstance(b, int) or isinstance(b, bool) for b in buckets)
       or list(buckets) != sorted(set(buckets)) or buckets[0] < 1
       or buckets[-1] > max_len):

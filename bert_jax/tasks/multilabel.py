@@ -248,10 +248,20 @@ class MultiLabelTask(finetune.FinetuneTask):
     for name, v in m['per_label'].items():
       out[f'f1/{name}'] = v['f1']
     out['report'] = metrics_lib.format_report(m)
-    probs = 0.5 * (1.0 + np.tanh(0.5 * logits))   # sigmoid, no overflow
     out['_predictions'] = [
-        dict(guid=e.guid, labels=list(e.labels),
-             prediction=[n for n, on in zip(names, row) if on],
-             probs={n: round(float(p), 6) for n, p in zip(names, prob)})
-        for e, row, prob in zip(self.eval_ds.examples, pred, probs)]
+        dict(guid=row['guid'], labels=list(e.labels),
+             prediction=row['labels'], probs=row['probs'])
+        for e, row in zip(self.eval_ds.examples, self.prediction_rows(outputs))]
     return out
+
+  def prediction_rows(self, outputs) -> list[dict]:
+    """`{guid, labels, probs}` per eval example, in order: the predicted
+    labels (`z > config.multilabel_threshold`) and every label's sigmoid."""
+    keep = outputs['weights'] > 0
+    logits = np.asarray(outputs['logits'][keep], np.float64)
+    probs = 0.5 * (1.0 + np.tanh(0.5 * logits))   # sigmoid, no overflow
+    names = self.label_names
+    return [dict(guid=e.guid,
+                 labels=[n for n, on in zip(names, row > self.threshold) if on],
+                 probs={n: round(float(p), 6) for n, p in zip(names, prob)})
+            for e, row, prob in zip(self.eval_ds.examples, logits, probs)]

@@ -70,6 +70,7 @@ from bert_jax import tokenization
 from bert_jax.data import datasets
 from bert_jax.heads import RELATION_METHODS, BertForRelation
 from bert_jax.tasks import base
+from bert_jax.tasks import classification
 from bert_jax.tasks import finetune
 
 import losses
@@ -364,8 +365,10 @@ class RelationTask(finetune.FinetuneTask):
       raise ValueError(f'{where}: no example fits max_seq_length='
                        f'{self.config.data.max_seq_length}')
     self.skipped[which] = skipped
+    # Unlabelled eval examples (prediction) get class 0 (see classification).
     features['labels'] = np.asarray(
-        [self.index[ds.examples[i].label] for i in kept], np.int32)
+        [self.index[ds.examples[i].label] if ds.examples[i].label is not None
+         or which == 'train' else 0 for i in kept], np.int32)
     return features, kept
 
   # ---------------------------------------------------------------- model
@@ -423,6 +426,14 @@ class RelationTask(finetune.FinetuneTask):
     return metrics, {'logits': logits, 'labels': batch['labels'],
                      'weights': batch['weights'],
                      'example_index': batch['example_index']}
+
+  def prediction_rows(self, outputs) -> list[dict]:
+    """`{guid, label, probs}` per scored eval example (examples skipped for
+    truncated entities have none), as `classification.probability_rows`."""
+    keep = outputs['weights'] > 0
+    guids = [self.eval_ds.examples[int(i)].guid
+             for i in outputs['example_index'][keep]]
+    return classification.probability_rows(outputs, self.label_names, guids)
 
   def summarize_eval(self, metrics, outputs):
     keep = outputs['weights'] > 0

@@ -271,11 +271,13 @@ class Decoded:
     null_score_diff: null score - best span score (+inf without a span);
       v2 predicts '' when it exceeds the threshold.
     nbest: up to n_best_size (text, score) of distinct texts, best first.
+    best_start: character offset of `best_span` in the context (-1 if none).
   """
   text: str
   best_span: str
   null_score_diff: float
   nbest: list[tuple[str, float]]
+  best_start: int = -1
 
 
 def decode(start_logits: np.ndarray, end_logits: np.ndarray,
@@ -332,7 +334,7 @@ def decode(start_logits: np.ndarray, end_logits: np.ndarray,
   for i, example in enumerate(examples):
     if not np.isfinite(null[i]):
       raise ValueError(f'example {example.guid!r} has no window')
-    nbest, seen = [], set()
+    nbest, seen, best_start = [], set(), -1
     if spans[i]:
       scores, c0s, c1s = (np.concatenate(x) for x in zip(*spans[i]))
     else:
@@ -343,6 +345,8 @@ def decode(start_logits: np.ndarray, end_logits: np.ndarray,
       if text in seen:
         continue
       seen.add(text)
+      if not nbest:
+        best_start = int(c0s[j])
       nbest.append((text, float(score)))
       if len(nbest) == n_best_size:
         break
@@ -351,7 +355,7 @@ def decode(start_logits: np.ndarray, end_logits: np.ndarray,
     text = best_text
     if version_2_with_negative and diff > null_score_diff_threshold:
       text = ''
-    out[example.guid] = Decoded(text, best_text, diff, nbest)
+    out[example.guid] = Decoded(text, best_text, diff, nbest, best_start)
   return out
 
 
@@ -465,7 +469,9 @@ class SpanQATask(finetune.FinetuneTask):
       if ds.task_kind != 'qa':
         raise ValueError(f'config.data.{which}={ds.name!r} is a '
                          f'{ds.task_kind} dataset, not QA')
-      impossible = sum(e.is_impossible for e in ds.examples)
+      # Unlabelled questions (prediction) are read as unanswerable.
+      impossible = (sum(e.is_impossible for e in ds.examples)
+                    - ds.report.notes.get('unlabelled', 0))
       if impossible and not self.version_2:
         raise ValueError(
             f'config.data.{which}={ds.name!r} has {impossible} unanswerable '
@@ -569,7 +575,8 @@ class SpanQATask(finetune.FinetuneTask):
     return metrics, {'start_logits': start, 'end_logits': end,
                      'feature_index': batch['feature_index'], 'weights': w}
 
-  def summarize_eval(self, metrics, outputs):
+  def _window_logits(self, outputs):
+    """Gathered eval outputs -> start, end logits float32 [windows, T]."""
     keep = outputs['weights'] > 0
     index = outputs['feature_index'][keep]
     start = np.zeros((len(self.eval_windows), outputs['start_logits'].shape[1]),
@@ -582,7 +589,30 @@ class SpanQATask(finetune.FinetuneTask):
     if not seen.all():
       raise ValueError(f'eval outputs cover {seen.sum()} of '
                        f'{len(seen)} windows')
-    decoded = self.decode(start, end)
+    return start, end
+
+  def prediction_rows(self, outputs) -> list[dict]:
+    """`{guid, answer, score, start, end}` per eval question, in order.
+
+    `score` is the answer's start + end logit (the null score, [CLS]'s, when
+    the answer is ''); `start`/`end` its character offsets in the context
+    (end exclusive), None for ''.
+    """
+    decoded = self.decode(*self._window_logits(outputs))
+    rows = []
+    for e in self.eval_ds.examples:
+      d = decoded[e.guid]
+      best = d.nbest[0][1] if d.nbest else float('-inf')
+      if d.text:
+        score, start, end = best, d.best_start, d.best_start + len(d.text)
+      else:
+        score, start, end = best + d.null_score_diff, None, None
+      rows.append(dict(guid=e.guid, answer=d.text, score=float(score),
+                       start=start, end=end))
+    return rows
+
+  def summarize_eval(self, metrics, outputs):
+    decoded = self.decode(*self._window_logits(outputs))
     gold = gold_answers(self.eval_ds.examples)
     scores = metrics_lib.squad_scores(
         {g: dcd.text for g, dcd in decoded.items()}, gold)

@@ -305,6 +305,17 @@ class TaggingTask(finetune.FinetuneTask):
                          'eval batches do not cover the eval set')
     return preds
 
+  def prediction_rows(self, outputs) -> list[dict]:
+    """`{guid, tokens, tags, spans}` per eval sentence, in order; spans are
+    strict `{type, start, end, text}` (word offsets, end exclusive)."""
+    rows = []
+    for e, tags in zip(self.eval_ds.examples, self.word_predictions(outputs)):
+      spans = [dict(type=t, start=a, end=b, text=' '.join(e.words[a:b]))
+               for t, a, b in metrics_lib.extract_spans(tags, self.scheme)]
+      rows.append(dict(guid=e.guid, tokens=list(e.words), tags=tags,
+                       spans=spans))
+    return rows
+
   def summarize_eval(self, metrics, outputs):
     preds = self.word_predictions(outputs)
     gold = [list(e.tags) for e in self.eval_ds.examples]
