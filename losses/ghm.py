@@ -39,8 +39,6 @@ are tested against one device on 8 host devices; `pmap` is not tested.
 Defaults follow Li et al. / mmdetection: bins=30, momentum=0.75.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -79,53 +77,49 @@ def _density_weights(g, w, state, *, bins, momentum, bias_correction,
   """Each element's `1 / (n R_b)` (0 in empty bins), and the new state.
 
   Args:
-    g: gradient norms in [0, 1], any shape `S` (not differentiated).
+    g: gradient norms in [0, 1], any shape `S`.
     w: weights, shape `S`, compute dtype.
     state: `init_state(bins)` pytree.
     bins, momentum, bias_correction, axis_name: see module docstring.
+
+  Returns:
+    `(beta, new_state)`: `beta` of shape `S` under stop_gradient (the
+    density is a weight, not a function of the logits to differentiate).
   """
+  g, w = jax.lax.stop_gradient(g), jax.lax.stop_gradient(w)
   dtype = w.dtype
-  g = jax.lax.stop_gradient(g)
-  idx = jnp.clip(jnp.floor(g * bins).astype(jnp.int32), 0, bins - 1).ravel()
-  counts = _core.bin_sums(idx, jax.lax.stop_gradient(w).ravel(), bins)
+  idx = jnp.clip(jnp.floor(g * bins).astype(jnp.int32), 0, bins - 1)
+  counts = jax.ops.segment_sum(w.ravel(), idx.ravel(), num_segments=bins)
   if axis_name is not None:
     counts = jax.lax.psum(counts, axis_name)
   nonempty = counts > 0
-
   acc = state['counts'].astype(dtype)
   new_acc = jnp.where(nonempty, momentum * acc + (1.0 - momentum) * counts,
                       acc)
   updates = state['updates'] + nonempty.astype(jnp.int32)
   density = new_acc
-  if bias_correction:
-    # 1 - m^k; bins never updated (k = 0) are empty and unused.
-    debias = 1.0 - jnp.power(jnp.asarray(momentum, dtype),
-                             updates.astype(dtype))
+  if bias_correction:  # 1 - m^k; bins never updated (k = 0) are unused.
+    debias = 1.0 - jnp.asarray(momentum, dtype) ** updates.astype(dtype)
     density = new_acc / jnp.where(updates > 0, debias, 1.0)
-  num_nonempty = jnp.sum(nonempty.astype(dtype))
-  bin_weight = jnp.where(
-      nonempty, 1.0 / jnp.where(nonempty, density * num_nonempty, 1.0), 0.0)
-  elem_weight = jax.lax.stop_gradient(
-      _core.lookup(bin_weight, idx).reshape(w.shape))
-  new_state = {
-      'counts': new_acc.astype(state['counts'].dtype),
-      'updates': updates.astype(state['updates'].dtype),
-  }
-  return elem_weight, new_state
+  n = jnp.sum(nonempty.astype(dtype))
+  bin_weight = jnp.where(nonempty,
+                         1.0 / jnp.where(nonempty, density * n, 1.0), 0.0)
+  new_state = {'counts': new_acc.astype(state['counts'].dtype),
+               'updates': updates.astype(state['updates'].dtype)}
+  return jax.lax.stop_gradient(bin_weight[idx]), new_state
 
 
-def _ghm_rows(rows, hparams, *, bins, bias_correction, axis_name):
-  """Softmax GHM rows: `l = beta nll`, `beta` held constant in the gradient."""
-  g = -jnp.expm1(-rows.nll)  # 1 - p_y; only binned, so precision is moot.
-  beta, new_state = _density_weights(
-      g, rows.weights, hparams['state'], bins=bins,
-      momentum=hparams['momentum'],
-      bias_correction=bias_correction, axis_name=axis_name)
-  return beta * rows.nll, beta, new_state
+_WHY = ("the density normaliser 1 / (n R_b) is global to the batch, so a "
+        "per-element or summed value has no meaning of its own.")
+
+
+def _total(per, w, beta, axis_name):
+  loss = jnp.sum(w * beta * per)
+  return loss if axis_name is None else jax.lax.psum(loss, axis_name)
 
 
 def ghm(logits, labels, *, weights=None, state, bins=30, momentum=0.75,
-        bias_correction=True, axis_name=None):
+        bias_correction=True, axis_name=None, reduction='mean'):
   """Softmax GHM-C: CE re-weighted by the density of `g = 1 - p_y`.
 
   Args:
@@ -137,42 +131,44 @@ def ghm(logits, labels, *, weights=None, state, bins=30, momentum=0.75,
     momentum: EMA momentum in [0, 1); 0 uses this batch's histogram only.
     bias_correction: debias the zero-initialised EMA (see module doc).
     axis_name: mapped axis to psum over inside shard_map/pmap, or None.
+    reduction: 'mean' only (the loss above; 'sum' / 'none' raise).
 
   Returns:
     `(loss, new_state)`: scalar and a pytree like `state`.
   """
+  _core.check_reduction('ghm', reduction, ('mean',), _WHY)
   _check('ghm', state, bins, momentum)
-  row_fn = functools.partial(_ghm_rows, bins=bins,
-                             bias_correction=bias_correction,
-                             axis_name=axis_name)
-  hparams = {'state': state, 'momentum': momentum}
-  return _core.fused_softmax_loss(row_fn, logits, labels, weights, hparams,
-                                  mean=False, axis_name=axis_name)
+  z, y, w = _core.softmax_inputs(logits, labels, weights)
+  log_p_y = jnp.take_along_axis(jax.nn.log_softmax(z), y[..., None],
+                                -1)[..., 0]
+  beta, new_state = _density_weights(
+      -jnp.expm1(log_p_y), w, state, bins=bins, momentum=momentum,
+      bias_correction=bias_correction, axis_name=axis_name)
+  return _total(-log_p_y, w, beta, axis_name), new_state
 
 
 def sigmoid_ghm(logits, labels, *, weights=None, state, bins=30,
-                momentum=0.75, bias_correction=True, axis_name=None):
+                momentum=0.75, bias_correction=True, axis_name=None,
+                reduction='mean'):
   """Sigmoid GHM-C (the form of Li et al.): BCE re-weighted by the density of
   `g = |sigmoid(z) - y|`, one histogram over all logits.
 
   Args:
     logits: `[...]` or `[..., C]` float.
-    labels: same shape, 0/1.
-    weights: logits' shape, `logits.shape[:-1]`, or None.
-    state, bins, momentum, bias_correction, axis_name: as in `ghm`.
+    labels: same shape, 0/1; or int class ids `[...]` with logits
+      `[..., C]`, read as one-hot (one-vs-rest).
+    weights: labels' shape, `logits.shape[:-1]`, or None.
+    state, bins, momentum, bias_correction, axis_name, reduction: as in
+      `ghm`.
 
   Returns:
     `(loss, new_state)`.
   """
+  _core.check_reduction('sigmoid_ghm', reduction, ('mean',), _WHY)
   _check('sigmoid_ghm', state, bins, momentum)
-  logits, y, w = _core.sigmoid_inputs(logits, labels, weights)
-  log_p = _core.log_sigmoid(logits)
-  per_elem = (1.0 - y) * logits - log_p  # BCE; log sigmoid(-z) = log_p - z
-  g = jnp.abs(jax.nn.sigmoid(logits) - y)
+  z, y, w = _core.sigmoid_inputs(logits, labels, weights, 'sigmoid_ghm')
+  per = -(y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z))
   beta, new_state = _density_weights(
-      g, w, state, bins=bins, momentum=momentum,
+      jnp.abs(jax.nn.sigmoid(z) - y), w, state, bins=bins, momentum=momentum,
       bias_correction=bias_correction, axis_name=axis_name)
-  loss = jnp.sum(w * beta * per_elem)
-  if axis_name is not None:
-    loss = jax.lax.psum(loss, axis_name)
-  return loss, new_state
+  return _total(per, w, beta, axis_name), new_state

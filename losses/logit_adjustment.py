@@ -28,7 +28,8 @@ def _log_prior(loss, class_counts_or_prior, num_classes):
   return class_weights.log_prior(class_counts_or_prior)
 
 
-def logit_adjusted_ce(logits, labels, *, weights=None, class_counts, tau=1.0):
+def logit_adjusted_ce(logits, labels, *, weights=None, class_counts, tau=1.0,
+                      reduction='mean'):
   """Logit-adjusted softmax cross-entropy.
 
   Args:
@@ -37,16 +38,15 @@ def logit_adjusted_ce(logits, labels, *, weights=None, class_counts, tau=1.0):
     weights: `[...]` or None.
     class_counts: `[C]` positive counts (or a prior; only ratios matter).
     tau: temperature >= 0; 0 is plain CE.
-
-  Returns:
-    Scalar weighted mean.
+    reduction: 'mean' | 'sum' | 'none' (`[...]`).
   """
   _checks.check_range('logit_adjusted_ce', 'tau', tau, lo=0)
   logits = jnp.asarray(logits)
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   log_pi = _log_prior('logit_adjusted_ce', class_counts, logits.shape[-1])
   adjusted = logits.astype(dtype) + tau * log_pi.astype(dtype)
-  return cross_entropy.ce(adjusted, labels, weights=weights)
+  return cross_entropy.ce(adjusted, labels, weights=weights,
+                          reduction=reduction)
 
 
 def adjust_logits(logits, class_counts_or_prior, tau=1.0):

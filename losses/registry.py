@@ -9,9 +9,12 @@ returns a `LossSpec` with one calling convention for every loss:
   state = spec.init_state()                     # {} unless spec.stateful
   loss, state = spec(logits, labels, weights=mask, state=state)
 
-Config keys common to every loss: `name` (required) and `flood` (flooding
-level b >= 0, see `losses.flooding`). Class-derived constants (alphas from
-counts, log priors) are computed once here on the host, in NumPy.
+Config keys common to every loss: `name` (required), `flood` (flooding
+level b >= 0, see `losses.flooding`), `ce_weight` (lambda >= 0: the value is
+`loss + lambda * ce`, MONAI's DiceCE) and `ce_warmup_steps` (N: the first N
+calls train on CE alone, then the named loss; the count is loss state, so a
+resumed run continues it). Class-derived constants (alphas from counts, log
+priors) are computed once here on the host, in NumPy.
 """
 
 import dataclasses
@@ -20,6 +23,8 @@ import functools
 import numbers
 from typing import Any, Callable, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from losses import _checks
@@ -33,7 +38,7 @@ from losses import logit_adjustment
 from losses import multilabel
 
 _REQUIRED = object()
-_COMMON_KEYS = ('name', 'flood')
+_COMMON_KEYS = ('name', 'flood', 'ce_weight', 'ce_warmup_steps')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +117,30 @@ def _class_alpha(required):
   return check
 
 
+def _choice(*options):
+  def check(ctx, key, value):
+    if value not in options:
+      raise ValueError(f'{ctx.loss}: {key} must be one of {list(options)}, '
+                       f'got {value!r}.')
+    return value
+  return check
+
+
+def _optional(check):
+  return lambda ctx, key, value: None if value is None else check(ctx, key,
+                                                                   value)
+
+
+def _class_ids(ctx, key, value):
+  ids = [] if value is None else list(np.atleast_1d(np.asarray(value)))
+  if any(not isinstance(c, numbers.Integral) or isinstance(c, bool)
+         or not 0 <= c < ctx.num_classes for c in ids) or (
+             ids and len(set(ids)) == ctx.num_classes):
+    raise ValueError(f'{ctx.loss}: {key} must list class ids in [0, '
+                     f'{ctx.num_classes}) and leave one class, got {value!r}.')
+  return tuple(int(c) for c in ids)
+
+
 def _counts(ctx, key, value):
   del value  # Not a config key: class counts come from the data pipeline.
   return class_weights.validate_counts(ctx.loss, ctx.class_counts,
@@ -140,6 +169,14 @@ def _beta_for_alpha(ctx, key, value):
   return _UNIT_OPEN(ctx, key, value)
 
 
+_SET_KEYS = {
+    'smooth_nr': (None, _optional(_NONNEG)),
+    'smooth_dr': (None, _optional(_NONNEG)),
+    'batch': (True, _boolean),
+    'exclude': ((), _class_ids),
+    'class_weights': (None, _vector_or_scalar(lo=0, allow_scalar=False)),
+}
+
 _ENTRIES = {
     'ce': _Entry(cross_entropy.ce, {
         'label_smoothing': (0.0, _number(lo=0, hi=1))}),
@@ -167,11 +204,12 @@ _ENTRIES = {
         'momentum': (0.75, _UNIT_OPEN),
         'bias_correction': (True, _boolean)}, stateful=True),
     'dsc': _Entry(dice.dsc, {
-        'alpha': (1.0, _NONNEG), 'gamma': (1.0, _NONNEG)}),
-    'dice': _Entry(dice.dice, {'gamma': (1.0, _NONNEG)}),
+        'alpha': (1.0, _NONNEG), 'gamma': (1.0, _NONNEG),
+        'form': ('ovr', _choice('ovr', 'gold'))}),
+    'dice': _Entry(dice.dice, {'gamma': (1.0, _NONNEG), **_SET_KEYS}),
     'tversky': _Entry(dice.tversky, {
         'alpha': (0.3, _NONNEG), 'beta': (0.7, _NONNEG),
-        'gamma': (1.0, _NONNEG)}),
+        'gamma': (1.0, _NONNEG), **_SET_KEYS}),
     'logit_adjusted_ce': _Entry(logit_adjustment.logit_adjusted_ce, {
         'tau': (1.0, _NONNEG)}, derived={'class_counts': _counts}),
     'multilabel_ce': _Entry(multilabel.multilabel_ce, {}),
@@ -200,45 +238,107 @@ def get(name: str) -> Callable[..., Any]:
   return _entry(name).fn
 
 
+def _ce_term(logits, labels, weights, reduction):
+  """The `ce` of `ce_weight` / `ce_warmup_steps`: softmax CE for class ids
+  `[...]` with logits `[..., C]`, BCE for labels of the logits' shape."""
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  if labels.shape == logits.shape:
+    return cross_entropy.bce(logits, labels, weights=weights,
+                             reduction=reduction)
+  return cross_entropy.ce(logits, labels, weights=weights,
+                          reduction=reduction)
+
+
 class LossSpec:
   """A configured loss with one calling convention for every loss.
 
   Attributes:
     name: registry name.
-    stateful: whether the loss carries state (GHM's EMA histogram).
+    stateful: whether the loss carries state (GHM's EMA histogram, the
+      `ce_warmup_steps` step count).
     hparams: the validated hyperparameters (derived arrays included).
     flood: flooding level b, or None.
+    ce_weight: lambda of the added `lambda * ce`, or None.
+    ce_warmup_steps: N of the CE warm-up, or None.
   """
 
-  def __init__(self, name, fn, *, stateful, hparams, init_state, flood):
+  def __init__(self, name, fn, *, stateful, hparams, init_state, flood,
+               ce_weight=None, ce_warmup_steps=None):
     self.name = name
-    self.stateful = stateful
     self.hparams = dict(hparams)
     self.flood = flood
+    self.ce_weight = ce_weight
+    self.ce_warmup_steps = ce_warmup_steps
+    self._base_stateful = stateful
+    self.stateful = stateful or bool(ce_warmup_steps)
     self._init_state = init_state
-    call = functools.partial(fn, **hparams)
-    self._fn = call if flood is None else flooding.flooded(call, flood)
+    self._fn = functools.partial(fn, **hparams)
+    self._total = self._compound if flood is None else flooding.flooded(
+        self._compound, flood)
 
   def init_state(self):
     """Initial loss state: a pytree of arrays ({} for stateless losses)."""
-    return self._init_state() if self.stateful else {}
+    state = self._init_state() if self._base_stateful else {}
+    if self.ce_warmup_steps:
+      state = dict(state, step=jnp.zeros((), jnp.int32))
+    return state
 
-  def __call__(self, logits, labels, *, weights=None, state=None):
+  def __call__(self, logits, labels, *, weights=None, state=None,
+               reduction='mean'):
     """Returns `(loss, new_state)`; stateless losses return `state` as given
-    ({} if None)."""
-    if self.stateful:
-      if state is None:
-        raise ValueError(f'{self.name}: state is required; start from '
-                         'spec.init_state().')
-      return self._fn(logits, labels, weights=weights, state=state)
-    loss = self._fn(logits, labels, weights=weights)
-    return loss, ({} if state is None else state)
+    ({} if None). `reduction` as in the loss functions ('mean', 'sum',
+    'none'); flooding applies to 'mean' only."""
+    if self.stateful and state is None:
+      raise ValueError(f'{self.name}: state is required; start from '
+                       'spec.init_state().')
+    if self.flood is not None and reduction != 'mean':
+      raise ValueError(f'{self.name}: flood applies to the batch mean; '
+                       f"reduction={reduction!r} is not available with it.")
+    value, new_state = self._total(logits, labels, weights=weights,
+                                   state=state, reduction=reduction)
+    return value, (new_state if self.stateful else
+                   ({} if state is None else state))
+
+  def _compound(self, logits, labels, *, weights, state, reduction):
+    """The named loss (+ ce_weight * ce), after ce_warmup_steps of CE."""
+    base = None
+    if self._base_stateful:
+      base = {k: v for k, v in state.items() if k != 'step'}
+
+    def named(base):
+      if self._base_stateful:
+        value, base = self._fn(logits, labels, weights=weights, state=base,
+                               reduction=reduction)
+      else:
+        value = self._fn(logits, labels, weights=weights, reduction=reduction)
+      if self.ce_weight:
+        ce = _ce_term(logits, labels, weights, reduction)
+        if jnp.shape(ce) != jnp.shape(value):
+          raise ValueError(
+              f'{self.name}: ce_weight with reduction={reduction!r} adds ce '
+              f'of shape {jnp.shape(ce)} to {jnp.shape(value)}.')
+        value = value + self.ce_weight * ce
+      return value, base
+
+    if not self.ce_warmup_steps:
+      return named(base)
+    warm = lambda base: (_ce_term(logits, labels, weights, reduction), base)
+    shapes = [jax.eval_shape(f, base)[0].shape for f in (warm, named)]
+    if shapes[0] != shapes[1]:
+      raise ValueError(f'{self.name}: ce_warmup_steps with reduction='
+                       f'{reduction!r}: ce gives shape {shapes[0]}, the loss '
+                       f'{shapes[1]}.')
+    # The named loss (and its state) sits out the warm-up.
+    value, base = jax.lax.cond(state['step'] < self.ce_warmup_steps, warm,
+                               named, base)
+    return value, dict(base or {}, step=state['step'] + 1)
 
   def __repr__(self):
     shown = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
              for k, v in self.hparams.items()}
-    flood = '' if self.flood is None else f', flood={self.flood}'
-    return f'LossSpec({self.name!r}, {shown}{flood})'
+    extra = ''.join(f', {k}={getattr(self, k)}' for k in (
+        'flood', 'ce_weight', 'ce_warmup_steps') if getattr(self, k))
+    return f'LossSpec({self.name!r}, {shown}{extra})'
 
 
 def _as_dict(cfg) -> dict[str, Any]:
@@ -275,9 +375,12 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
   name = cfg.pop('name')
   entry = _entry(name)
   _checks.check_int(name, 'num_classes', num_classes, lo=1)
-  flood = cfg.pop('flood', None)
+  ctx = _Ctx(name, num_classes, None, {})
+  flood, ce_weight, warmup = (cfg.pop(k, None) for k in _COMMON_KEYS[1:])
   if flood is not None:
-    flood = _number(lo=0)(_Ctx(name, num_classes, None, {}), 'flood', flood)
+    flood = _number(lo=0)(ctx, 'flood', flood)
+  ce_weight = _number(lo=0)(ctx, 'ce_weight', ce_weight) if ce_weight else None
+  warmup = _integer(lo=0)(ctx, 'ce_warmup_steps', warmup) if warmup else None
 
   unknown = sorted(set(cfg) - set(entry.params))
   if unknown:
@@ -302,4 +405,5 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
   if entry.stateful:
     init_state = functools.partial(ghm.init_state, hparams['bins'])
   return LossSpec(name, entry.fn, stateful=entry.stateful, hparams=hparams,
-                  init_state=init_state, flood=flood)
+                  init_state=init_state, flood=flood, ce_weight=ce_weight,
+                  ce_warmup_steps=warmup)
