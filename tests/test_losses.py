@@ -68,6 +68,25 @@ CASES = [
     ('logit_adjusted_ce', dict(name='logit_adjusted_ce', tau=1.5), 'softmax'),
     ('multilabel_ce', dict(name='multilabel_ce'), 'multilabel'),
     ('focal_flood', dict(name='focal', gamma=1.0, flood=5.0), 'softmax'),
+    # New hyperparameters, each against its reference.
+    ('focal_alpha_list', dict(name='focal', gamma=1.5,
+                              alpha=[0.25, 1.0, 2.0, 4.0]), 'softmax'),
+    ('bce_int', dict(name='bce', pos_weight=2.0), 'int_sigmoid'),
+    ('sigmoid_focal_int', dict(name='sigmoid_focal', alpha=0.4), 'int_sigmoid'),
+    ('sigmoid_ghm_int', dict(name='sigmoid_ghm', bins=5), 'int_sigmoid'),
+    ('dsc_gold', dict(name='dsc', form='gold', alpha=2.0, gamma=0.5),
+     'softmax'),
+    ('dsc_gold_binary', dict(name='dsc', form='gold', alpha=0.5), 'binary'),
+    ('dice_smooth_exclude_weights', dict(
+        name='dice', smooth_nr=0.2, smooth_dr=0.7, exclude=[0],
+        class_weights=[1.0, 1.0, 2.0, 4.0]), 'softmax'),
+    ('dice_per_instance', dict(name='dice', batch=False), 'softmax'),
+    ('tversky_per_instance', dict(name='tversky', batch=False, smooth_nr=0.0,
+                                  smooth_dr=0.5, exclude=[3]), 'softmax'),
+    ('dice_binary_per_instance', dict(name='dice', batch=False,
+                                      smooth_nr=0.5), 'binary'),
+    ('dsc_plus_ce', dict(name='dsc', ce_weight=0.5), 'softmax'),
+    ('dice_plus_bce', dict(name='dice', ce_weight=2.0), 'binary'),
 ]
 CASE_IDS = [c[0] for c in CASES]
 # Hyperparameter variants of a form already covered get the value, gradient,
@@ -75,13 +94,19 @@ CASE_IDS = [c[0] for c in CASES]
 # checks that need new compilations (bf16, vmap, padding) run on the rest.
 VARIANTS = {'ce_smooth', 'bce_binary_pw', 'focal', 'sigmoid_focal_binary',
             'ghm_span', 'sigmoid_ghm_binary', 'tversky_binary', 'dsc_a2_g0',
-            'dsc_a0', 'tversky_a1_b2'}
+            'dsc_a0', 'tversky_a1_b2', 'focal_alpha_list', 'sigmoid_focal_int',
+            'sigmoid_ghm_int', 'dsc_gold_binary', 'tversky_per_instance',
+            'dice_binary_per_instance', 'dice_plus_bce'}
 CORE = [c for c in CASES if c[0] not in VARIANTS]
 CORE_IDS = [c[0] for c in CORE]
 
 
 def _num_classes(kind):
   return {'span': SPAN_T, 'binary': 1}.get(kind, C)
+
+
+def _onehot(y):
+  return np.eye(C, dtype=np.int32)[y]
 
 
 def _inputs(kind, seed=0, scale=2.0):
@@ -95,6 +120,10 @@ def _inputs(kind, seed=0, scale=2.0):
     x = rng.normal(size=(SPAN_B, SPAN_T))
     y = rng.integers(0, SPAN_T, (SPAN_B,))
     w = np.array([1.0, 0.0, 1.0])
+  elif kind == 'int_sigmoid':  # [B,T,C] logits, int [B,T] labels (one-hot)
+    x = rng.normal(size=(B, T, C))
+    y = rng.integers(0, C, (B, T))
+    w = (rng.random((B, T)) < 0.7).astype(np.float64)
   elif kind == 'binary':
     x = rng.normal(size=(B, T))
     y = rng.integers(0, 2, (B, T))
@@ -155,45 +184,60 @@ def _alpha(alpha, beta=None):
   return a * len(a) / a.sum()
 
 
-def _reference(cfg, kind, x, y, w):
+_SET_KEYS = ('smooth_nr', 'smooth_dr', 'batch', 'exclude', 'class_weights')
+
+
+def _reference(cfg, kind, x, y, w, reduction='mean'):
+  """The NumPy reference (test_losses_reference.py) of a config."""
   cfg = dict(cfg)
   name = cfg.pop('name')
   flood = cfg.pop('flood', None)
+  ce_weight = cfg.pop('ce_weight', None)
   binary = kind == 'binary'
+  if kind == 'int_sigmoid':  # int labels are one-hot, weights per row
+    y, kind = _onehot(y), 'sigmoid'
   w_elem = np.broadcast_to(w[..., None], x.shape) if kind == 'sigmoid' else w
+  r = reduction
   if name == 'ce':
-    v = ref.ce(x, y, w, cfg.get('label_smoothing', 0.0))
+    v = ref.ce(x, y, w, cfg.get('label_smoothing', 0.0), r)
   elif name == 'bce':
     v = ref.bce(x, y, w_elem, cfg.get('label_smoothing', 0.0),
-                cfg.get('pos_weight', 1.0))
+                cfg.get('pos_weight', 1.0), r)
   elif name == 'weighted_ce':
-    v = ref.weighted_ce(x, y, w, _alpha(cfg['alpha']))
+    v = ref.weighted_ce(x, y, w, _alpha(cfg['alpha']), r)
   elif name == 'class_balanced_ce':
-    v = ref.weighted_ce(x, y, w, ref.class_balanced_alpha(COUNTS, cfg['beta']))
+    v = ref.weighted_ce(x, y, w, ref.class_balanced_alpha(COUNTS, cfg['beta']),
+                        r)
   elif name == 'focal':
     v = ref.focal(x, y, w, cfg['gamma'],
-                  _alpha(cfg.get('alpha'), cfg.get('beta')))
+                  _alpha(cfg.get('alpha'), cfg.get('beta')), r)
   elif name == 'sigmoid_focal':
     v = ref.sigmoid_focal(x, y, w_elem, cfg.get('gamma', 2.0),
-                          cfg.get('alpha', 0.25))
+                          cfg.get('alpha', 0.25), r)
   elif name in ('ghm', 'sigmoid_ghm'):
     v = ref.ghm_sequence(
         [(x, y, w)], bins=cfg['bins'], momentum=cfg.get('momentum', 0.75),
         bias_correction=cfg.get('bias_correction', True),
         sigmoid_form=name == 'sigmoid_ghm')[0][0]
   elif name == 'dsc':
-    v = ref.dsc(x, y, w, cfg.get('alpha', 1.0), cfg.get('gamma', 1.0), binary)
+    v = ref.dsc(x, y, w, cfg.get('alpha', 1.0), cfg.get('gamma', 1.0), binary,
+                cfg.get('form', 'ovr'), r)
   elif name == 'dice':
-    v = ref.dice(x, y, w, cfg.get('gamma', 1.0), binary)
+    v = ref.dice(x, y, w, cfg.get('gamma', 1.0), binary, reduction=r,
+                 **{k: cfg[k] for k in _SET_KEYS if k in cfg})
   elif name == 'tversky':
     v = ref.tversky(x, y, w, cfg.get('alpha', 0.3), cfg.get('beta', 0.7),
-                    cfg.get('gamma', 1.0), binary)
+                    cfg.get('gamma', 1.0), binary, reduction=r,
+                    **{k: cfg[k] for k in _SET_KEYS if k in cfg})
   elif name == 'logit_adjusted_ce':
-    v = ref.logit_adjusted_ce(x, y, w, COUNTS, cfg['tau'])
+    v = ref.logit_adjusted_ce(x, y, w, COUNTS, cfg['tau'], r)
   elif name == 'multilabel_ce':
-    v = ref.multilabel_ce(x, y, w)
+    v = ref.multilabel_ce(x, y, w, r)
   else:
     raise AssertionError(name)
+  if ce_weight is not None:
+    v = v + ce_weight * (ref.bce(x, y, w, 0.0, 1.0, r) if binary else
+                         ref.ce(x, y, w, 0.0, r))
   if flood is not None:
     v = abs(v - flood) + flood
   return v
