@@ -734,6 +734,17 @@ def test_unknown_hyperparameter_named_with_valid_keys():
     (dict(name='logit_adjusted_ce', tau=-1.0), 'tau'),
     (dict(name='ce', flood=-0.01), 'flood'),
     (dict(name='ce', label_smoothing=float('nan')), 'label_smoothing'),
+    (dict(name='dsc', form='both'), 'form'),
+    (dict(name='dice', smooth_nr=-1.0), 'smooth_nr'),
+    (dict(name='tversky', smooth_dr='1'), 'smooth_dr'),
+    (dict(name='dice', batch='yes'), 'batch'),
+    (dict(name='dice', exclude=[4]), 'exclude'),
+    (dict(name='tversky', exclude=[0, 1, 2, 3]), 'exclude'),
+    (dict(name='dice', exclude=[0.5]), 'exclude'),
+    (dict(name='dice', class_weights=[1.0, 2.0]), 'class_weights'),
+    (dict(name='dice', class_weights=[1.0, -2.0, 1.0, 1.0]), 'class_weights'),
+    (dict(name='dsc', ce_weight=-0.5), 'ce_weight'),
+    (dict(name='dsc', ce_warmup_steps=2.5), 'ce_warmup_steps'),
 ])
 def test_impossible_values_name_the_key(cfg, key):
   with pytest.raises(ValueError, match=key):
@@ -788,7 +799,8 @@ def test_raw_functions_check_concrete_hyperparameters():
 
 
 @pytest.mark.parametrize('name', ['ce', 'focal', 'ghm', 'dsc', 'dice',
-                                  'tversky', 'logit_adjusted_ce'])
+                                  'tversky', 'logit_adjusted_ce', 'bce',
+                                  'sigmoid_focal'])
 def test_unmasked_invalid_label_is_loud(name):
   # A label outside [0, C) on an unmasked row makes the loss NaN (caught by
   # the trainer's non-finite check) instead of wrapping -1 to class C-1 or
@@ -835,8 +847,7 @@ def test_spec_interface():
   marker = {'keep': jnp.ones(2)}
   assert spec(x, y, weights=w, state=marker)[1] is marker
   np.testing.assert_allclose(
-      value, losses.focal.focal(x, y, weights=w, gamma=2.0,
-                                alpha=[1.0, 2.0, 3.0, 4.0]), rtol=1e-6)
+      value, ref.focal(x, y, w, 2.0, [1.0, 2.0, 3.0, 4.0]), rtol=1e-5)
   assert 'focal' in repr(spec)
   g = losses.from_config('sigmoid_ghm', num_classes=C)
   assert g.stateful and set(g.init_state()) == {'counts', 'updates'}
@@ -859,3 +870,214 @@ def test_spec_under_jit_with_state_donation():
     state, value, grad = donated(state, jnp.asarray(x, jnp.float32), y, w)
     assert _finite((value, grad, state))
   assert int(state['updates'].max()) >= 1
+
+
+# --- Reductions. ------------------------------------------------------------
+
+ELEMENT_LEVEL = ['ce_smooth', 'bce', 'bce_int', 'weighted_ce',
+                 'focal_alpha_list', 'sigmoid_focal_int', 'dsc', 'dsc_gold',
+                 'dsc_gold_binary', 'logit_adjusted_ce', 'multilabel_ce',
+                 'dice_per_instance', 'tversky_per_instance', 'dsc_plus_ce']
+
+
+@pytest.mark.parametrize('case_id', ELEMENT_LEVEL)
+def test_reduction_none_and_sum_match_per_element_references(case_id):
+  _, cfg, kind = CASES[CASE_IDS.index(case_id)]
+  spec = _spec(cfg, kind)
+  x, y, w = _inputs(kind, seed=15)
+  x32 = jnp.asarray(x, jnp.float32)
+  f = jax.jit(lambda a, r: spec(a, y, weights=w, state=spec.init_state(),
+                                reduction=r)[0], static_argnums=1)
+  per = np.asarray(f(x32, 'none'))
+  want = _reference(cfg, kind, x, y, w, 'none')
+  assert per.shape == want.shape
+  np.testing.assert_allclose(per, want, rtol=1e-5, atol=1e-6)
+  masked = (w == 0) if per.shape[:w.ndim] == w.shape else None
+  if masked is not None:   # masked elements (rows) are exactly 0
+    assert not per[masked].any()
+  np.testing.assert_allclose(float(f(x32, 'sum')),
+                             _reference(cfg, kind, x, y, w, 'sum'), rtol=1e-5)
+
+
+@pytest.mark.parametrize('cfg,kind', [
+    (dict(name='dice'), 'softmax'), (dict(name='tversky'), 'binary'),
+    (dict(name='ghm'), 'softmax'), (dict(name='sigmoid_ghm'), 'sigmoid')])
+def test_set_level_losses_refuse_per_element_reduction(cfg, kind):
+  spec = _spec(cfg, kind)
+  x, y, w = _inputs(kind)
+  for reduction in ('none', 'sum'):
+    with pytest.raises(ValueError, match=f"reduction='{reduction}'") as err:
+      spec(x, y, weights=w, state=spec.init_state(), reduction=reduction)
+    assert 'batch=False' in str(err.value) or 'global' in str(err.value)
+  x, y, _ = _inputs('softmax')
+  with pytest.raises(ValueError, match='reduction must be one of'):
+    losses.get('ce')(x, y, reduction='avg')
+
+
+def test_flood_needs_the_mean():
+  spec = _spec(dict(name='ce', flood=0.1), 'softmax')
+  x, y, w = _inputs('softmax')
+  with pytest.raises(ValueError, match='flood'):
+    spec(x, y, weights=w, reduction='none')
+
+
+# --- Many class counts (C = 2 .. 100): value and gradient. ------------------
+
+MANY_C = [('ce_smooth', dict(name='ce', label_smoothing=0.1)),
+          ('focal', dict(name='focal', gamma=0.5)),
+          ('bce_int', dict(name='bce')),
+          ('ghm', dict(name='ghm', bins=7, momentum=0.0)),
+          ('dsc', dict(name='dsc', alpha=1.0, gamma=0.3)),
+          ('dsc_gold', dict(name='dsc', form='gold', gamma=0.0)),
+          ('dice', dict(name='dice', gamma=0.5)),
+          ('tversky', dict(name='tversky', exclude=[0]))]
+
+
+def _rows(rows, classes, seed):
+  rng = np.random.default_rng(seed)
+  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
+  x[1] = -3.0
+  x[1, 0] = 40.0     # a confident row (p ~ 1)
+  y = rng.integers(0, classes, rows)
+  y[1] = 0
+  w = (rng.random(rows) < 0.8).astype(np.float64)
+  w[:2] = 1.0
+  return x.astype(np.float64), y, w
+
+
+@pytest.mark.parametrize('classes', [2, 9, 17, 47, 100])
+@pytest.mark.parametrize('case_id,cfg', MANY_C, ids=[m[0] for m in MANY_C])
+def test_many_class_counts_value_grad_padding(case_id, cfg, classes):
+  kind = 'int_sigmoid' if case_id == 'bce_int' else 'softmax'
+  spec = losses.from_config(cfg, num_classes=classes)
+  x, y, w = _rows(48, classes, seed=classes)
+  want = _reference(cfg, kind, x, y, w) if kind == 'softmax' else ref.bce(
+      x, np.eye(classes)[y], np.broadcast_to(w[:, None], x.shape))
+  with jax.enable_x64(True):
+    f = jax.jit(jax.value_and_grad(lambda a, b, c: spec(
+        a, b, weights=c, state=spec.init_state())[0]))
+    value, grad = f(jnp.asarray(x), y, w)
+    np.testing.assert_allclose(float(value), want, rtol=1e-9, atol=1e-12)
+    v = np.random.default_rng(0).normal(size=x.shape)
+    h = 1e-6
+    fd = (float(f(jnp.asarray(x + h * v), y, w)[0]) -
+          float(f(jnp.asarray(x - h * v), y, w)[0])) / (2 * h)
+    np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=1e-5, atol=1e-8)
+    # Garbage in masked rows changes nothing; their gradient is 0.
+    x_bad, y_bad = x.copy(), y.copy()
+    x_bad[w == 0], y_bad[w == 0] = np.nan, -100
+    value_bad, grad_bad = f(jnp.asarray(x_bad), y_bad, w)
+    np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-12)
+    np.testing.assert_array_equal(grad_bad, grad)
+
+
+# --- What DSC optimises. ----------------------------------------------------
+
+
+@pytest.mark.parametrize('alpha', [0.5, 1.0, 2.0])
+@pytest.mark.parametrize('gamma', [0.0, 1.0])
+def test_dsc_positive_term_is_minimised_at_one_over_one_plus_alpha(alpha,
+                                                                   gamma):
+  # Binary form, y = 1: the loss as a function of p = sigmoid(z).
+  p = np.linspace(1e-4, 1 - 1e-4, 20001)
+  z = np.log(p) - np.log1p(-p)
+  term = jax.jit(lambda a: losses.dice.dsc(a, jnp.ones_like(a), alpha=alpha,
+                                           gamma=gamma, reduction='none'))
+  values = np.asarray(term(jnp.asarray(z, jnp.float32)))
+  best = 1.0 / (1.0 + alpha)
+  assert abs(p[np.argmin(values)] - best) < 2e-3
+  assert values[-1] > values.min() + 1e-3         # p -> 1 is not the optimum
+  # Analytically: dL/dp = dL/df * df/dp, dL/df = -(2 + g) / (f + 1 + g)^2 < 0
+  # and df/dp = (1 - p)^(a - 1) (1 - p - a p), zero at p = 1 / (1 + a).
+  f = (1 - p) ** alpha * p
+  dl_dp = -(2 + gamma) / (f + 1 + gamma) ** 2 * (
+      (1 - p) ** (alpha - 1) * (1 - p - alpha * p))
+  assert np.all(dl_dp[p < best - 1e-3] < 0) and np.all(dl_dp[p > best + 1e-3]
+                                                       > 0)
+  grad = jax.grad(lambda a: losses.dice.dsc(a, jnp.ones(1), alpha=alpha,
+                                            gamma=gamma))
+  for q in (0.2, best, 0.9):
+    zq = float(np.log(q / (1 - q)))
+    fq = (1 - q) ** alpha * q
+    want = -(2 + gamma) / (fq + 1 + gamma) ** 2 * (
+        (1 - q) ** (alpha - 1) * (1 - q - alpha * q)) * q * (1 - q)
+    np.testing.assert_allclose(float(grad(jnp.asarray([zq]))[0]), want,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_dsc_ovr_negative_term_is_best_at_zero_and_one():
+  # y = 0 under 'ovr' (alpha > 0): 1 - g / (f + g) is 0 at p = 0 and p = 1.
+  z = np.array([-30.0, -2.0, 0.0, 2.0, 30.0], np.float32)
+  values = np.asarray(losses.dice.dsc(z, np.zeros(5), alpha=1.0, gamma=1.0,
+                                      reduction='none'))
+  assert values[0] < 1e-6 and values[-1] < 1e-6
+  assert np.all(values[1:-1] > 0.05)
+
+
+# --- Compound losses and CE warm-up. -----------------------------------------
+
+
+def test_compound_ce_weight_is_the_sum_of_its_parts():
+  x, y, w = _inputs('softmax', seed=16)
+  spec = losses.from_config(dict(name='dsc', ce_weight=0.5), num_classes=C)
+  assert not spec.stateful
+  value = float(spec(x, y, weights=w)[0])
+  want = ref.dsc(x, y, w, 1.0, 1.0, False) + 0.5 * ref.ce(x, y, w)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  # With GHM: state threads through the named part.
+  spec = losses.from_config(dict(name='ghm', bins=5, ce_weight=1.5),
+                            num_classes=C)
+  value, state = spec(x, y, weights=w, state=spec.init_state())
+  want = ref.ghm_sequence([(x, y, w)], bins=5, momentum=0.75,
+                          bias_correction=True, sigmoid_form=False)[0][0]
+  np.testing.assert_allclose(float(value), want + 1.5 * ref.ce(x, y, w),
+                             rtol=1e-5)
+  assert int(state['updates'].max()) == 1
+
+
+def test_ce_warmup_then_named_loss_and_resume_continues_the_count():
+  n = 2
+  spec = losses.from_config(dict(name='ghm', bins=5, ce_warmup_steps=n),
+                            num_classes=C)
+  assert spec.stateful
+  state = spec.init_state()
+  assert set(state) == {'counts', 'updates', 'step'}
+  step = jax.jit(lambda s, x, y, w: spec(x, y, weights=w, state=s))
+  batches = [_inputs('softmax', seed=30 + i) for i in range(4)]
+  ghm_ref = ref.ghm_sequence(batches[n:], bins=5, momentum=0.75,
+                             bias_correction=True, sigmoid_form=False)
+  saved = None
+  for i, (x, y, w) in enumerate(batches):
+    value, state = step(state, jnp.asarray(x, jnp.float32), y, w)
+    assert int(state['step']) == i + 1
+    if i < n:   # CE; GHM's EMA sits the warm-up out
+      np.testing.assert_allclose(float(value), ref.ce(x, y, w), rtol=1e-5)
+      assert not np.asarray(state['updates']).any()
+    else:
+      np.testing.assert_allclose(float(value), ghm_ref[i - n][0], rtol=1e-5)
+    if i == n - 1:   # a checkpoint: host copies, as a restore gives back
+      saved = jax.tree.map(np.asarray, state)
+  # Resume from the checkpoint in a fresh spec: the same values follow.
+  resumed = losses.from_config(dict(name='ghm', bins=5, ce_warmup_steps=n),
+                               num_classes=C)
+  state = jax.tree.map(jnp.asarray, saved)
+  for i, (x, y, w) in enumerate(batches[n:], start=n):
+    value, state = resumed(jnp.asarray(x, jnp.float32), y, weights=w,
+                           state=state)
+    np.testing.assert_allclose(float(value), ghm_ref[i - n][0], rtol=1e-5)
+  assert int(state['step']) == len(batches)
+
+
+def test_ce_warmup_of_a_stateless_loss_with_ce_weight():
+  spec = losses.from_config(dict(name='focal', gamma=2.0, ce_weight=0.3,
+                                 ce_warmup_steps=1), num_classes=C)
+  x, y, w = _inputs('softmax', seed=17)
+  state = spec.init_state()
+  assert set(state) == {'step'}
+  value, state = spec(x, y, weights=w, state=state)
+  np.testing.assert_allclose(float(value), ref.ce(x, y, w), rtol=1e-5)
+  value, state = spec(x, y, weights=w, state=state)
+  np.testing.assert_allclose(
+      float(value), ref.focal(x, y, w, 2.0) + 0.3 * ref.ce(x, y, w), rtol=1e-5)
+  with pytest.raises(ValueError, match='state is required'):
+    spec(x, y, weights=w)

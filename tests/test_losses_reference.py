@@ -46,9 +46,8 @@ def ce(x, y, w, label_smoothing=0.0, reduction='mean'):
 
 def bce(x, y, w, label_smoothing=0.0, pos_weight=1.0, reduction='mean'):
   y = y * (1 - label_smoothing) + label_smoothing / 2
-  p = sigmoid(x)
-  return wmean(-(pos_weight * y * np.log(p) + (1 - y) * np.log(1 - p)), w,
-               reduction)
+  log_p, log_1mp = -np.logaddexp(0, -x), -np.logaddexp(0, x)
+  return wmean(-(pos_weight * y * log_p + (1 - y) * log_1mp), w, reduction)
 
 
 def weighted_ce(x, y, w, alpha, reduction='mean'):
