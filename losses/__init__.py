@@ -1,8 +1,10 @@
 """Losses for imbalanced classification and tagging, as pure JAX functions.
 
-Every loss is jittable, vmappable and computed in at least float32 whatever
-the input dtype (bf16 logits are upcast before any arithmetic; fp64 stays
-fp64 under x64). Calling conventions:
+Each loss is its formula in jnp, jittable and vmappable, computed in at
+least fp32 (bf16 upcast first; fp64 stays fp64 under x64), with the stable
+forms it needs (log_softmax, log_sigmoid, log(1 - p) from the other
+classes' mass, focal's modulator in log space) and autodiff gradients; no
+code path depends on the array shape or the platform. Conventions:
 
   stateless:  fn(logits, labels, *, weights=None, reduction='mean',
                  **hparams) -> loss
@@ -12,22 +14,15 @@ fp64 under x64). Calling conventions:
                loss, state = spec(logits, labels, weights=w, state=state,
                                   reduction='mean')
 
-Each loss is its formula in jnp, computed in fp32 (bf16 upcast first) with
-the stable forms it needs (log_softmax, log_sigmoid, log(1 - p) from the
-other classes' mass, focal's modulator in log space); gradients are
-autodiff, and no code path depends on the array shape or the platform.
-
 Shapes. Softmax losses: logits `[..., C]`, int labels `[...]` (C may be a
 sequence length: span-QA start/end logits `[B, T]` with positions `[B]`).
 Sigmoid losses: logits `[...]` (binary) or `[..., C]` (multi-label), 0/1
 labels of the same shape, weights of that shape or `logits.shape[:-1]`;
 `bce`, `sigmoid_focal` and `sigmoid_ghm` also take int class ids `[...]`
 with logits `[..., C]`, read as one-hot (one-vs-rest).
-`weights` default to ones; 0 masks padding tokens / examples: masked logits
-and labels are replaced by 0 before use, so NaN or label -100 in padding
-changes neither value nor gradient. An unmasked softmax label outside
-`[0, C)` makes the loss NaN on purpose, so a label bug stops training
-instead of silently wrapping -1 to class C-1.
+`weights` default to ones; 0 masks padding (whose NaN or label -100
+changes neither value nor gradient). An unmasked class id outside `[0, C)`
+makes the loss NaN, so a label bug stops training instead of wrapping.
 
 Reduction over elements (a softmax row, or a sigmoid logit): 'mean' (the
 default) `sum(w l) / max(sum(w), tiny)`, so an all-masked batch gives 0;

@@ -1,18 +1,11 @@
 """Shared plumbing: compute dtype, input checks and masking, reductions.
 
-Conventions used across the package:
-
-* "element": the unit a loss is reduced over. For softmax losses it is one
-  row of `logits[..., C]` (shape `[...]`); for sigmoid losses one logit.
-* `weights` (default all ones) scale elements; 0 masks one. Masked logits
-  and labels are replaced by 0 before any arithmetic (`jnp.where`, whose
-  gradient is 0 there), so NaN, inf or label -100 in padding changes
-  neither the value nor the gradient. An unmasked softmax label outside
-  `[0, C)` makes the loss NaN on purpose (its weight becomes NaN), so a
-  label bug stops training instead of silently wrapping -1 to class C-1.
-* `reduction`: 'mean' `sum(w l) / max(sum(w), tiny)` (an all-masked batch
-  gives exactly 0), 'sum' `sum(w l)`, 'none' `w l` per element (masked
-  elements exactly 0; summing it gives 'sum').
+Conventions (see also the package docstring): an "element" is a softmax row
+`[...]` of `logits[..., C]`, or one sigmoid logit. Masked (weight 0) logits
+and labels are replaced by 0 before any arithmetic (`jnp.where`, whose
+gradient is 0 there), so NaN, inf or label -100 in padding changes neither
+value nor gradient; an unmasked class id outside `[0, C)` gets weight NaN,
+so the loss is NaN and a label bug stops training.
 """
 
 import jax
@@ -39,7 +32,8 @@ def check_reduction(loss, reduction, allowed=REDUCTIONS, why=''):
 
 
 def reduce(per_element, weights, reduction, loss='loss'):
-  """Reduces `[...]` per-element losses with same-shaped weights."""
+  """'mean' `sum(w l) / max(sum(w), tiny)` (all masked: 0), 'sum'
+  `sum(w l)`, 'none' `w l` (masked elements exactly 0)."""
   check_reduction(loss, reduction)
   weighted = weights * per_element
   if reduction == 'none':
@@ -78,17 +72,9 @@ def _class_ids(labels, weights, num_classes):
 
 
 def softmax_inputs(logits, labels, weights):
-  """Checked, cast and masked inputs of a softmax loss.
-
-  Args:
-    logits: `[..., C]` float, any precision.
-    labels: `[...]` integer class ids in `[0, C)` (anything where masked).
-    weights: None or `[...]`.
-
-  Returns:
-    `(logits [..., C], labels [...], weights [...])`, logits and weights in
-    the compute dtype, masked rows' logits and labels 0.
-  """
+  """`(logits [..., C], labels [...], weights [...])` checked, in the
+  compute dtype, masked rows' logits and labels 0. Labels: int `[...]` in
+  `[0, C)` (anything where masked); weights: None or `[...]`."""
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   if logits.ndim < 1:
     raise ValueError('softmax losses need logits of shape [..., C].')
@@ -105,20 +91,11 @@ def softmax_inputs(logits, labels, weights):
 
 
 def sigmoid_inputs(logits, labels, weights, loss='loss'):
-  """Checked, cast and masked inputs of a sigmoid (per-logit) loss.
-
-  Args:
-    logits: `[...]` (binary) or `[..., C]` (multi-label), any precision.
-    labels: 0/1 of the logits' shape; or integer class ids of shape
-      `logits.shape[:-1]`, read as one-hot (one-vs-rest), where an unmasked
-      id outside `[0, C)` makes the loss NaN as in the softmax losses.
-    weights: None, the logits' shape, or `logits.shape[:-1]` (per row).
-    loss: name, for messages.
-
-  Returns:
-    `(logits, labels, weights)`, all of the logits' shape in the compute
-    dtype, masked elements 0.
-  """
+  """`(logits, labels, weights)` of a sigmoid (per-logit) loss, all of the
+  logits' shape (`[...]` or `[..., C]`) in the compute dtype, masked
+  elements 0. Labels: 0/1 of the logits' shape, or int class ids
+  `logits.shape[:-1]` read as one-hot (an unmasked id outside `[0, C)`
+  gives NaN). Weights: None, the labels' or the logits' shape."""
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   dtype = compute_dtype(logits)
   if (logits.ndim >= 1 and labels.shape == logits.shape[:-1]

@@ -1,10 +1,6 @@
 """Cross-entropy losses: softmax CE, sigmoid BCE and per-class weighted CE.
 
-Softmax forms take logits `[..., C]` (any float dtype, computed in >= fp32),
-integer labels `[...]` and weights `[...]`. BCE takes logits `[...]` or
-`[..., C]` with 0/1 labels of the same shape (or integer class ids `[...]`,
-read as one-hot), weights of the labels' or the logits' shape. Each returns
-the `reduction` of its per-element losses (`_core.reduce`).
+Shapes and `reduction` follow the package conventions (`losses.__doc__`).
 """
 
 import jax
@@ -24,17 +20,15 @@ def ce(logits, labels, *, weights=None, label_smoothing=0.0,
   Architecture", CVPR 2016).
 
   Args:
-    logits: `[..., C]` float. C may be a sequence length (span QA: `[B, T]`
-      logits, `[B]` positions); positions masked with -inf are fine without
-      label smoothing (with it they get eps / C of the target: the loss is
-      infinite).
+    logits: `[..., C]` float; C may be a sequence length (span QA), with
+      positions masked by -inf (then label smoothing gives inf).
     labels: `[...]` int in `[0, C)`.
     weights: `[...]` or None.
     label_smoothing: eps in [0, 1].
     reduction: 'mean' | 'sum' | 'none' (`[...]`).
 
   Returns:
-    Scalar, or `[...]` for 'none' (fp32; fp64 for fp64 inputs under x64).
+    Scalar, or `[...]` for 'none' (fp32; fp64 under x64 for fp64 inputs).
   """
   _checks.check_range('ce', 'label_smoothing', label_smoothing, lo=0, hi=1)
   z, y, w = _core.softmax_inputs(logits, labels, weights)
@@ -82,9 +76,7 @@ def weighted_ce(logits, labels, *, weights=None, alpha, reduction='mean'):
   (`class_weights`).
 
   Args:
-    logits: `[..., C]` float.
-    labels: `[...]` int.
-    weights: `[...]` or None.
+    logits, labels, weights: `[..., C]` float, `[...]` int, `[...]` or None.
     alpha: `[C]` non-negative class weights.
     reduction: 'mean' | 'sum' | 'none'.
   """
@@ -102,8 +94,8 @@ def class_balanced_ce(logits, labels, *, weights=None, class_counts,
   """Class-balanced softmax CE (Cui et al., "Class-Balanced Loss Based on
   Effective Number of Samples", CVPR 2019).
 
-  `weighted_ce` with `alpha_c ∝ (1 - beta) / (1 - beta^{n_c})`, normalised to
-  sum to C. beta in [0, 1): 0 is plain CE, -> 1 is inverse frequency.
+  `weighted_ce` with `alpha_c ∝ (1 - beta) / (1 - beta^{n_c})` summing to C;
+  beta = 0 is plain CE, beta -> 1 inverse frequency.
 
   Args:
     logits, labels, weights, reduction: as in `weighted_ce`.

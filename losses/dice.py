@@ -14,25 +14,22 @@ Notation, per binary problem: `p_i` the probability of the positive class,
   alpha weighs false positives, beta false negatives (Salehi et al. 2017:
   0.3 / 0.7; 0.5 / 0.5 is the plain dice).
 
-Forms, picked from the shapes:
-* binary: logits `[...]` (sigmoid), 0/1 labels of that shape: one problem.
-* multi-class: logits `[..., C]` (softmax), int labels `[...]`: C one-vs-rest
-  problems, `p_ic = softmax(z_i)_c`, `y_ic = [y_i = c]`, and the loss is the
-  mean over classes (DSC 'ovr': per instance; DL / TL: of the C set-level
-  losses, absent classes included via their false positives).
+Forms, from the shapes: binary (logits `[...]`, sigmoid, 0/1 labels of that
+shape: one problem) or multi-class (logits `[..., C]`, softmax, int labels
+`[...]`: C one-vs-rest problems `p_ic`, `y_ic = [y_i = c]`, averaged over
+classes; absent classes count through their false positives).
 
-What DSC optimises. For a positive (`y = 1`) the term falls as `f` grows,
-and `f = (1 - p)^alpha p` peaks at `p = 1 / (1 + alpha)` (0.5 at alpha 1),
-so DSC pulls the gold probability to `1 / (1 + alpha)`, not to 1; the
-argmax still picks it in the binary and the gold-only forms. Under 'ovr'
-with alpha > 0 a negative class's term `1 - gamma / (f + gamma)` is 0 at
-both `p = 0` and `p = 1`: nothing pushes a wrong class's mass down once it
-is near 1. `tests/test_losses.py` checks both numerically.
+What DSC optimises: for a positive the term falls as `f` grows, and `f`
+peaks at `p = 1 / (1 + alpha)`, so DSC pulls the gold probability there,
+not to 1: at alpha = 1 to 0.5, the binary decision boundary (the recorded
+ablations, where DSC collapsed, bear on this). Under 'ovr' with alpha > 0 a
+negative class's term `1 - gamma / (f + gamma)` is 0 at `p = 0` and at
+`p = 1` alike, so a wrong class near 1 is not pushed down. Both are tested.
 
-Robustness: `f = exp(alpha log(1 - p) + log p)` with `log(1 - p)` from the
-other classes' mass (`_core.log1m_softmax`), so `0 < alpha < 1` keeps a
-finite gradient as `p -> 1`; denominators are floored at machine epsilon
-(reachable only without smoothing); an all-masked set gives exactly 0.
+`f = exp(alpha log(1 - p) + log p)`, `log(1 - p)` from the other classes'
+mass, keeps `0 < alpha < 1` finite as `p -> 1`; denominators are floored at
+machine epsilon (reachable only without smoothing); an all-masked set
+gives exactly 0.
 """
 
 import jax
@@ -79,14 +76,12 @@ def dsc(logits, labels, *, weights=None, alpha=1.0, gamma=1.0, form='ovr',
     alpha: self-adjusting exponent >= 0; 0 gives the smoothed per-instance
       dice `1 - (2 p y + gamma) / (p + y + gamma)`.
     gamma: smoothing >= 0; with gamma = 0 negatives get no gradient.
-    form: 'ovr' (default, the form of earlier releases): the mean over the
-      K one-vs-rest problems, negatives `1 - gamma / (f + gamma)` included.
-      'gold': only the gold class's positive term `1 - (2 f_y + gamma) /
-      (f_y + 1 + gamma)`, `f_y = (1 - p_y)^alpha p_y` (binary: `p_y` is
-      `p` for y = 1, `1 - p` for y = 0), as in the authors' code (the seeds'
-      DSCLoss). 'ovr' stays the default so configs keep their meaning; the
-      module docstring says why 'gold' may train better: 'ovr' with
-      alpha > 0 does not penalise a wrong class near p = 1.
+    form: 'ovr' (the default, kept so existing configs mean what they
+      meant): the mean over the K one-vs-rest problems, negatives
+      `1 - gamma / (f + gamma)` included. 'gold': only the gold class's
+      term `1 - (2 f_y + gamma) / (f_y + 1 + gamma)` (binary: `p_y` is `1 -
+      p` for y = 0), as in the authors' code (the seeds' DSCLoss); it does
+      not have 'ovr''s blind spot for a wrong class near p = 1 (above).
     reduction: 'mean' | 'sum' | 'none' (per instance, `[...]`).
   """
   _checks.check_range('dsc', 'alpha', alpha, lo=0)

@@ -3,14 +3,12 @@
 `FL(p_t) = -alpha_t (1 - p_t)^gamma log p_t`; gamma = 0 is (alpha-weighted)
 cross-entropy, larger gamma down-weights well-classified examples.
 
-Both forms work in log space: `(1 - p_t)^gamma = exp(gamma log(1 - p_t))`.
-Softmax: `log(1 - p_y)` is the log-sum-exp of the other classes'
-log-probabilities (not `log(1 - p_y)`, which rounds to `log 0`), and `-log
-p_y` comes from it as `p_y -> 1`. Sigmoid: `log p_t = log_sigmoid(z_t)`,
-`log(1 - p_t) = log_sigmoid(-z_t)`. The naive `(1 - p)**gamma` has the
-derivative `gamma (1 - p)^(gamma - 1)`, infinite at `p = 1` for
-`0 < gamma < 1`; here autodiff of the log-space form is finite for every
-`gamma >= 0` and all finite logits.
+Both forms work in log space, `(1 - p_t)^gamma = exp(gamma log(1 - p_t))`,
+with `log(1 - p_y)` the log-sum-exp of the other classes' log-probabilities
+(softmax; `log1p(-p_y)` would round to `log 0`) or `log_sigmoid(-z_t)`.
+Autodiff of this form is finite for every `gamma >= 0` and finite logits;
+that of the naive `(1 - p)**gamma`, `gamma (1 - p)^(gamma - 1)`, is
+infinite at `p = 1` for `0 < gamma < 1`.
 
 'mean' is the weighted mean over elements (Lin et al. divide the sum by the
 number of positive anchors, a detection-specific normaliser).
@@ -30,9 +28,8 @@ def focal(logits, labels, *, weights=None, gamma=2.0, alpha=None,
   `l_i = -alpha_{y_i} (1 - p_{i,y_i})^gamma log p_{i,y_i}`, `p = softmax(z)`.
 
   Args:
-    logits: `[..., C]` float, C >= 2.
-    labels: `[...]` int in `[0, C)`.
-    weights: `[...]` or None.
+    logits, labels, weights: `[..., C]` float (C >= 2), `[...]` int,
+      `[...]` or None.
     gamma: focusing parameter >= 0 (Lin et al. use 2).
     alpha: None (all 1) or `[C]` non-negative class weights.
     reduction: 'mean' | 'sum' | 'none' (`[...]`).

@@ -11,30 +11,20 @@ few outliers (g ~ 1) stop dominating:
   loss = sum_i w_i CE_i / (n * R_{b(i)})
 
 where `R_b` is the (EMA of the) weighted count of elements in bin b and `n`
-the number of non-empty bins in the batch. With momentum 0 this is the mean
-over non-empty bins of each bin's weighted-mean CE. It equals the
-mmdetection `GHMC` loss (`sum_i beta_i CE_i / tot`, `beta_i = tot / (n
-R_{b(i)})`) with a weighted histogram; set `bias_correction=False` to
-reproduce its zero-initialised EMA exactly.
+the number of non-empty bins in the batch: mmdetection's `GHMC` with a
+weighted histogram (`bias_correction=False` reproduces its EMA exactly).
+The weights `1 / (n R_b)` are held constant (stop_gradient).
 
-The EMA is explicit state (no hidden module state, no host sync):
+The EMA is explicit state, `state = init_state(bins)`, returned updated:
+`loss, state = ghm(logits, labels, weights=w, state=state)`. Each bin
+non-empty in the batch gets `R_b <- m R_b + (1 - m) count_b`, `k_b += 1`;
+with `bias_correction` (the default, a deviation from mmdetection) the
+density is the debiased `R_b / (1 - m^k_b)`, as in Adam.
 
-  state = init_state(bins)                      # lives in the TrainState
-  loss, state = ghm(logits, labels, weights=w, state=state)
-
-For each bin non-empty in this batch: `R_b <- m R_b + (1 - m) count_b` and
-`k_b <- k_b + 1`; empty bins keep their value. With `bias_correction` (the
-default, a deviation from mmdetection) the density used is `R_b / (1 -
-m^k_b)`, the Adam-style debiased average, so the first batches are not
-up-weighted by `1 / (1 - m)`. The histogram is not differentiated
-(stop_gradient); the loss is piecewise smooth in the logits.
-
-Distribution: under `jax.jit` on a globally sharded batch every sum is
-already global, so nothing extra is needed. Inside `shard_map`/`pmap` pass
-`axis_name`: the histogram, and the loss numerator, are psum-ed so every
-shard returns the global loss and the same new state (under `shard_map`
-`jax.grad` of it is the per-shard gradient of the global loss). Both paths
-are tested against one device on 8 host devices; `pmap` is not tested.
+Distribution: under `jax.jit` on a sharded batch every sum is already
+global. Inside `shard_map` / `pmap` pass `axis_name`: the histogram and the
+loss are psum-ed, so every shard returns the global loss and the same new
+state (tested on 8 host devices; `pmap` is not tested).
 
 Defaults follow Li et al. / mmdetection: bins=30, momentum=0.75.
 """
@@ -49,10 +39,8 @@ from losses import _core
 def init_state(bins=30):
   """EMA state: float32 `counts` and int32 `updates`, both of shape `[bins]`."""
   _checks.check_int('ghm', 'bins', bins, lo=1)
-  return {
-      'counts': jnp.zeros([bins], jnp.float32),
-      'updates': jnp.zeros([bins], jnp.int32),
-  }
+  return {'counts': jnp.zeros([bins], jnp.float32),
+          'updates': jnp.zeros([bins], jnp.int32)}
 
 
 def _check(loss, state, bins, momentum):
@@ -63,13 +51,11 @@ def _check(loss, state, bins, momentum):
                      f'losses.ghm.init_state(bins={bins}).')
   if not isinstance(state, dict) or set(state) != {'counts', 'updates'}:
     raise ValueError(f'{loss}: state must be the dict from init_state(), got '
-                     f'{type(state).__name__} with keys '
-                     f'{sorted(state) if isinstance(state, dict) else None}.')
-  for key in ('counts', 'updates'):
-    if jnp.shape(state[key]) != (bins,):
-      raise ValueError(f'{loss}: state[{key!r}] has shape '
-                       f'{jnp.shape(state[key])}, expected ({bins},); was it '
-                       'made with a different `bins`?')
+                     f'{state!r:.80}.')
+  if any(jnp.shape(v) != (bins,) for v in state.values()):
+    raise ValueError(f'{loss}: state has shapes {jax.tree.map(jnp.shape, state)}'
+                     f', expected ({bins},); was it made with a different '
+                     '`bins`?')
 
 
 def _density_weights(g, w, state, *, bins, momentum, bias_correction,
@@ -123,15 +109,13 @@ def ghm(logits, labels, *, weights=None, state, bins=30, momentum=0.75,
   """Softmax GHM-C: CE re-weighted by the density of `g = 1 - p_y`.
 
   Args:
-    logits: `[..., C]` float.
-    labels: `[...]` int.
-    weights: `[...]` or None.
+    logits, labels, weights: `[..., C]` float, `[...]` int, `[...]` or None.
     state: from `init_state(bins)`.
     bins: number of bins >= 1.
     momentum: EMA momentum in [0, 1); 0 uses this batch's histogram only.
-    bias_correction: debias the zero-initialised EMA (see module doc).
+    bias_correction: debias the zero-initialised EMA (module docstring).
     axis_name: mapped axis to psum over inside shard_map/pmap, or None.
-    reduction: 'mean' only (the loss above; 'sum' / 'none' raise).
+    reduction: 'mean' only ('sum' / 'none' raise: module docstring).
 
   Returns:
     `(loss, new_state)`: scalar and a pytree like `state`.
@@ -161,8 +145,6 @@ def sigmoid_ghm(logits, labels, *, weights=None, state, bins=30,
     state, bins, momentum, bias_correction, axis_name, reduction: as in
       `ghm`.
 
-  Returns:
-    `(loss, new_state)`.
   """
   _core.check_reduction('sigmoid_ghm', reduction, ('mean',), _WHY)
   _check('sigmoid_ghm', state, bins, momentum)

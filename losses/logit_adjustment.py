@@ -9,9 +9,8 @@ With class prior `pi` (from training-set counts) and temperature `tau`:
 * post-hoc form (`adjust_logits`): train with plain CE and predict with
   `argmax_c z_c - tau log pi_c`.
 
-Menon et al. use tau = 1 (loss) and tune tau for the post-hoc form. Use one
-or the other, not both: a model trained with the loss form is already
-adjusted.
+Menon et al. use tau = 1 (loss) and tune tau post hoc. Use one form, not
+both: a model trained with the loss form is already adjusted.
 """
 
 import jax.numpy as jnp
@@ -33,9 +32,7 @@ def logit_adjusted_ce(logits, labels, *, weights=None, class_counts, tau=1.0,
   """Logit-adjusted softmax cross-entropy.
 
   Args:
-    logits: `[..., C]` float.
-    labels: `[...]` int.
-    weights: `[...]` or None.
+    logits, labels, weights: `[..., C]` float, `[...]` int, `[...]` or None.
     class_counts: `[C]` positive counts (or a prior; only ratios matter).
     tau: temperature >= 0; 0 is plain CE.
     reduction: 'mean' | 'sum' | 'none' (`[...]`).

@@ -8,8 +8,8 @@ multi-label member of the unified "pairwise" view of classification losses
 
   l_i = log(1 + sum_{j in neg_i} e^{s_ij}) + log(1 + sum_{k in pos_i} e^{-s_ik})
 
-Predict label j when `s_ij > 0`. Unlike per-label BCE, the loss does not
-grow with the number of negatives, which makes it robust to label imbalance.
+Predict label j when `s_ij > 0`. Unlike BCE it does not grow with the
+number of negatives.
 """
 
 import jax

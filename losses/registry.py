@@ -1,9 +1,8 @@
 """Loss registry: names -> functions, and configs -> validated `LossSpec`s.
 
-`get(name)` returns the raw loss function. `from_config(cfg, num_classes=...,
-class_counts=...)` validates a config such as `dict(name='focal', gamma=2.0,
-alpha='inverse_sqrt_freq', flood=0.02)` before anything is compiled and
-returns a `LossSpec` with one calling convention for every loss:
+`get(name)` returns the raw loss function. `from_config` validates a config
+such as `dict(name='focal', gamma=2.0, alpha='inverse_sqrt_freq')` before
+anything is compiled and returns a `LossSpec`, one convention for all:
 
   spec = losses.from_config(config.loss, num_classes=9, class_counts=counts)
   state = spec.init_state()                     # {} unless spec.stateful
@@ -17,7 +16,7 @@ resumed run continues it). Class-derived constants (alphas from counts, log
 priors) are computed once here on the host, in NumPy.
 """
 
-import dataclasses
+import collections
 import difflib
 import functools
 import numbers
@@ -41,13 +40,7 @@ _REQUIRED = object()
 _COMMON_KEYS = ('name', 'flood', 'ce_weight', 'ce_warmup_steps')
 
 
-@dataclasses.dataclass(frozen=True)
-class _Ctx:
-  loss: str
-  num_classes: int
-  class_counts: Any
-  cfg: Mapping[str, Any]
-
+_Ctx = collections.namedtuple('_Ctx', 'loss num_classes class_counts cfg')
 
 # Validators: (ctx, key, value) -> value to pass on. They raise ValueError
 # naming the key.
@@ -76,13 +69,11 @@ def _boolean(ctx, key, value):
   return bool(value)
 
 
-def _vector_or_scalar(lo=None, hi=None, allow_none=True, allow_scalar=True):
+def _vector_or_scalar(lo=None, hi=None, allow_scalar=True):
   """None, a scalar, or a length-C vector (validated as float32 NumPy)."""
   def check(ctx, key, value):
     if value is None:
-      if allow_none:
-        return None
-      raise ValueError(f'{ctx.loss}: {key} is required.')
+      return None
     if isinstance(value, str):
       raise ValueError(f'{ctx.loss}: {key} must be numeric, got {value!r}.')
     arr = np.asarray(value, dtype=np.float64)
@@ -97,23 +88,20 @@ def _vector_or_scalar(lo=None, hi=None, allow_none=True, allow_scalar=True):
 
 def _class_alpha(required):
   """A per-class alpha: a length-C list, or a scheme derived from counts."""
-  vector = _vector_or_scalar(lo=0, allow_none=not required, allow_scalar=False)
-
   def check(ctx, key, value):
     beta = ctx.cfg.get('beta')
     if beta is not None:  # Validated here too: the scheme below uses it.
       beta = _UNIT_OPEN(ctx, 'beta', beta)
-    if isinstance(value, str):
-      if value != 'class_balanced' and beta is not None:
+      if value != 'class_balanced':
         raise ValueError(f"{ctx.loss}: beta only applies with "
                          f"alpha='class_balanced', got alpha={value!r}.")
+    if isinstance(value, str):
       return class_weights.from_scheme(
           ctx.loss, value, ctx.class_counts, ctx.num_classes,
           beta=0.999 if beta is None else beta)
-    if beta is not None:
-      raise ValueError(f"{ctx.loss}: beta only applies with "
-                       f"alpha='class_balanced', got alpha={value!r}.")
-    return vector(ctx, key, value)
+    if value is None and required:
+      raise ValueError(f'{ctx.loss}: {key} is required.')
+    return _vector_or_scalar(lo=0, allow_scalar=False)(ctx, key, value)
   return check
 
 
@@ -127,8 +115,7 @@ def _choice(*options):
 
 
 def _optional(check):
-  return lambda ctx, key, value: None if value is None else check(ctx, key,
-                                                                   value)
+  return lambda ctx, key, v: None if v is None else check(ctx, key, v)
 
 
 def _class_ids(ctx, key, value):
@@ -151,22 +138,11 @@ _UNIT_OPEN = _number(lo=0, hi=1, hi_open=True)
 _NONNEG = _number(lo=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-  fn: Callable[..., Any]
-  params: Mapping[str, tuple[Any, Callable[..., Any]]]  # key: (default, check)
-  stateful: bool = False
-  # Keys validated but consumed by other keys' validators (not passed on).
-  consumed: tuple[str, ...] = ()
-  # Extra kwargs computed from the context (e.g. class_counts).
-  derived: Mapping[str, Callable[..., Any]] = dataclasses.field(
-      default_factory=dict)
-
-
-def _beta_for_alpha(ctx, key, value):
-  if value is None:
-    return None
-  return _UNIT_OPEN(ctx, key, value)
+# fn; params {key: (default, check)}; consumed: keys validated but used by
+# other keys' checks (not passed on); derived: kwargs computed from the
+# context (class_counts).
+_Entry = collections.namedtuple('_Entry', 'fn params stateful consumed derived',
+                                defaults=(False, (), {}))
 
 
 _SET_KEYS = {
@@ -185,13 +161,13 @@ _ENTRIES = {
         'pos_weight': (None, _vector_or_scalar(lo=0))}),
     'weighted_ce': _Entry(cross_entropy.weighted_ce, {
         'alpha': (_REQUIRED, _class_alpha(required=True)),
-        'beta': (None, _beta_for_alpha)}, consumed=('beta',)),
+        'beta': (None, _optional(_UNIT_OPEN))}, consumed=('beta',)),
     'class_balanced_ce': _Entry(cross_entropy.class_balanced_ce, {
         'beta': (0.999, _UNIT_OPEN)}, derived={'class_counts': _counts}),
     'focal': _Entry(focal.focal, {
         'gamma': (2.0, _NONNEG),
         'alpha': (None, _class_alpha(required=False)),
-        'beta': (None, _beta_for_alpha)}, consumed=('beta',)),
+        'beta': (None, _optional(_UNIT_OPEN))}, consumed=('beta',)),
     'sigmoid_focal': _Entry(focal.sigmoid_focal, {
         'gamma': (2.0, _NONNEG),
         'alpha': (0.25, _vector_or_scalar(lo=0, hi=1))}),
@@ -241,34 +217,23 @@ def get(name: str) -> Callable[..., Any]:
 def _ce_term(logits, labels, weights, reduction):
   """The `ce` of `ce_weight` / `ce_warmup_steps`: softmax CE for class ids
   `[...]` with logits `[..., C]`, BCE for labels of the logits' shape."""
-  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-  if labels.shape == logits.shape:
-    return cross_entropy.bce(logits, labels, weights=weights,
-                             reduction=reduction)
-  return cross_entropy.ce(logits, labels, weights=weights,
-                          reduction=reduction)
+  same = jnp.shape(labels) == jnp.shape(logits)
+  fn = cross_entropy.bce if same else cross_entropy.ce
+  return fn(logits, labels, weights=weights, reduction=reduction)
 
 
 class LossSpec:
   """A configured loss with one calling convention for every loss.
 
-  Attributes:
-    name: registry name.
-    stateful: whether the loss carries state (GHM's EMA histogram, the
-      `ce_warmup_steps` step count).
-    hparams: the validated hyperparameters (derived arrays included).
-    flood: flooding level b, or None.
-    ce_weight: lambda of the added `lambda * ce`, or None.
-    ce_warmup_steps: N of the CE warm-up, or None.
+  Attributes: `name`; `stateful` (GHM's EMA histogram, the warm-up's step
+  count); `hparams` (validated, derived arrays included); `flood`,
+  `ce_weight`, `ce_warmup_steps` (None when not set).
   """
 
   def __init__(self, name, fn, *, stateful, hparams, init_state, flood,
                ce_weight=None, ce_warmup_steps=None):
-    self.name = name
-    self.hparams = dict(hparams)
-    self.flood = flood
-    self.ce_weight = ce_weight
-    self.ce_warmup_steps = ce_warmup_steps
+    self.name, self.hparams, self.flood = name, dict(hparams), flood
+    self.ce_weight, self.ce_warmup_steps = ce_weight, ce_warmup_steps
     self._base_stateful = stateful
     self.stateful = stateful or bool(ce_warmup_steps)
     self._init_state = init_state
@@ -313,25 +278,24 @@ class LossSpec:
         value = self._fn(logits, labels, weights=weights, reduction=reduction)
       if self.ce_weight:
         ce = _ce_term(logits, labels, weights, reduction)
-        if jnp.shape(ce) != jnp.shape(value):
-          raise ValueError(
-              f'{self.name}: ce_weight with reduction={reduction!r} adds ce '
-              f'of shape {jnp.shape(ce)} to {jnp.shape(value)}.')
+        self._check_shapes(ce, value, reduction)
         value = value + self.ce_weight * ce
       return value, base
 
     if not self.ce_warmup_steps:
       return named(base)
     warm = lambda base: (_ce_term(logits, labels, weights, reduction), base)
-    shapes = [jax.eval_shape(f, base)[0].shape for f in (warm, named)]
-    if shapes[0] != shapes[1]:
-      raise ValueError(f'{self.name}: ce_warmup_steps with reduction='
-                       f'{reduction!r}: ce gives shape {shapes[0]}, the loss '
-                       f'{shapes[1]}.')
+    self._check_shapes(*[jax.eval_shape(f, base)[0] for f in (warm, named)],
+                       reduction)
     # The named loss (and its state) sits out the warm-up.
     value, base = jax.lax.cond(state['step'] < self.ce_warmup_steps, warm,
                                named, base)
     return value, dict(base or {}, step=state['step'] + 1)
+
+  def _check_shapes(self, ce, value, reduction):
+    if jnp.shape(ce) != jnp.shape(value):
+      raise ValueError(f'{self.name}: with reduction={reduction!r} ce has '
+                       f'shape {jnp.shape(ce)}, the loss {jnp.shape(value)}.')
 
   def __repr__(self):
     shown = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
@@ -364,9 +328,8 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
       'inverse_sqrt_freq' | 'class_balanced'`.
 
   Raises:
-    ValueError: unknown name or key (the message lists the valid ones), an
-      impossible value (the message names the key), or missing / malformed
-      class counts.
+    ValueError: unknown name or key (listing the valid ones), an impossible
+      value (naming the key), or missing / malformed class counts.
   """
   cfg = _as_dict(cfg)
   if 'name' not in cfg:
