@@ -22,7 +22,7 @@ classes; absent classes count through their false positives).
 What DSC optimises: for a positive the term falls as `f` grows, and `f`
 peaks at `p = 1 / (1 + alpha)`, so DSC pulls the gold probability there,
 not to 1: at alpha = 1 to 0.5, the binary decision boundary (the recorded
-ablations, where DSC collapsed, bear on this). Under 'ovr' with alpha > 0 a
+ablations, where DSC collapsed, bear on this; alpha = 0 is best at 1). Under 'ovr' with alpha > 0 a
 negative class's term `1 - gamma / (f + gamma)` is 0 at `p = 0` and at
 `p = 1` alike, so a wrong class near 1 is not pushed down. Both are tested.
 
