@@ -118,10 +118,16 @@ def sigmoid_inputs(logits, labels, weights, loss='loss'):
           jnp.where(keep, labels.astype(dtype), 0.0), w)
 
 
+def pick(x, labels):
+  """`x[..., y]` for `x [..., C]`, int labels `[...]`, as a masked sum (its
+  gradient is a select, not a scatter; -inf elsewhere in the row is fine)."""
+  at = jax.nn.one_hot(labels, x.shape[-1], dtype=bool)
+  return jnp.sum(jnp.where(at, x, 0.0), axis=-1)
+
+
 def log1m_softmax_at(log_p, at):
-  """`log(1 - p_c)` at the boolean mask `at` (one class per row), from the
-  other classes' mass: `logsumexp_{c' != c} log p_c'`. Exact as `p_c -> 1`,
-  where `log1p(-p_c)` rounds to `log(0)`. `[..., C]` -> `[...]`."""
+  """`log(1 - p_c)`, `[...]`, at the one class per row marked in `at`, as
+  `logsumexp_{c' != c} log p_c'`: exact where `log1p(-p_c)` gives log 0."""
   return jax.nn.logsumexp(log_p, axis=-1, where=~at)
 
 

@@ -33,7 +33,7 @@ def ce(logits, labels, *, weights=None, label_smoothing=0.0,
   _checks.check_range('ce', 'label_smoothing', label_smoothing, lo=0, hi=1)
   z, y, w = _core.softmax_inputs(logits, labels, weights)
   log_p = jax.nn.log_softmax(z, axis=-1)
-  nll = -jnp.take_along_axis(log_p, y[..., None], axis=-1)[..., 0]
+  nll = -_core.pick(log_p, y)
   if label_smoothing:
     nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(
         log_p, axis=-1)
@@ -85,7 +85,7 @@ def weighted_ce(logits, labels, *, weights=None, alpha, reduction='mean'):
   alpha = _core.class_vector('weighted_ce', 'alpha', alpha, logits.shape[-1],
                              _core.compute_dtype(logits))
   z, y, w = _core.softmax_inputs(logits, labels, weights)
-  nll = -jnp.take_along_axis(jax.nn.log_softmax(z), y[..., None], -1)[..., 0]
+  nll = -_core.pick(jax.nn.log_softmax(z), y)
   return _core.reduce(alpha[y] * nll, w, reduction, 'weighted_ce')
 
 

@@ -41,9 +41,9 @@ def focal(logits, labels, *, weights=None, gamma=2.0, alpha=None,
     raise ValueError('focal: needs C >= 2 classes.')
   z, y, w = _core.softmax_inputs(logits, labels, weights)
   log_p = jax.nn.log_softmax(z, axis=-1)
-  at_y = jax.nn.one_hot(y, z.shape[-1], dtype=bool)
-  log_p_y = jnp.sum(jnp.where(at_y, log_p, 0.0), axis=-1)
-  log1m_p_y = _core.log1m_softmax_at(log_p, at_y)
+  log_p_y = _core.pick(log_p, y)
+  log1m_p_y = _core.log1m_softmax_at(
+      log_p, jax.nn.one_hot(y, z.shape[-1], dtype=bool))
   per = jnp.exp(gamma * log1m_p_y) * _core.nll_from_log1m(log_p_y, log1m_p_y)
   if alpha is not None:
     per = _core.class_vector('focal', 'alpha', alpha, z.shape[-1],

@@ -123,8 +123,7 @@ def ghm(logits, labels, *, weights=None, state, bins=30, momentum=0.75,
   _core.check_reduction('ghm', reduction, ('mean',), _WHY)
   _check('ghm', state, bins, momentum)
   z, y, w = _core.softmax_inputs(logits, labels, weights)
-  log_p_y = jnp.take_along_axis(jax.nn.log_softmax(z), y[..., None],
-                                -1)[..., 0]
+  log_p_y = _core.pick(jax.nn.log_softmax(z), y)
   beta, new_state = _density_weights(
       -jnp.expm1(log_p_y), w, state, bins=bins, momentum=momentum,
       bias_correction=bias_correction, axis_name=axis_name)

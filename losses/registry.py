@@ -42,8 +42,7 @@ _COMMON_KEYS = ('name', 'flood', 'ce_weight', 'ce_warmup_steps')
 
 _Ctx = collections.namedtuple('_Ctx', 'loss num_classes class_counts cfg')
 
-# Validators: (ctx, key, value) -> value to pass on. They raise ValueError
-# naming the key.
+# Validators: (ctx, key, value) -> value to pass on, or a ValueError.
 
 
 def _number(lo=None, hi=None, lo_open=False, hi_open=False):
