@@ -1,10 +1,8 @@
 """Hyperparameter checks shared by the loss functions and the registry.
 
-Checks run only on concrete values (Python numbers, NumPy arrays, concrete
-jax arrays). Traced values are skipped, so the checks never force a host
-synchronisation inside `jit`; hyperparameters normally arrive as Python
-constants closed over by the train step, where they are checked once at
-trace time.
+Only concrete values are checked (traced ones are skipped, so no check
+forces a host sync inside `jit`); hyperparameters normally arrive as Python
+constants, checked once at trace time.
 """
 
 import numbers
@@ -19,15 +17,9 @@ def is_concrete(value) -> bool:
 
 def check_range(loss, key, value, *, lo=None, hi=None, lo_open=False,
                 hi_open=False):
-  """Raises ValueError naming `key` unless every entry of `value` is in range.
-
-  Args:
-    loss: loss name, for the message.
-    key: hyperparameter name, for the message.
-    value: number or array (skipped when traced or None).
-    lo, hi: bounds (None: unbounded).
-    lo_open, hi_open: whether the bound itself is excluded.
-  """
+  """Raises ValueError naming `loss` and `key` unless every entry of `value`
+  (skipped when None or traced) is finite and in [lo, hi] (None: unbounded;
+  `*_open`: the bound excluded)."""
   if value is None or not is_concrete(value):
     return
   arr = np.asarray(value, dtype=np.float64)

@@ -18,16 +18,9 @@ SCHEMES = ('inverse_freq', 'inverse_sqrt_freq', 'class_balanced')
 
 def validate_counts(loss, class_counts, num_classes=None, *,
                     key='class_counts', positive=True):
-  """Host-side check of class counts; returns them as a float64 NumPy array.
-
-  Args:
-    loss: loss name, for messages.
-    class_counts: length-C sequence of non-negative counts.
-    num_classes: expected C (None: any).
-    key: config key to name in errors.
-    positive: whether a zero count is an error (it is for every weighting
-      here: inverse frequency and priors divide by or take the log of it).
-  """
+  """Host-side check of length-C (`num_classes`, None: any) counts, >= 0
+  (> 0 if `positive`: every weighting here divides by or takes the log of
+  them); errors name `loss` and `key`. Returns float64 NumPy counts."""
   if class_counts is None:
     raise ValueError(f'{loss}: {key} is required (a length-C sequence of '
                      'training-set class counts from the data pipeline).')
@@ -51,18 +44,19 @@ def _normalise(inv):
   return inv * (inv.shape[0] / jnp.sum(inv))
 
 
+def _floats(v):
+  v = jnp.asarray(v)
+  return v.astype(jnp.promote_types(v.dtype, jnp.float32))
+
+
 def inverse_freq(class_counts):
   """`alpha_c ∝ 1 / n_c`, normalised to sum to C."""
-  n = jnp.asarray(class_counts)
-  n = n.astype(jnp.promote_types(n.dtype, jnp.float32))
-  return _normalise(1.0 / n)
+  return _normalise(1.0 / _floats(class_counts))
 
 
 def inverse_sqrt_freq(class_counts):
   """`alpha_c ∝ 1 / sqrt(n_c)`, normalised to sum to C (a softer inverse)."""
-  n = jnp.asarray(class_counts)
-  n = n.astype(jnp.promote_types(n.dtype, jnp.float32))
-  return _normalise(1.0 / jnp.sqrt(n))
+  return _normalise(1.0 / jnp.sqrt(_floats(class_counts)))
 
 
 def class_balanced(class_counts, beta):
@@ -73,8 +67,7 @@ def class_balanced(class_counts, beta):
   to C. `beta = 0` gives uniform weights, `beta -> 1` inverse frequency.
   Cui et al. use beta in {0.9, 0.99, 0.999, 0.9999}.
   """
-  n = jnp.asarray(class_counts)
-  n = n.astype(jnp.promote_types(n.dtype, jnp.float32))
+  n = _floats(class_counts)
   beta = jnp.asarray(beta, n.dtype)
   # 1 - beta^n as -expm1(n log beta) keeps precision for beta close to 1.
   # beta = 0 gives log(0) = -inf and -expm1(-inf) = 1, the right limit.
@@ -84,8 +77,7 @@ def class_balanced(class_counts, beta):
 
 def log_prior(class_counts_or_prior):
   """`log pi_c` with `pi = v / sum(v)`; accepts counts or a prior."""
-  v = jnp.asarray(class_counts_or_prior)
-  v = v.astype(jnp.promote_types(v.dtype, jnp.float32))
+  v = _floats(class_counts_or_prior)
   return jnp.log(v) - jnp.log(jnp.sum(v))
 
 
@@ -96,10 +88,6 @@ def from_scheme(loss, scheme, class_counts, num_classes, beta=None):
                      f'non-negative floats or one of {list(SCHEMES)}, got '
                      f'{scheme!r}.')
   counts = validate_counts(loss, class_counts, num_classes)
-  if scheme == 'inverse_freq':
-    alpha = inverse_freq(counts)
-  elif scheme == 'inverse_sqrt_freq':
-    alpha = inverse_sqrt_freq(counts)
-  else:
-    alpha = class_balanced(counts, beta)
-  return np.asarray(alpha, np.float32)
+  if scheme == 'class_balanced':
+    return np.asarray(class_balanced(counts, beta), np.float32)
+  return np.asarray(globals()[scheme](counts), np.float32)

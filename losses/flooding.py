@@ -1,13 +1,10 @@
 """Flooding (Ishida et al., "Do We Need Zero Training Loss After Achieving
 Zero Training Loss?", ICML 2020).
 
-`L_flood = |L - b| + b` on the mini-batch loss `L`: above the flood level
-`b` it is `L`; below it the gradient flips sign (gradient ascent), so the
-training loss floats around `b` instead of going to 0. Ishida et al. pick b
-from {0.00, 0.01, ..., 0.10} on validation data.
-
-In a config it is a key on any loss: `dict(name='focal', gamma=2.0,
-flood=0.05)`. It applies to the batch loss, after the loss's own reduction.
+`L_flood = |L - b| + b` on the batch loss `L`: below the flood level `b`
+the gradient flips sign, so the training loss floats around `b` (Ishida et
+al. pick b in {0.00, 0.01, ..., 0.10} on validation data). Any config may
+add it: `dict(name='focal', flood=0.05)`.
 """
 
 import functools

@@ -9,9 +9,8 @@ With class prior `pi` (from training-set counts) and temperature `tau`:
 * post-hoc form (`adjust_logits`): train with plain CE and predict with
   `argmax_c z_c - tau log pi_c`.
 
-Menon et al. use tau = 1 (loss) and tune tau for the post-hoc form. Use one
-or the other, not both: a model trained with the loss form is already
-adjusted.
+Menon et al. use tau = 1 (loss) and tune tau post hoc. Use one form, not
+both: a model trained with the loss form is already adjusted.
 """
 
 import jax.numpy as jnp
@@ -28,25 +27,23 @@ def _log_prior(loss, class_counts_or_prior, num_classes):
   return class_weights.log_prior(class_counts_or_prior)
 
 
-def logit_adjusted_ce(logits, labels, *, weights=None, class_counts, tau=1.0):
+def logit_adjusted_ce(logits, labels, *, weights=None, class_counts, tau=1.0,
+                      reduction='mean'):
   """Logit-adjusted softmax cross-entropy.
 
   Args:
-    logits: `[..., C]` float.
-    labels: `[...]` int.
-    weights: `[...]` or None.
+    logits, labels, weights: `[..., C]` float, `[...]` int, `[...]` or None.
     class_counts: `[C]` positive counts (or a prior; only ratios matter).
     tau: temperature >= 0; 0 is plain CE.
-
-  Returns:
-    Scalar weighted mean.
+    reduction: 'mean' | 'sum' | 'none' (`[...]`).
   """
   _checks.check_range('logit_adjusted_ce', 'tau', tau, lo=0)
   logits = jnp.asarray(logits)
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   log_pi = _log_prior('logit_adjusted_ce', class_counts, logits.shape[-1])
   adjusted = logits.astype(dtype) + tau * log_pi.astype(dtype)
-  return cross_entropy.ce(adjusted, labels, weights=weights)
+  return cross_entropy.ce(adjusted, labels, weights=weights,
+                          reduction=reduction)
 
 
 def adjust_logits(logits, class_counts_or_prior, tau=1.0):

@@ -8,8 +8,8 @@ multi-label member of the unified "pairwise" view of classification losses
 
   l_i = log(1 + sum_{j in neg_i} e^{s_ij}) + log(1 + sum_{k in pos_i} e^{-s_ik})
 
-Predict label j when `s_ij > 0`. Unlike per-label BCE, the loss does not
-grow with the number of negatives, which makes it robust to label imbalance.
+Predict label j when `s_ij > 0`. Unlike BCE it does not grow with the
+number of negatives.
 """
 
 import jax
@@ -32,7 +32,7 @@ def _log1p_sum_exp(a, mask):
   return m + jnp.log(jnp.exp(-m) + jnp.sum(terms, axis=-1))
 
 
-def multilabel_ce(logits, labels, *, weights=None):
+def multilabel_ce(logits, labels, *, weights=None, reduction='mean'):
   """Multilabel categorical cross-entropy (threshold 0).
 
   Args:
@@ -40,9 +40,7 @@ def multilabel_ce(logits, labels, *, weights=None):
     labels: `[..., C]` multi-hot (bool / 0-1 int / 0-1 float).
     weights: `[...]` per-example weights or None (the loss is defined per
       example, over its C labels).
-
-  Returns:
-    Scalar weighted mean over examples.
+    reduction: 'mean' | 'sum' | 'none' (`[...]`, per example).
   """
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
@@ -51,7 +49,8 @@ def multilabel_ce(logits, labels, *, weights=None):
                      f'logits shape {logits.shape}, got {labels.shape}.')
   dtype = _core.compute_dtype(logits)
   w = _core.element_weights(weights, logits.shape[:-1], dtype=dtype)
-  s = _core.mask_rows(logits.astype(dtype), w)
-  pos = _core.mask_rows(labels.astype(dtype), w) > 0.5
+  keep = (w > 0)[..., None]
+  s = jnp.where(keep, logits.astype(dtype), 0.0)
+  pos = keep & (labels > 0.5)
   per_example = _log1p_sum_exp(s, ~pos) + _log1p_sum_exp(-s, pos)
-  return _core.weighted_mean(per_example, w)
+  return _core.reduce(per_example, w, reduction, 'multilabel_ce')

@@ -1,25 +1,29 @@
 """Loss registry: names -> functions, and configs -> validated `LossSpec`s.
 
-`get(name)` returns the raw loss function. `from_config(cfg, num_classes=...,
-class_counts=...)` validates a config such as `dict(name='focal', gamma=2.0,
-alpha='inverse_sqrt_freq', flood=0.02)` before anything is compiled and
-returns a `LossSpec` with one calling convention for every loss:
+`get(name)` returns the raw loss function. `from_config` validates a config
+such as `dict(name='focal', gamma=2.0, alpha='inverse_sqrt_freq')` before
+anything is compiled and returns a `LossSpec`, one convention for all:
 
   spec = losses.from_config(config.loss, num_classes=9, class_counts=counts)
   state = spec.init_state()                     # {} unless spec.stateful
   loss, state = spec(logits, labels, weights=mask, state=state)
 
-Config keys common to every loss: `name` (required) and `flood` (flooding
-level b >= 0, see `losses.flooding`). Class-derived constants (alphas from
-counts, log priors) are computed once here on the host, in NumPy.
+Config keys common to every loss: `name` (required), `flood` (flooding
+level b >= 0, see `losses.flooding`), `ce_weight` (lambda >= 0: the value is
+`loss + lambda * ce`, MONAI's DiceCE) and `ce_warmup_steps` (N: the first N
+calls train on CE alone, then the named loss; the count is loss state, so a
+resumed run continues it). Class-derived constants (alphas from counts, log
+priors) are computed once here on the host, in NumPy.
 """
 
-import dataclasses
+import collections
 import difflib
 import functools
 import numbers
 from typing import Any, Callable, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from losses import _checks
@@ -33,19 +37,12 @@ from losses import logit_adjustment
 from losses import multilabel
 
 _REQUIRED = object()
-_COMMON_KEYS = ('name', 'flood')
+_COMMON_KEYS = ('name', 'flood', 'ce_weight', 'ce_warmup_steps')
 
 
-@dataclasses.dataclass(frozen=True)
-class _Ctx:
-  loss: str
-  num_classes: int
-  class_counts: Any
-  cfg: Mapping[str, Any]
+_Ctx = collections.namedtuple('_Ctx', 'loss num_classes class_counts cfg')
 
-
-# Validators: (ctx, key, value) -> value to pass on. They raise ValueError
-# naming the key.
+# Validators: (ctx, key, value) -> value to pass on, or a ValueError.
 
 
 def _number(lo=None, hi=None, lo_open=False, hi_open=False):
@@ -71,13 +68,11 @@ def _boolean(ctx, key, value):
   return bool(value)
 
 
-def _vector_or_scalar(lo=None, hi=None, allow_none=True, allow_scalar=True):
+def _vector_or_scalar(lo=None, hi=None, allow_scalar=True):
   """None, a scalar, or a length-C vector (validated as float32 NumPy)."""
   def check(ctx, key, value):
     if value is None:
-      if allow_none:
-        return None
-      raise ValueError(f'{ctx.loss}: {key} is required.')
+      return None
     if isinstance(value, str):
       raise ValueError(f'{ctx.loss}: {key} must be numeric, got {value!r}.')
     arr = np.asarray(value, dtype=np.float64)
@@ -92,24 +87,44 @@ def _vector_or_scalar(lo=None, hi=None, allow_none=True, allow_scalar=True):
 
 def _class_alpha(required):
   """A per-class alpha: a length-C list, or a scheme derived from counts."""
-  vector = _vector_or_scalar(lo=0, allow_none=not required, allow_scalar=False)
-
   def check(ctx, key, value):
     beta = ctx.cfg.get('beta')
     if beta is not None:  # Validated here too: the scheme below uses it.
       beta = _UNIT_OPEN(ctx, 'beta', beta)
-    if isinstance(value, str):
-      if value != 'class_balanced' and beta is not None:
+      if value != 'class_balanced':
         raise ValueError(f"{ctx.loss}: beta only applies with "
                          f"alpha='class_balanced', got alpha={value!r}.")
+    if isinstance(value, str):
       return class_weights.from_scheme(
           ctx.loss, value, ctx.class_counts, ctx.num_classes,
           beta=0.999 if beta is None else beta)
-    if beta is not None:
-      raise ValueError(f"{ctx.loss}: beta only applies with "
-                       f"alpha='class_balanced', got alpha={value!r}.")
-    return vector(ctx, key, value)
+    if value is None and required:
+      raise ValueError(f'{ctx.loss}: {key} is required.')
+    return _vector_or_scalar(lo=0, allow_scalar=False)(ctx, key, value)
   return check
+
+
+def _choice(*options):
+  def check(ctx, key, value):
+    if value not in options:
+      raise ValueError(f'{ctx.loss}: {key} must be one of {list(options)}, '
+                       f'got {value!r}.')
+    return value
+  return check
+
+
+def _optional(check):
+  return lambda ctx, key, v: None if v is None else check(ctx, key, v)
+
+
+def _class_ids(ctx, key, value):
+  ids = [] if value is None else list(np.atleast_1d(np.asarray(value)))
+  if any(not isinstance(c, numbers.Integral) or isinstance(c, bool)
+         or not 0 <= c < ctx.num_classes for c in ids) or (
+             ids and len(set(ids)) == ctx.num_classes):
+    raise ValueError(f'{ctx.loss}: {key} must list class ids in [0, '
+                     f'{ctx.num_classes}) and leave one class, got {value!r}.')
+  return tuple(int(c) for c in ids)
 
 
 def _counts(ctx, key, value):
@@ -122,23 +137,20 @@ _UNIT_OPEN = _number(lo=0, hi=1, hi_open=True)
 _NONNEG = _number(lo=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-  fn: Callable[..., Any]
-  params: Mapping[str, tuple[Any, Callable[..., Any]]]  # key: (default, check)
-  stateful: bool = False
-  # Keys validated but consumed by other keys' validators (not passed on).
-  consumed: tuple[str, ...] = ()
-  # Extra kwargs computed from the context (e.g. class_counts).
-  derived: Mapping[str, Callable[..., Any]] = dataclasses.field(
-      default_factory=dict)
+# fn; params {key: (default, check)}; consumed: keys validated but used by
+# other keys' checks (not passed on); derived: kwargs computed from the
+# context (class_counts).
+_Entry = collections.namedtuple('_Entry', 'fn params stateful consumed derived',
+                                defaults=(False, (), {}))
 
 
-def _beta_for_alpha(ctx, key, value):
-  if value is None:
-    return None
-  return _UNIT_OPEN(ctx, key, value)
-
+_SET_KEYS = {
+    'smooth_nr': (None, _optional(_NONNEG)),
+    'smooth_dr': (None, _optional(_NONNEG)),
+    'batch': (True, _boolean),
+    'exclude': ((), _class_ids),
+    'class_weights': (None, _vector_or_scalar(lo=0, allow_scalar=False)),
+}
 
 _ENTRIES = {
     'ce': _Entry(cross_entropy.ce, {
@@ -148,13 +160,13 @@ _ENTRIES = {
         'pos_weight': (None, _vector_or_scalar(lo=0))}),
     'weighted_ce': _Entry(cross_entropy.weighted_ce, {
         'alpha': (_REQUIRED, _class_alpha(required=True)),
-        'beta': (None, _beta_for_alpha)}, consumed=('beta',)),
+        'beta': (None, _optional(_UNIT_OPEN))}, consumed=('beta',)),
     'class_balanced_ce': _Entry(cross_entropy.class_balanced_ce, {
         'beta': (0.999, _UNIT_OPEN)}, derived={'class_counts': _counts}),
     'focal': _Entry(focal.focal, {
         'gamma': (2.0, _NONNEG),
         'alpha': (None, _class_alpha(required=False)),
-        'beta': (None, _beta_for_alpha)}, consumed=('beta',)),
+        'beta': (None, _optional(_UNIT_OPEN))}, consumed=('beta',)),
     'sigmoid_focal': _Entry(focal.sigmoid_focal, {
         'gamma': (2.0, _NONNEG),
         'alpha': (0.25, _vector_or_scalar(lo=0, hi=1))}),
@@ -167,11 +179,12 @@ _ENTRIES = {
         'momentum': (0.75, _UNIT_OPEN),
         'bias_correction': (True, _boolean)}, stateful=True),
     'dsc': _Entry(dice.dsc, {
-        'alpha': (1.0, _NONNEG), 'gamma': (1.0, _NONNEG)}),
-    'dice': _Entry(dice.dice, {'gamma': (1.0, _NONNEG)}),
+        'alpha': (1.0, _NONNEG), 'gamma': (1.0, _NONNEG),
+        'form': ('ovr', _choice('ovr', 'gold'))}),
+    'dice': _Entry(dice.dice, {'gamma': (1.0, _NONNEG), **_SET_KEYS}),
     'tversky': _Entry(dice.tversky, {
         'alpha': (0.3, _NONNEG), 'beta': (0.7, _NONNEG),
-        'gamma': (1.0, _NONNEG)}),
+        'gamma': (1.0, _NONNEG), **_SET_KEYS}),
     'logit_adjusted_ce': _Entry(logit_adjustment.logit_adjusted_ce, {
         'tau': (1.0, _NONNEG)}, derived={'class_counts': _counts}),
     'multilabel_ce': _Entry(multilabel.multilabel_ce, {}),
@@ -200,45 +213,95 @@ def get(name: str) -> Callable[..., Any]:
   return _entry(name).fn
 
 
+def _ce_term(logits, labels, weights, reduction):
+  """The `ce` of `ce_weight` / `ce_warmup_steps`: softmax CE for class ids
+  `[...]` with logits `[..., C]`, BCE for labels of the logits' shape."""
+  same = jnp.shape(labels) == jnp.shape(logits)
+  fn = cross_entropy.bce if same else cross_entropy.ce
+  return fn(logits, labels, weights=weights, reduction=reduction)
+
+
 class LossSpec:
   """A configured loss with one calling convention for every loss.
 
-  Attributes:
-    name: registry name.
-    stateful: whether the loss carries state (GHM's EMA histogram).
-    hparams: the validated hyperparameters (derived arrays included).
-    flood: flooding level b, or None.
+  Attributes: `name`; `stateful` (GHM's EMA histogram, the warm-up's step
+  count); `hparams` (validated, derived arrays included); `flood`,
+  `ce_weight`, `ce_warmup_steps` (None when not set).
   """
 
-  def __init__(self, name, fn, *, stateful, hparams, init_state, flood):
-    self.name = name
-    self.stateful = stateful
-    self.hparams = dict(hparams)
-    self.flood = flood
+  def __init__(self, name, fn, *, stateful, hparams, init_state, flood,
+               ce_weight=None, ce_warmup_steps=None):
+    self.name, self.hparams, self.flood = name, dict(hparams), flood
+    self.ce_weight, self.ce_warmup_steps = ce_weight, ce_warmup_steps
+    self._base_stateful = stateful
+    self.stateful = stateful or bool(ce_warmup_steps)
     self._init_state = init_state
-    call = functools.partial(fn, **hparams)
-    self._fn = call if flood is None else flooding.flooded(call, flood)
+    self._fn = functools.partial(fn, **hparams)
+    self._total = self._compound if flood is None else flooding.flooded(
+        self._compound, flood)
 
   def init_state(self):
     """Initial loss state: a pytree of arrays ({} for stateless losses)."""
-    return self._init_state() if self.stateful else {}
+    state = self._init_state() if self._base_stateful else {}
+    if self.ce_warmup_steps:
+      state = dict(state, step=jnp.zeros((), jnp.int32))
+    return state
 
-  def __call__(self, logits, labels, *, weights=None, state=None):
+  def __call__(self, logits, labels, *, weights=None, state=None,
+               reduction='mean'):
     """Returns `(loss, new_state)`; stateless losses return `state` as given
-    ({} if None)."""
-    if self.stateful:
-      if state is None:
-        raise ValueError(f'{self.name}: state is required; start from '
-                         'spec.init_state().')
-      return self._fn(logits, labels, weights=weights, state=state)
-    loss = self._fn(logits, labels, weights=weights)
-    return loss, ({} if state is None else state)
+    ({} if None). `reduction` as in the loss functions ('mean', 'sum',
+    'none'); flooding applies to 'mean' only."""
+    if self.stateful and state is None:
+      raise ValueError(f'{self.name}: state is required; start from '
+                       'spec.init_state().')
+    if self.flood is not None and reduction != 'mean':
+      raise ValueError(f'{self.name}: flood applies to the batch mean; '
+                       f"reduction={reduction!r} is not available with it.")
+    value, new_state = self._total(logits, labels, weights=weights,
+                                   state=state, reduction=reduction)
+    return value, (new_state if self.stateful else
+                   ({} if state is None else state))
+
+  def _compound(self, logits, labels, *, weights, state, reduction):
+    """The named loss (+ ce_weight * ce), after ce_warmup_steps of CE."""
+    base = None
+    if self._base_stateful:
+      base = {k: v for k, v in state.items() if k != 'step'}
+
+    def named(base):
+      if self._base_stateful:
+        value, base = self._fn(logits, labels, weights=weights, state=base,
+                               reduction=reduction)
+      else:
+        value = self._fn(logits, labels, weights=weights, reduction=reduction)
+      if self.ce_weight:
+        ce = _ce_term(logits, labels, weights, reduction)
+        self._check_shapes(ce, value, reduction)
+        value = value + self.ce_weight * ce
+      return value, base
+
+    if not self.ce_warmup_steps:
+      return named(base)
+    warm = lambda base: (_ce_term(logits, labels, weights, reduction), base)
+    self._check_shapes(*[jax.eval_shape(f, base)[0] for f in (warm, named)],
+                       reduction)
+    # The named loss (and its state) sits out the warm-up.
+    value, base = jax.lax.cond(state['step'] < self.ce_warmup_steps, warm,
+                               named, base)
+    return value, dict(base or {}, step=state['step'] + 1)
+
+  def _check_shapes(self, ce, value, reduction):
+    if jnp.shape(ce) != jnp.shape(value):
+      raise ValueError(f'{self.name}: with reduction={reduction!r} ce has '
+                       f'shape {jnp.shape(ce)}, the loss {jnp.shape(value)}.')
 
   def __repr__(self):
     shown = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
              for k, v in self.hparams.items()}
-    flood = '' if self.flood is None else f', flood={self.flood}'
-    return f'LossSpec({self.name!r}, {shown}{flood})'
+    extra = ''.join(f', {k}={getattr(self, k)}' for k in (
+        'flood', 'ce_weight', 'ce_warmup_steps') if getattr(self, k))
+    return f'LossSpec({self.name!r}, {shown}{extra})'
 
 
 def _as_dict(cfg) -> dict[str, Any]:
@@ -264,9 +327,8 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
       'inverse_sqrt_freq' | 'class_balanced'`.
 
   Raises:
-    ValueError: unknown name or key (the message lists the valid ones), an
-      impossible value (the message names the key), or missing / malformed
-      class counts.
+    ValueError: unknown name or key (listing the valid ones), an impossible
+      value (naming the key), or missing / malformed class counts.
   """
   cfg = _as_dict(cfg)
   if 'name' not in cfg:
@@ -275,9 +337,12 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
   name = cfg.pop('name')
   entry = _entry(name)
   _checks.check_int(name, 'num_classes', num_classes, lo=1)
-  flood = cfg.pop('flood', None)
+  ctx = _Ctx(name, num_classes, None, {})
+  flood, ce_weight, warmup = (cfg.pop(k, None) for k in _COMMON_KEYS[1:])
   if flood is not None:
-    flood = _number(lo=0)(_Ctx(name, num_classes, None, {}), 'flood', flood)
+    flood = _number(lo=0)(ctx, 'flood', flood)
+  ce_weight = _number(lo=0)(ctx, 'ce_weight', ce_weight) if ce_weight else None
+  warmup = _integer(lo=0)(ctx, 'ce_warmup_steps', warmup) if warmup else None
 
   unknown = sorted(set(cfg) - set(entry.params))
   if unknown:
@@ -302,4 +367,5 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
   if entry.stateful:
     init_state = functools.partial(ghm.init_state, hparams['bins'])
   return LossSpec(name, entry.fn, stateful=entry.stateful, hparams=hparams,
-                  init_state=init_state, flood=flood)
+                  init_state=init_state, flood=flood, ce_weight=ce_weight,
+                  ce_warmup_steps=warmup)

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 
 import losses
-from losses import _core as core
-from losses import ghm as ghm_lib
 
 try:  # pytest's default (prepend) import mode puts tests/ on sys.path.
   import test_losses_reference as ref
@@ -70,6 +68,25 @@ CASES = [
     ('logit_adjusted_ce', dict(name='logit_adjusted_ce', tau=1.5), 'softmax'),
     ('multilabel_ce', dict(name='multilabel_ce'), 'multilabel'),
     ('focal_flood', dict(name='focal', gamma=1.0, flood=5.0), 'softmax'),
+    # New hyperparameters, each against its reference.
+    ('focal_alpha_list', dict(name='focal', gamma=1.5,
+                              alpha=[0.25, 1.0, 2.0, 4.0]), 'softmax'),
+    ('bce_int', dict(name='bce', pos_weight=2.0), 'int_sigmoid'),
+    ('sigmoid_focal_int', dict(name='sigmoid_focal', alpha=0.4), 'int_sigmoid'),
+    ('sigmoid_ghm_int', dict(name='sigmoid_ghm', bins=5), 'int_sigmoid'),
+    ('dsc_gold', dict(name='dsc', form='gold', alpha=2.0, gamma=0.5),
+     'softmax'),
+    ('dsc_gold_binary', dict(name='dsc', form='gold', alpha=0.5), 'binary'),
+    ('dice_smooth_exclude_weights', dict(
+        name='dice', smooth_nr=0.2, smooth_dr=0.7, exclude=[0],
+        class_weights=[1.0, 1.0, 2.0, 4.0]), 'softmax'),
+    ('dice_per_instance', dict(name='dice', batch=False), 'softmax'),
+    ('tversky_per_instance', dict(name='tversky', batch=False, smooth_nr=0.0,
+                                  smooth_dr=0.5, exclude=[3]), 'softmax'),
+    ('dice_binary_per_instance', dict(name='dice', batch=False,
+                                      smooth_nr=0.5), 'binary'),
+    ('dsc_plus_ce', dict(name='dsc', ce_weight=0.5), 'softmax'),
+    ('dice_plus_bce', dict(name='dice', ce_weight=2.0), 'binary'),
 ]
 CASE_IDS = [c[0] for c in CASES]
 # Hyperparameter variants of a form already covered get the value, gradient,
@@ -77,13 +94,19 @@ CASE_IDS = [c[0] for c in CASES]
 # checks that need new compilations (bf16, vmap, padding) run on the rest.
 VARIANTS = {'ce_smooth', 'bce_binary_pw', 'focal', 'sigmoid_focal_binary',
             'ghm_span', 'sigmoid_ghm_binary', 'tversky_binary', 'dsc_a2_g0',
-            'dsc_a0', 'tversky_a1_b2'}
+            'dsc_a0', 'tversky_a1_b2', 'focal_alpha_list', 'sigmoid_focal_int',
+            'sigmoid_ghm_int', 'dsc_gold_binary', 'tversky_per_instance',
+            'dice_binary_per_instance', 'dice_plus_bce'}
 CORE = [c for c in CASES if c[0] not in VARIANTS]
 CORE_IDS = [c[0] for c in CORE]
 
 
 def _num_classes(kind):
   return {'span': SPAN_T, 'binary': 1}.get(kind, C)
+
+
+def _onehot(y):
+  return np.eye(C, dtype=np.int32)[y]
 
 
 def _inputs(kind, seed=0, scale=2.0):
@@ -97,6 +120,10 @@ def _inputs(kind, seed=0, scale=2.0):
     x = rng.normal(size=(SPAN_B, SPAN_T))
     y = rng.integers(0, SPAN_T, (SPAN_B,))
     w = np.array([1.0, 0.0, 1.0])
+  elif kind == 'int_sigmoid':  # [B,T,C] logits, int [B,T] labels (one-hot)
+    x = rng.normal(size=(B, T, C))
+    y = rng.integers(0, C, (B, T))
+    w = (rng.random((B, T)) < 0.7).astype(np.float64)
   elif kind == 'binary':
     x = rng.normal(size=(B, T))
     y = rng.integers(0, 2, (B, T))
@@ -157,45 +184,60 @@ def _alpha(alpha, beta=None):
   return a * len(a) / a.sum()
 
 
-def _reference(cfg, kind, x, y, w):
+_SET_KEYS = ('smooth_nr', 'smooth_dr', 'batch', 'exclude', 'class_weights')
+
+
+def _reference(cfg, kind, x, y, w, reduction='mean'):
+  """The NumPy reference (test_losses_reference.py) of a config."""
   cfg = dict(cfg)
   name = cfg.pop('name')
   flood = cfg.pop('flood', None)
+  ce_weight = cfg.pop('ce_weight', None)
   binary = kind == 'binary'
+  if kind == 'int_sigmoid':  # int labels are one-hot, weights per row
+    y, kind = _onehot(y), 'sigmoid'
   w_elem = np.broadcast_to(w[..., None], x.shape) if kind == 'sigmoid' else w
+  r = reduction
   if name == 'ce':
-    v = ref.ce(x, y, w, cfg.get('label_smoothing', 0.0))
+    v = ref.ce(x, y, w, cfg.get('label_smoothing', 0.0), r)
   elif name == 'bce':
     v = ref.bce(x, y, w_elem, cfg.get('label_smoothing', 0.0),
-                cfg.get('pos_weight', 1.0))
+                cfg.get('pos_weight', 1.0), r)
   elif name == 'weighted_ce':
-    v = ref.weighted_ce(x, y, w, _alpha(cfg['alpha']))
+    v = ref.weighted_ce(x, y, w, _alpha(cfg['alpha']), r)
   elif name == 'class_balanced_ce':
-    v = ref.weighted_ce(x, y, w, ref.class_balanced_alpha(COUNTS, cfg['beta']))
+    v = ref.weighted_ce(x, y, w, ref.class_balanced_alpha(COUNTS, cfg['beta']),
+                        r)
   elif name == 'focal':
     v = ref.focal(x, y, w, cfg['gamma'],
-                  _alpha(cfg.get('alpha'), cfg.get('beta')))
+                  _alpha(cfg.get('alpha'), cfg.get('beta')), r)
   elif name == 'sigmoid_focal':
     v = ref.sigmoid_focal(x, y, w_elem, cfg.get('gamma', 2.0),
-                          cfg.get('alpha', 0.25))
+                          cfg.get('alpha', 0.25), r)
   elif name in ('ghm', 'sigmoid_ghm'):
     v = ref.ghm_sequence(
         [(x, y, w)], bins=cfg['bins'], momentum=cfg.get('momentum', 0.75),
         bias_correction=cfg.get('bias_correction', True),
         sigmoid_form=name == 'sigmoid_ghm')[0][0]
   elif name == 'dsc':
-    v = ref.dsc(x, y, w, cfg.get('alpha', 1.0), cfg.get('gamma', 1.0), binary)
+    v = ref.dsc(x, y, w, cfg.get('alpha', 1.0), cfg.get('gamma', 1.0), binary,
+                cfg.get('form', 'ovr'), r)
   elif name == 'dice':
-    v = ref.dice(x, y, w, cfg.get('gamma', 1.0), binary)
+    v = ref.dice(x, y, w, cfg.get('gamma', 1.0), binary, reduction=r,
+                 **{k: cfg[k] for k in _SET_KEYS if k in cfg})
   elif name == 'tversky':
     v = ref.tversky(x, y, w, cfg.get('alpha', 0.3), cfg.get('beta', 0.7),
-                    cfg.get('gamma', 1.0), binary)
+                    cfg.get('gamma', 1.0), binary, reduction=r,
+                    **{k: cfg[k] for k in _SET_KEYS if k in cfg})
   elif name == 'logit_adjusted_ce':
-    v = ref.logit_adjusted_ce(x, y, w, COUNTS, cfg['tau'])
+    v = ref.logit_adjusted_ce(x, y, w, COUNTS, cfg['tau'], r)
   elif name == 'multilabel_ce':
-    v = ref.multilabel_ce(x, y, w)
+    v = ref.multilabel_ce(x, y, w, r)
   else:
     raise AssertionError(name)
+  if ce_weight is not None:
+    v = v + ce_weight * (ref.bce(x, y, w, 0.0, 1.0, r) if binary else
+                         ref.ce(x, y, w, 0.0, r))
   if flood is not None:
     v = abs(v - flood) + flood
   return v
@@ -483,189 +525,7 @@ def _assert_padding_inert(fn, x, y, w, value, grad):
   assert not np.asarray(grad_bad)[masked].any()
 
 
-# The first class count whose row sums are not one pass (a long axis that
-# `minor_axis_split` cannot split): 37.
-_NO_ONE_PASS = next(c for c in range(core._ONE_PASS_MAX_CLASSES + 1, 200)
-                    if not core.one_pass_sums(c))
 
-# The first class count that neither splits nor pads to a multiple of 8
-# that splits in groups of 8: 106 (-> 112 = 14 x 8, too many steps).
-_NO_PAD = next(c for c in range(_NO_ONE_PASS, 1000)
-               if not core.one_pass_sums(c)
-               and not losses.dice._dsc_class_padding(c, False))
-
-# `dsc` lays out the multi-class problem by its static shape (classes x rows
-# or rows x classes; one shared reciprocal or two divides). One shape per
-# plan, from the plan function itself, so a change of thresholds cannot
-# leave a plan untested; the fifth and sixth have a class axis that does not
-# split, padded to one that does, the seventh and eighth one that cannot be
-# padded either (small: a sum each and a gather; large: one pass all the
-# same), the ninth a split long axis, the last two 20 classes (class-major
-# only while small).
-_DSC_PLAN_SHAPES = [(40, 5), (40, 24), (2100, 16), (1400, 24),
-                    (40, _NO_ONE_PASS), (1000, _NO_ONE_PASS),
-                    (40, _NO_PAD), (400, _NO_PAD), (40, 45),
-                    (60, 20), (1700, 20)]
-
-
-def test_dsc_plan_shapes_cover_every_plan():
-  plans = {losses.dice._dsc_plan(*shape) for shape in _DSC_PLAN_SHAPES}
-  assert plans == {(a, b) for a in (True, False) for b in (True, False)}
-  # 17-22 classes run class-major only while the problem is small.
-  assert losses.dice._dsc_plan(60, 20) == (True, True)
-  assert losses.dice._dsc_plan(1700, 20) == (False, False)
-  assert losses.dice._dsc_plan(60, 23) == (False, True)
-  # 17 classes (UPOS tags) class-major whatever the size, 18 not.
-  assert losses.dice._dsc_plan(4096, 17) == (True, False)
-  assert losses.dice._dsc_plan(4096, 18) == (False, False)
-  # Padding: only a long axis in rows that does not split, to the next
-  # multiple of 8 that splits in groups of 8.
-  padding = {c: losses.dice._dsc_class_padding(c, False)
-             for c in (17, 19, 22, 23, 26, 29, 31, 37, 45, 47, 97, 100, 101,
-                       103, 107, 113)}
-  assert padding == {17: 0, 19: 0, 22: 0, 23: 1, 26: 0, 29: 3, 31: 1, 37: 3,
-                     45: 0, 47: 1, 97: 7, 100: 0, 101: 3, 103: 1, 107: 0,
-                     113: 0}
-  assert losses.dice._dsc_class_padding(37, True) == 0
-  assert _NO_PAD == 106
-
-
-@pytest.mark.parametrize('rows,classes', _DSC_PLAN_SHAPES)
-# gamma = 0: every negative class counts 1, padded ones included unless
-# masked out.
-@pytest.mark.parametrize('alpha,gamma', [(1.0, 1.0), (2.0, 0.3), (1.0, 0.0)])
-def test_dsc_every_plan_matches_reference(rows, classes, alpha, gamma):
-  x, y, w = _random_rows(rows, classes, seed=rows + classes)
-  fn = jax.jit(jax.value_and_grad(lambda z, lab, wt: losses.dice.dsc(
-      z, lab, weights=wt, alpha=alpha, gamma=gamma)))
-  value, grad = fn(x, y, w)
-  np.testing.assert_allclose(
-      float(value), ref.dsc(x.astype(np.float64), y, w.astype(np.float64),
-                            alpha, gamma, False), rtol=1e-5)
-
-  def plain(z):  # Autodiff of the paper's formula, independent of the fusion.
-    p = jax.nn.softmax(z, axis=-1)
-    y1 = jax.nn.one_hot(y, classes)
-    f = (1 - p) ** alpha * p
-    per = jnp.mean(1 - (2 * f * y1 + gamma) / (f + y1 + gamma), axis=-1)
-    return jnp.sum(w * per) / jnp.sum(w)
-
-  want = jax.jit(jax.grad(plain))(x)
-  np.testing.assert_allclose(grad, want, rtol=1e-4,
-                             atol=1e-4 * float(jnp.max(jnp.abs(want))))
-  _assert_padding_inert(fn, x, y, w, value, grad)
-  # vmap runs the same plan per item.
-  batched = jax.jit(jax.vmap(lambda z, lab, wt: losses.dice.dsc(
-      z, lab, weights=wt, alpha=alpha, gamma=gamma)))(
-          np.stack([x, x[::-1]]), np.stack([y, y[::-1]]), np.stack([w, w[::-1]]))
-  np.testing.assert_allclose(batched, [float(value)] * 2, rtol=1e-5)
-
-
-_SET_PLAN_SHAPES = [
-    (300, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES),      # classes x rows
-    (300, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # ... sq by dot
-    (3700, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # ... not by dot
-    (7000, losses.dice._SET_CLASS_MAJOR_MAX_CLASSES + 1),  # rows x classes
-    (300, losses.dice._SET_SMALL_CLASS_MAJOR_MAX_CLASSES + 1)]
-
-
-def test_set_plan_shapes_cover_every_plan():
-  plans = [losses.dice._set_plan(*shape) for shape in _SET_PLAN_SHAPES]
-  assert plans == [(True, False), (True, True), (True, False),
-                   (False, False), (False, False)]
-  # The NER fine-tuning shape [32 x 128, 9]: class-major, sq in the reduce.
-  assert losses.dice._set_plan(32 * 128, 9) == (True, False)
-
-
-@pytest.mark.parametrize('rows,classes', _SET_PLAN_SHAPES)
-@pytest.mark.parametrize('name', ['dice', 'tversky'])
-def test_set_losses_every_plan_matches_reference(name, rows, classes):
-  gamma, alpha, beta = 0.5, 0.3, 0.7
-  x, y, w = _random_rows(rows, classes, seed=classes)
-  hparams = dict(gamma=gamma) if name == 'dice' else dict(
-      gamma=gamma, alpha=alpha, beta=beta)
-  fn = jax.jit(jax.value_and_grad(lambda z, lab, wt: losses.get(name)(
-      z, lab, weights=wt, **hparams)))
-  value, grad = fn(x, y, w)
-  x64, w64 = x.astype(np.float64), w.astype(np.float64)
-  want_value = (ref.dice(x64, y, w64, gamma, False) if name == 'dice' else
-                ref.tversky(x64, y, w64, alpha, beta, gamma, False))
-  np.testing.assert_allclose(float(value), want_value, rtol=1e-5)
-
-  def plain(z, w=w):  # Autodiff of the set-level formulas over the batch.
-    p = jax.nn.softmax(z, axis=-1)
-    t = jax.nn.one_hot(y, classes)
-    ww = w[:, None]
-    tp = jnp.sum(ww * p * t, 0)
-    if name == 'dice':
-      per = 1 - (2 * tp + gamma) / (
-          jnp.sum(ww * p * p, 0) + jnp.sum(ww * t, 0) + gamma)
-    else:
-      fp, fn_ = jnp.sum(ww * p * (1 - t), 0), jnp.sum(ww * (1 - p) * t, 0)
-      per = 1 - (tp + gamma) / (tp + alpha * fp + beta * fn_ + gamma)
-    return jnp.mean(per)
-
-  want = jax.jit(jax.grad(plain))(x)
-  np.testing.assert_allclose(grad, want, rtol=1e-4,
-                             atol=1e-4 * float(jnp.max(jnp.abs(want))))
-  grad_w = jax.jit(jax.grad(lambda wt: losses.get(name)(
-      x, y, weights=wt, **hparams)))(w)
-  want_w = jax.jit(jax.grad(lambda wt: plain(x, wt)))(w)
-  masked = w == 0  # (whose logits the loss reads as 0: compare the others)
-  np.testing.assert_allclose(grad_w[~masked], want_w[~masked], rtol=1e-4,
-                             atol=1e-4 * float(jnp.max(jnp.abs(want_w))))
-  _assert_padding_inert(fn, x, y, w, value, grad)
-  assert float(fn(np.full_like(x, np.nan), np.full_like(y, -100),
-                  np.zeros_like(w))[0]) == 0.0
-
-
-# Focal's row sums: one variadic pass, or one sum of `rest` and `s = rest +
-# e_y`. Label smoothing's sum of the logits: in that pass, or a sum of the
-# logits as given.
-_ROW_SUM_CASES = [
-    ('focal', 7),                                  # one pass, not split
-    ('focal', core._ONE_PASS_MAX_CLASSES),         # one pass, split
-    ('focal', core._ONE_PASS_MAX_CLASSES + 1),     # split (11 x 3)
-    ('focal', _NO_ONE_PASS),                       # rest by YNNPACK
-    ('ce_smooth', 15),                             # one pass
-    ('ce_smooth', core._LS_ONE_PASS_MAX_CLASSES),  # one pass, split
-    ('ce_smooth', core._LS_ONE_PASS_MAX_CLASSES + 2),   # apart, split
-    ('ce_smooth', _NO_ONE_PASS)]                   # apart, not split
-
-
-@pytest.mark.parametrize('name,classes', _ROW_SUM_CASES)
-def test_row_sums_both_ways_match_reference(name, classes):
-  rows, gamma, eps = 64, 0.5, 0.1
-  x, y, w = _random_rows(rows, classes, seed=classes)
-  x[0] = 0.0
-  x[0, y[0]] = 30.0   # p_y -> 1: focal's rest must stay exact (~1e-12)
-  if name == 'focal':
-    loss = lambda z, lab, wt: losses.focal.focal(z, lab, weights=wt,
-                                                 gamma=gamma)
-    want_value = ref.focal(x.astype(np.float64), y, w, gamma)
-  else:
-    loss = lambda z, lab, wt: losses.cross_entropy.ce(z, lab, weights=wt,
-                                                      label_smoothing=eps)
-    want_value = ref.ce(x.astype(np.float64), y, w, eps)
-  fn = jax.jit(jax.value_and_grad(loss))
-  value, grad = fn(x, y, w)
-  np.testing.assert_allclose(float(value), want_value, rtol=1e-5)
-  _assert_padding_inert(fn, x, y, w, value, grad)
-
-  def plain(z):  # Autodiff of the formula from log-softmax.
-    logp = jax.nn.log_softmax(z, axis=-1)
-    logp_y = jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
-    if name == 'focal':
-      per = -(-jnp.expm1(logp_y)) ** gamma * logp_y
-    else:
-      per = -(1 - eps) * logp_y - eps * jnp.mean(logp, axis=-1)
-    return jnp.sum(w * per) / jnp.sum(w)
-
-  # (Row 0 apart: the plain form's gradient there is NaN in float32.)
-  want = jax.jit(jax.grad(plain))(x)
-  assert _finite(grad[0])
-  np.testing.assert_allclose(grad[1:], want[1:], rtol=1e-4,
-                             atol=1e-4 * float(jnp.max(jnp.abs(want[1:]))))
 
 
 @pytest.mark.parametrize('name', ['dice', 'tversky', 'dsc'])
@@ -803,114 +663,6 @@ def test_ghm_ema_over_batches_matches_numpy(sigmoid_form, momentum,
   assert state['updates'].dtype == jnp.int32
 
 
-def test_bin_sums_forms_agree():
-  """The CPU scatter and the accelerator compare-and-reduce (losses._core
-  bin_sums, used by GHM's histogram and the dice family's class sums)."""
-  rng = np.random.default_rng(0)
-  idx = jnp.asarray(rng.integers(0, 9, 500), jnp.int32)
-  w = jnp.asarray(rng.random(500) < 0.8, jnp.float32)
-  pair = jnp.stack([w * jnp.asarray(rng.random(500), jnp.float32), w], -1)
-  for values in (w, pair):
-    want = np.zeros((9,) + values.shape[1:])
-    np.add.at(want, np.asarray(idx), np.asarray(values, np.float64))
-    scatter = jax.jit(lambda i, v: core._bin_sums_scatter(i, v, 9))(idx, values)
-    compare = jax.jit(lambda i, v: core._bin_sums_compare(i, v, 9))(idx, values)
-    dispatched = jax.jit(lambda i, v: core.bin_sums(i, v, 9))(idx, values)
-    assert scatter.shape == compare.shape == (9,) + values.shape[1:]
-    np.testing.assert_allclose(scatter, want, rtol=1e-6)
-    np.testing.assert_allclose(compare, scatter, rtol=1e-6)
-    np.testing.assert_array_equal(dispatched, scatter)
-
-
-def test_lookup_is_indexing():
-  """losses._core.lookup (a table computed once, then gathered) equals
-  `table[idx]` for a table computed in the same jit, any idx shape."""
-  rng = np.random.default_rng(0)
-  raw = jnp.asarray(rng.random(30), jnp.float32)
-  idx = jnp.asarray(rng.integers(0, 30, (4, 7, 3)), jnp.int32)
-
-  def table(r):   # a chain XLA would otherwise fuse into the gather
-    return jnp.where(r > 0.5, 1.0 / (r * 3.0), jnp.power(0.75, r))
-
-  got = jax.jit(lambda r, i: core.lookup(table(r), i))(raw, idx)
-  want = np.asarray(table(raw))[np.asarray(idx)]
-  assert got.shape == idx.shape
-  np.testing.assert_allclose(got, want, rtol=1e-6)
-  once = jax.jit(lambda r: core.computed_once(table(r)))(raw)
-  np.testing.assert_allclose(once, table(raw), rtol=1e-6)
-
-
-@pytest.mark.parametrize('shape,axis', [
-    ((3, 5, 7), 0), ((3, 5, 7), 1), ((3, 5, 7), 2), ((3, 5, 7), -1),
-    ((4, core._ONE_PASS_MAX_CLASSES + 8), 1),    # a long minor axis: 5 x 8
-    ((core._ONE_PASS_MAX_CLASSES + 8, 4), 0),
-    ((2, 3, 9), -1),                             # split 3 x 3
-    ((5, 100), 1),                               # split 10 x 10
-    ((5, 104), 1),                               # split 13 x 8
-    ((5, 37), 1)])                               # prime: not split
-def test_sums_in_one_pass_are_the_sums(shape, axis):
-  rng = np.random.default_rng(len(shape) + axis)
-  arrays = [rng.normal(size=shape).astype(np.float32) for _ in range(3)]
-  got = jax.jit(lambda *a: core.sums_in_one_pass(a, axis))(*arrays)
-  assert len(got) == 3
-  for g, a in zip(got, arrays):
-    np.testing.assert_allclose(g, a.astype(np.float64).sum(axis), rtol=1e-5,
-                               atol=1e-5)
-
-
-def test_one_pass_sums_is_the_threshold():
-  assert core.one_pass_sums(core._ONE_PASS_MAX_CLASSES)
-  assert core.one_pass_sums(core._ONE_PASS_MAX_CLASSES + 1)   # 11 x 3
-  assert _NO_ONE_PASS == 37
-  assert not core.one_pass_sums(97)
-
-
-def test_minor_axis_split_sizes():
-  # 8 where it divides the axis in at most 13 steps; else the smallest group
-  # >= 4 dividing it in at most 12 steps; else 3.
-  want = {2: None, 3: None, 4: None, 6: 3, 7: None, 8: 4, 9: 3, 12: 4,
-          16: 8, 20: 4, 24: 8, 33: 11, 37: None, 40: 8, 45: 5, 48: 8,
-          64: 8, 96: 8, 100: 10, 104: 8, 112: 14, 128: 16, 144: 12,
-          169: None, 289: None,                     # 169: 13 steps of 13
-          384: 32, 396: None, 30522: None}          # 396: 33 x 12
-  assert {c: core.minor_axis_split(c) for c in want} == want
-  for c in range(2, 1000):
-    g = core.minor_axis_split(c)
-    if g is not None:
-      steps = (core._SPLIT_MAX_STEPS_OF_8 if g == core._VECTOR_GROUP else
-               core._SPLIT_MAX_STEPS)
-      assert c % g == 0 and 3 <= g < c and c // g <= steps
-      assert g <= core._SPLIT_MAX_GROUP
-
-
-def test_zero_unless_is_the_select_bit_for_bit():
-  """losses._core.zero_unless (the sigmoid losses' padding mask, bitwise
-  for speed on CPU) against `jnp.where`, with NaN/inf/-0.0 in the dropped
-  and kept elements, row-broadcast and full-shape masks, and its gradient."""
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(6, 4)).astype(np.float32)
-  x[0, 1], x[1, 2], x[2, 0], x[3, 3] = np.nan, np.inf, -np.inf, -0.0
-  x = jnp.asarray(x)
-  rows = jnp.asarray([False, True, False, True, True, False])
-  full = jnp.asarray(rng.random((6, 4)) < 0.5)
-  for keep in (rows[:, None], full):
-    got = jax.jit(core.zero_unless)(keep, x)
-    want = jnp.where(keep, x, 0.0)
-    # Same bits: NaN payloads, infinities, the sign of zero.
-    np.testing.assert_array_equal(
-        jax.lax.bitcast_convert_type(got, jnp.uint32),
-        jax.lax.bitcast_convert_type(want, jnp.uint32))
-    probe = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
-    clean = jnp.where(jnp.isfinite(x), x, 1.0)
-    grad = jax.grad(lambda v, k=keep: jnp.sum(
-        jnp.sin(core.zero_unless(k, v)) * probe))(clean)
-    want_grad = jax.grad(lambda v, k=keep: jnp.sum(
-        jnp.sin(jnp.where(k, v, 0.0)) * probe))(clean)
-    np.testing.assert_allclose(grad, want_grad, rtol=1e-6)
-  with pytest.raises(ValueError, match='broadcasts'):
-    core.zero_unless(jnp.ones((3, 6, 4), bool), x)
-
-
 def test_ghm_state_errors():
   x, y, w = _inputs('softmax')
   with pytest.raises(ValueError, match='state is required'):
@@ -982,6 +734,17 @@ def test_unknown_hyperparameter_named_with_valid_keys():
     (dict(name='logit_adjusted_ce', tau=-1.0), 'tau'),
     (dict(name='ce', flood=-0.01), 'flood'),
     (dict(name='ce', label_smoothing=float('nan')), 'label_smoothing'),
+    (dict(name='dsc', form='both'), 'form'),
+    (dict(name='dice', smooth_nr=-1.0), 'smooth_nr'),
+    (dict(name='tversky', smooth_dr='1'), 'smooth_dr'),
+    (dict(name='dice', batch='yes'), 'batch'),
+    (dict(name='dice', exclude=[4]), 'exclude'),
+    (dict(name='tversky', exclude=[0, 1, 2, 3]), 'exclude'),
+    (dict(name='dice', exclude=[0.5]), 'exclude'),
+    (dict(name='dice', class_weights=[1.0, 2.0]), 'class_weights'),
+    (dict(name='dice', class_weights=[1.0, -2.0, 1.0, 1.0]), 'class_weights'),
+    (dict(name='dsc', ce_weight=-0.5), 'ce_weight'),
+    (dict(name='dsc', ce_warmup_steps=2.5), 'ce_warmup_steps'),
 ])
 def test_impossible_values_name_the_key(cfg, key):
   with pytest.raises(ValueError, match=key):
@@ -1036,7 +799,8 @@ def test_raw_functions_check_concrete_hyperparameters():
 
 
 @pytest.mark.parametrize('name', ['ce', 'focal', 'ghm', 'dsc', 'dice',
-                                  'tversky', 'logit_adjusted_ce'])
+                                  'tversky', 'logit_adjusted_ce', 'bce',
+                                  'sigmoid_focal'])
 def test_unmasked_invalid_label_is_loud(name):
   # A label outside [0, C) on an unmasked row makes the loss NaN (caught by
   # the trainer's non-finite check) instead of wrapping -1 to class C-1 or
@@ -1083,8 +847,7 @@ def test_spec_interface():
   marker = {'keep': jnp.ones(2)}
   assert spec(x, y, weights=w, state=marker)[1] is marker
   np.testing.assert_allclose(
-      value, losses.focal.focal(x, y, weights=w, gamma=2.0,
-                                alpha=[1.0, 2.0, 3.0, 4.0]), rtol=1e-6)
+      value, ref.focal(x, y, w, 2.0, [1.0, 2.0, 3.0, 4.0]), rtol=1e-5)
   assert 'focal' in repr(spec)
   g = losses.from_config('sigmoid_ghm', num_classes=C)
   assert g.stateful and set(g.init_state()) == {'counts', 'updates'}
@@ -1107,3 +870,214 @@ def test_spec_under_jit_with_state_donation():
     state, value, grad = donated(state, jnp.asarray(x, jnp.float32), y, w)
     assert _finite((value, grad, state))
   assert int(state['updates'].max()) >= 1
+
+
+# --- Reductions. ------------------------------------------------------------
+
+ELEMENT_LEVEL = ['ce_smooth', 'bce', 'bce_int', 'weighted_ce',
+                 'focal_alpha_list', 'sigmoid_focal_int', 'dsc', 'dsc_gold',
+                 'dsc_gold_binary', 'logit_adjusted_ce', 'multilabel_ce',
+                 'dice_per_instance', 'tversky_per_instance', 'dsc_plus_ce']
+
+
+@pytest.mark.parametrize('case_id', ELEMENT_LEVEL)
+def test_reduction_none_and_sum_match_per_element_references(case_id):
+  _, cfg, kind = CASES[CASE_IDS.index(case_id)]
+  spec = _spec(cfg, kind)
+  x, y, w = _inputs(kind, seed=15)
+  x32 = jnp.asarray(x, jnp.float32)
+  f = jax.jit(lambda a, r: spec(a, y, weights=w, state=spec.init_state(),
+                                reduction=r)[0], static_argnums=1)
+  per = np.asarray(f(x32, 'none'))
+  want = _reference(cfg, kind, x, y, w, 'none')
+  assert per.shape == want.shape
+  np.testing.assert_allclose(per, want, rtol=1e-5, atol=1e-6)
+  masked = (w == 0) if per.shape[:w.ndim] == w.shape else None
+  if masked is not None:   # masked elements (rows) are exactly 0
+    assert not per[masked].any()
+  np.testing.assert_allclose(float(f(x32, 'sum')),
+                             _reference(cfg, kind, x, y, w, 'sum'), rtol=1e-5)
+
+
+@pytest.mark.parametrize('cfg,kind', [
+    (dict(name='dice'), 'softmax'), (dict(name='tversky'), 'binary'),
+    (dict(name='ghm'), 'softmax'), (dict(name='sigmoid_ghm'), 'sigmoid')])
+def test_set_level_losses_refuse_per_element_reduction(cfg, kind):
+  spec = _spec(cfg, kind)
+  x, y, w = _inputs(kind)
+  for reduction in ('none', 'sum'):
+    with pytest.raises(ValueError, match=f"reduction='{reduction}'") as err:
+      spec(x, y, weights=w, state=spec.init_state(), reduction=reduction)
+    assert 'batch=False' in str(err.value) or 'global' in str(err.value)
+  x, y, _ = _inputs('softmax')
+  with pytest.raises(ValueError, match='reduction must be one of'):
+    losses.get('ce')(x, y, reduction='avg')
+
+
+def test_flood_needs_the_mean():
+  spec = _spec(dict(name='ce', flood=0.1), 'softmax')
+  x, y, w = _inputs('softmax')
+  with pytest.raises(ValueError, match='flood'):
+    spec(x, y, weights=w, reduction='none')
+
+
+# --- Many class counts (C = 2 .. 100): value and gradient. ------------------
+
+MANY_C = [('ce_smooth', dict(name='ce', label_smoothing=0.1)),
+          ('focal', dict(name='focal', gamma=0.5)),
+          ('bce_int', dict(name='bce')),
+          ('ghm', dict(name='ghm', bins=7, momentum=0.0)),
+          ('dsc', dict(name='dsc', alpha=1.0, gamma=0.3)),
+          ('dsc_gold', dict(name='dsc', form='gold', gamma=0.0)),
+          ('dice', dict(name='dice', gamma=0.5)),
+          ('tversky', dict(name='tversky', exclude=[0]))]
+
+
+def _rows(rows, classes, seed):
+  rng = np.random.default_rng(seed)
+  x = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
+  x[1] = -3.0
+  x[1, 0] = 40.0     # a confident row (p ~ 1)
+  y = rng.integers(0, classes, rows)
+  y[1] = 0
+  w = (rng.random(rows) < 0.8).astype(np.float64)
+  w[:2] = 1.0
+  return x.astype(np.float64), y, w
+
+
+@pytest.mark.parametrize('classes', [2, 9, 17, 47, 100])
+@pytest.mark.parametrize('case_id,cfg', MANY_C, ids=[m[0] for m in MANY_C])
+def test_many_class_counts_value_grad_padding(case_id, cfg, classes):
+  kind = 'int_sigmoid' if case_id == 'bce_int' else 'softmax'
+  spec = losses.from_config(cfg, num_classes=classes)
+  x, y, w = _rows(48, classes, seed=classes)
+  want = _reference(cfg, kind, x, y, w) if kind == 'softmax' else ref.bce(
+      x, np.eye(classes)[y], np.broadcast_to(w[:, None], x.shape))
+  with jax.enable_x64(True):
+    f = jax.jit(jax.value_and_grad(lambda a, b, c: spec(
+        a, b, weights=c, state=spec.init_state())[0]))
+    value, grad = f(jnp.asarray(x), y, w)
+    np.testing.assert_allclose(float(value), want, rtol=1e-9, atol=1e-12)
+    v = np.random.default_rng(0).normal(size=x.shape)
+    h = 1e-6
+    fd = (float(f(jnp.asarray(x + h * v), y, w)[0]) -
+          float(f(jnp.asarray(x - h * v), y, w)[0])) / (2 * h)
+    np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=1e-5, atol=1e-8)
+    # Garbage in masked rows changes nothing; their gradient is 0.
+    x_bad, y_bad = x.copy(), y.copy()
+    x_bad[w == 0], y_bad[w == 0] = np.nan, -100
+    value_bad, grad_bad = f(jnp.asarray(x_bad), y_bad, w)
+    np.testing.assert_allclose(float(value_bad), float(value), rtol=1e-12)
+    np.testing.assert_array_equal(grad_bad, grad)
+
+
+# --- What DSC optimises. ----------------------------------------------------
+
+
+@pytest.mark.parametrize('alpha', [0.5, 1.0, 2.0])
+@pytest.mark.parametrize('gamma', [0.0, 1.0])
+def test_dsc_positive_term_is_minimised_at_one_over_one_plus_alpha(alpha,
+                                                                   gamma):
+  # Binary form, y = 1: the loss as a function of p = sigmoid(z).
+  p = np.linspace(1e-4, 1 - 1e-4, 20001)
+  z = np.log(p) - np.log1p(-p)
+  term = jax.jit(lambda a: losses.dice.dsc(a, jnp.ones_like(a), alpha=alpha,
+                                           gamma=gamma, reduction='none'))
+  values = np.asarray(term(jnp.asarray(z, jnp.float32)))
+  best = 1.0 / (1.0 + alpha)
+  assert abs(p[np.argmin(values)] - best) < 2e-3
+  assert values[-1] > values.min() + 1e-3         # p -> 1 is not the optimum
+  # Analytically: dL/dp = dL/df * df/dp, dL/df = -(2 + g) / (f + 1 + g)^2 < 0
+  # and df/dp = (1 - p)^(a - 1) (1 - p - a p), zero at p = 1 / (1 + a).
+  f = (1 - p) ** alpha * p
+  dl_dp = -(2 + gamma) / (f + 1 + gamma) ** 2 * (
+      (1 - p) ** (alpha - 1) * (1 - p - alpha * p))
+  assert np.all(dl_dp[p < best - 1e-3] < 0) and np.all(dl_dp[p > best + 1e-3]
+                                                       > 0)
+  grad = jax.grad(lambda a: losses.dice.dsc(a, jnp.ones(1), alpha=alpha,
+                                            gamma=gamma))
+  for q in (0.2, best, 0.9):
+    zq = float(np.log(q / (1 - q)))
+    fq = (1 - q) ** alpha * q
+    want = -(2 + gamma) / (fq + 1 + gamma) ** 2 * (
+        (1 - q) ** (alpha - 1) * (1 - q - alpha * q)) * q * (1 - q)
+    np.testing.assert_allclose(float(grad(jnp.asarray([zq]))[0]), want,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_dsc_ovr_negative_term_is_best_at_zero_and_one():
+  # y = 0 under 'ovr' (alpha > 0): 1 - g / (f + g) is 0 at p = 0 and p = 1.
+  z = np.array([-30.0, -2.0, 0.0, 2.0, 30.0], np.float32)
+  values = np.asarray(losses.dice.dsc(z, np.zeros(5), alpha=1.0, gamma=1.0,
+                                      reduction='none'))
+  assert values[0] < 1e-6 and values[-1] < 1e-6
+  assert np.all(values[1:-1] > 0.05)
+
+
+# --- Compound losses and CE warm-up. -----------------------------------------
+
+
+def test_compound_ce_weight_is_the_sum_of_its_parts():
+  x, y, w = _inputs('softmax', seed=16)
+  spec = losses.from_config(dict(name='dsc', ce_weight=0.5), num_classes=C)
+  assert not spec.stateful
+  value = float(spec(x, y, weights=w)[0])
+  want = ref.dsc(x, y, w, 1.0, 1.0, False) + 0.5 * ref.ce(x, y, w)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  # With GHM: state threads through the named part.
+  spec = losses.from_config(dict(name='ghm', bins=5, ce_weight=1.5),
+                            num_classes=C)
+  value, state = spec(x, y, weights=w, state=spec.init_state())
+  want = ref.ghm_sequence([(x, y, w)], bins=5, momentum=0.75,
+                          bias_correction=True, sigmoid_form=False)[0][0]
+  np.testing.assert_allclose(float(value), want + 1.5 * ref.ce(x, y, w),
+                             rtol=1e-5)
+  assert int(state['updates'].max()) == 1
+
+
+def test_ce_warmup_then_named_loss_and_resume_continues_the_count():
+  n = 2
+  spec = losses.from_config(dict(name='ghm', bins=5, ce_warmup_steps=n),
+                            num_classes=C)
+  assert spec.stateful
+  state = spec.init_state()
+  assert set(state) == {'counts', 'updates', 'step'}
+  step = jax.jit(lambda s, x, y, w: spec(x, y, weights=w, state=s))
+  batches = [_inputs('softmax', seed=30 + i) for i in range(4)]
+  ghm_ref = ref.ghm_sequence(batches[n:], bins=5, momentum=0.75,
+                             bias_correction=True, sigmoid_form=False)
+  saved = None
+  for i, (x, y, w) in enumerate(batches):
+    value, state = step(state, jnp.asarray(x, jnp.float32), y, w)
+    assert int(state['step']) == i + 1
+    if i < n:   # CE; GHM's EMA sits the warm-up out
+      np.testing.assert_allclose(float(value), ref.ce(x, y, w), rtol=1e-5)
+      assert not np.asarray(state['updates']).any()
+    else:
+      np.testing.assert_allclose(float(value), ghm_ref[i - n][0], rtol=1e-5)
+    if i == n - 1:   # a checkpoint: host copies, as a restore gives back
+      saved = jax.tree.map(np.asarray, state)
+  # Resume from the checkpoint in a fresh spec: the same values follow.
+  resumed = losses.from_config(dict(name='ghm', bins=5, ce_warmup_steps=n),
+                               num_classes=C)
+  state = jax.tree.map(jnp.asarray, saved)
+  for i, (x, y, w) in enumerate(batches[n:], start=n):
+    value, state = resumed(jnp.asarray(x, jnp.float32), y, weights=w,
+                           state=state)
+    np.testing.assert_allclose(float(value), ghm_ref[i - n][0], rtol=1e-5)
+  assert int(state['step']) == len(batches)
+
+
+def test_ce_warmup_of_a_stateless_loss_with_ce_weight():
+  spec = losses.from_config(dict(name='focal', gamma=2.0, ce_weight=0.3,
+                                 ce_warmup_steps=1), num_classes=C)
+  x, y, w = _inputs('softmax', seed=17)
+  state = spec.init_state()
+  assert set(state) == {'step'}
+  value, state = spec(x, y, weights=w, state=state)
+  np.testing.assert_allclose(float(value), ref.ce(x, y, w), rtol=1e-5)
+  value, state = spec(x, y, weights=w, state=state)
+  np.testing.assert_allclose(
+      float(value), ref.focal(x, y, w, 2.0) + 0.3 * ref.ce(x, y, w), rtol=1e-5)
+  with pytest.raises(ValueError, match='state is required'):
+    spec(x, y, weights=w)

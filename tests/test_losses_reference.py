@@ -24,8 +24,13 @@ def sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
-def wmean(per, w):
-  return float((w * per).sum() / max(w.sum(), TINY))
+def wmean(per, w, reduction='mean'):
+  """'mean': sum(w l) / max(sum(w), tiny); 'sum': sum(w l); 'none': w l."""
+  per = np.broadcast_to(per, np.shape(w)) if reduction == 'none' else per
+  if reduction == 'none':
+    return np.where(w > 0, w * per, 0.0)
+  total = (w * per).sum()
+  return float(total if reduction == 'sum' else total / max(w.sum(), TINY))
 
 
 def pick(a, y):
@@ -33,20 +38,20 @@ def pick(a, y):
   return np.take_along_axis(a, y[..., None], -1)[..., 0]
 
 
-def ce(x, y, w, label_smoothing=0.0):
+def ce(x, y, w, label_smoothing=0.0, reduction='mean'):
   c = x.shape[-1]
   q = (1 - label_smoothing) * np.eye(c)[y] + label_smoothing / c
-  return wmean(-(q * log_softmax(x)).sum(-1), w)
+  return wmean(-(q * log_softmax(x)).sum(-1), w, reduction)
 
 
-def bce(x, y, w, label_smoothing=0.0, pos_weight=1.0):
+def bce(x, y, w, label_smoothing=0.0, pos_weight=1.0, reduction='mean'):
   y = y * (1 - label_smoothing) + label_smoothing / 2
-  p = sigmoid(x)
-  return wmean(-(pos_weight * y * np.log(p) + (1 - y) * np.log(1 - p)), w)
+  log_p, log_1mp = -np.logaddexp(0, -x), -np.logaddexp(0, x)
+  return wmean(-(pos_weight * y * log_p + (1 - y) * log_1mp), w, reduction)
 
 
-def weighted_ce(x, y, w, alpha):
-  return wmean(-np.asarray(alpha)[y] * pick(log_softmax(x), y), w)
+def weighted_ce(x, y, w, alpha, reduction='mean'):
+  return wmean(-np.asarray(alpha)[y] * pick(log_softmax(x), y), w, reduction)
 
 
 def class_balanced_alpha(counts, beta):
@@ -56,17 +61,17 @@ def class_balanced_alpha(counts, beta):
   return a * len(counts) / a.sum()
 
 
-def focal(x, y, w, gamma, alpha=None):
+def focal(x, y, w, gamma, alpha=None, reduction='mean'):
   pt = pick(softmax(x), y)
   a = np.ones(x.shape[-1]) if alpha is None else np.asarray(alpha)
-  return wmean(-a[y] * (1 - pt) ** gamma * np.log(pt), w)
+  return wmean(-a[y] * (1 - pt) ** gamma * np.log(pt), w, reduction)
 
 
-def sigmoid_focal(x, y, w, gamma, alpha=0.25):
+def sigmoid_focal(x, y, w, gamma, alpha=0.25, reduction='mean'):
   p = sigmoid(x)
   pt = np.where(y == 1, p, 1 - p)
   at = 1.0 if alpha is None else np.where(y == 1, alpha, 1 - alpha)
-  return wmean(-at * (1 - pt) ** gamma * np.log(pt), w)
+  return wmean(-at * (1 - pt) ** gamma * np.log(pt), w, reduction)
 
 
 def ghm_sequence(batches, *, bins, momentum, bias_correction, sigmoid_form):
@@ -117,47 +122,90 @@ def _ovr(x, y, binary):
   return softmax(x).reshape(-1, c), np.eye(c)[y].reshape(-1, c)
 
 
-def dsc(x, y, w, alpha, gamma, binary):
+def dsc(x, y, w, alpha, gamma, binary, form='ovr', reduction='mean'):
+  """Per instance: 'ovr' the mean over the K problems of
+  1 - (2 f y + g) / (f + y + g), f = (1 - p)^a p; 'gold' only the gold
+  class's term 1 - (2 f_t + g) / (f_t + 1 + g) (binary: p_t = p if y = 1,
+  else 1 - p)."""
   p, yy = _ovr(x, y, binary)
-  f = (1 - p) ** alpha * p
-  per = (1 - (2 * f * yy + gamma) / (f + yy + gamma)).mean(-1)
-  return wmean(per, w.reshape(-1))
+  per = []
+  for pi, yi in zip(p, yy):
+    if form == 'gold':
+      pt = (pi[0] if yi[0] == 1 else 1 - pi[0]) if binary else pi[yi == 1][0]
+      ft = (1 - pt) ** alpha * pt
+      per.append(1 - (2 * ft + gamma) / (ft + 1 + gamma))
+    else:
+      f = (1 - pi) ** alpha * pi
+      per.append(np.mean(1 - (2 * f * yi + gamma) / (f + yi + gamma)))
+  per = np.asarray(per).reshape(np.shape(w))
+  return wmean(per, w, reduction)
 
 
-def dice(x, y, w, gamma, binary):
-  p, yy = _ovr(x, y, binary)
-  if w.sum() == 0:
-    return 0.0
-  ww = w.reshape(-1, 1)
-  losses = []
-  for k in range(p.shape[1]):
-    inter = (ww[:, 0] * p[:, k] * yy[:, k]).sum()
-    den = (ww[:, 0] * p[:, k] ** 2).sum() + (ww[:, 0] * yy[:, k] ** 2).sum()
-    losses.append(1 - (2 * inter + gamma) / (den + gamma))
-  return float(np.mean(losses))
+def _set_loss(one_set, x, y, w, binary, batch, exclude, class_weights,
+              reduction):
+  """Mean over included classes (weighted) of `one_set(p, t, w) -> float`,
+  over the whole batch or per instance (axis 0) then reduced over the
+  instances with an unmasked element ('none': per instance, 0 if none)."""
+  if not binary:
+    c = x.shape[-1]
+  keep = np.ones(1 if binary else c)
+  for k in exclude:
+    keep[k] = 0.0
+  if class_weights is not None:
+    keep = keep * np.asarray(class_weights, np.float64)
+  groups = [(x, y, w)] if batch else list(zip(x, y, w))
+  per = []
+  for xi, yi, wi in groups:
+    p, t = _ovr(np.asarray(xi), np.asarray(yi), binary)
+    wv = np.asarray(wi, np.float64).reshape(-1)
+    ls = np.array([one_set(p[:, k], t[:, k], wv) for k in range(p.shape[1])])
+    per.append((keep * ls).sum() / keep.sum() if wv.sum() != 0 else 0.0)
+  per = np.asarray(per)
+  if batch:
+    return float(per[0])
+  present = np.array([np.asarray(wi).sum() != 0 for _, _, wi in groups])
+  if reduction == 'none':
+    return per
+  if reduction == 'sum':
+    return float(per.sum())
+  return float(per[present].mean()) if present.any() else 0.0
 
 
-def tversky(x, y, w, alpha, beta, gamma, binary):
-  p1, y1 = _ovr(x, y, binary)
-  if w.sum() == 0:
-    return 0.0
-  ww = w.reshape(-1)
-  losses = []
-  for k in range(p1.shape[1]):
-    p, t = p1[:, k], y1[:, k]
-    tp = (ww * p * t).sum()
-    fp = (ww * p * (1 - t)).sum()
-    fn = (ww * (1 - p) * t).sum()
-    losses.append(1 - (tp + gamma) / (tp + alpha * fp + beta * fn + gamma))
-  return float(np.mean(losses))
+def dice(x, y, w, gamma, binary, smooth_nr=None, smooth_dr=None, batch=True,
+         exclude=(), class_weights=None, reduction='mean'):
+  """1 - (2 sum w p t + s_nr) / (sum w p^2 + sum w t^2 + s_dr) per class."""
+  nr = gamma if smooth_nr is None else smooth_nr
+  dr = gamma if smooth_dr is None else smooth_dr
+
+  def one(p, t, wv):
+    return 1 - (2 * (wv * p * t).sum() + nr) / (
+        (wv * p ** 2).sum() + (wv * t ** 2).sum() + dr)
+  return _set_loss(one, x, y, w, binary, batch, exclude, class_weights,
+                   reduction)
 
 
-def logit_adjusted_ce(x, y, w, counts, tau):
+def tversky(x, y, w, alpha, beta, gamma, binary, smooth_nr=None,
+            smooth_dr=None, batch=True, exclude=(), class_weights=None,
+            reduction='mean'):
+  """1 - (TP + s_nr) / (TP + alpha FP + beta FN + s_dr) per class."""
+  nr = gamma if smooth_nr is None else smooth_nr
+  dr = gamma if smooth_dr is None else smooth_dr
+
+  def one(p, t, wv):
+    tp = (wv * p * t).sum()
+    fp = (wv * p * (1 - t)).sum()
+    fn = (wv * (1 - p) * t).sum()
+    return 1 - (tp + nr) / (tp + alpha * fp + beta * fn + dr)
+  return _set_loss(one, x, y, w, binary, batch, exclude, class_weights,
+                   reduction)
+
+
+def logit_adjusted_ce(x, y, w, counts, tau, reduction='mean'):
   counts = np.asarray(counts, np.float64)
-  return ce(x + tau * np.log(counts / counts.sum()), y, w)
+  return ce(x + tau * np.log(counts / counts.sum()), y, w, 0.0, reduction)
 
 
-def multilabel_ce(x, y, w):
+def multilabel_ce(x, y, w, reduction='mean'):
   xs = x.reshape(-1, x.shape[-1])
   ys = y.reshape(-1, x.shape[-1])
   per = []
@@ -165,4 +213,4 @@ def multilabel_ce(x, y, w):
     neg = s[t == 0]
     pos = s[t == 1]
     per.append(np.log(1 + np.exp(neg).sum()) + np.log(1 + np.exp(-pos).sum()))
-  return wmean(np.asarray(per), w.reshape(-1))
+  return wmean(np.asarray(per).reshape(np.shape(w)), w, reduction)
