@@ -49,7 +49,8 @@ def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]):
   return config, workdir
 
 
-def _free_form_section(key: str) -> Optional[str]:
+def free_form_section(key: str) -> Optional[str]:
+  """The free-form section a dotted key sets a leaf of, or None."""
   for section in FREE_FORM:
     if key.startswith(section + '.') and '.' not in key[len(section) + 1:]:
       return section
@@ -67,7 +68,7 @@ def split_free_form(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
   i = 0
   while i < len(args):
     m = _OVERRIDE.match(args[i])
-    if m and _free_form_section(m.group(1)):
+    if m and free_form_section(m.group(1)):
       value = m.group(2)
       if value is None:
         if i + 1 >= len(args):
@@ -99,7 +100,7 @@ def apply_free_form(config: ml_collections.ConfigDict,
                     overrides: Sequence[tuple[str, str]]) -> None:
   """Sets free-form overrides (new keys allowed) on a locked config."""
   for key, raw in overrides:
-    section_name = _free_form_section(key)
+    section_name = free_form_section(key)
     leaf = key[len(section_name) + 1:]
     try:
       section = _node(config, section_name)

@@ -281,8 +281,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   from bert_jax import tasks  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:   # what bert_jax.predict / export rebuild from
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   if config.get('compilation_cache_dir'):
     jax.config.update('jax_compilation_cache_dir', config.compilation_cache_dir)
   maybe_initialize_distributed(config)
@@ -349,6 +347,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
       donate_argnums=0)
   eval_fn = jax.jit(task.eval_step, in_shardings=(state_sh.params, batch_sh))
 
+  # Written once the config has passed every check (a bad one leaves the
+  # workdir empty): what bert_jax.predict / export rebuild the task from.
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   ckpt = checkpointing.RunCheckpointer(workdir / 'checkpoints',
                                        keep=config.keep_checkpoints)
   if ckpt.latest_step() is not None:

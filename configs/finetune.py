@@ -89,18 +89,13 @@ DEFAULT_LR = 5e-5
 
 
 def loss_config(name: str = 'ce', **hparams) -> ml_collections.ConfigDict:
-  """config.loss: `name` plus every loss hyperparameter (None = not set).
+  """config.loss: `name` plus the hyperparameters given.
 
-  All keys exist so each can be set from the command line; the task passes
-  the ones that are set to `losses.from_config`, which rejects a key the
-  named loss does not take.
+  A free-form section: `--config.loss.<key>=<value>` may add any key, and
+  `losses.from_config` validates them when the run starts (an unknown key
+  is an error naming it and the loss's valid keys).
   """
-  from bert_jax.tasks import finetune  # pylint: disable=g-import-not-at-top
-  fields = {k: ml_collections.FieldReference(None, field_type=object)
-            for k in finetune.LOSS_KEYS}
-  c = ml_collections.ConfigDict(dict(name=name, **fields))
-  c.update(hparams)
-  return c
+  return ml_collections.ConfigDict(dict(name=name, **hparams))
 
 
 def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
@@ -191,13 +186,12 @@ def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
   c.best_metric = 'span_f1'         # strict entity-level micro F1
   if arg == 'msra_ner':
     # No Chinese BERT weights are available, so a small BERT starts from
-    # scratch with the bert-base-chinese vocab (fetched from the data
-    # registry here, so the path is fixed when the config is built). To start
-    # from a Chinese encoder instead, set --config.model.init_from to its HF
-    # directory (e.g. a bert_jax pretraining run on the msra corpus with this
-    # vocab, exported with checkpoints.export_hf).
-    from bert_jax.data import registry  # pylint: disable=g-import-not-at-top
-    c.data.vocab = str(registry.fetch('bert_chinese_vocab') / 'vocab.txt')
+    # scratch with the bert-base-chinese vocab (a registry name, fetched when
+    # the run starts). To start from a Chinese encoder instead, set
+    # --config.model.init_from to its HF directory (e.g. a bert_jax
+    # pretraining run on the msra corpus with this vocab, exported with
+    # checkpoints.export_hf).
+    c.data.vocab = 'bert_chinese_vocab'
     c.model.init_from = ''
     c.model.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                    intermediate_size=1024)

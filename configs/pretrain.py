@@ -73,9 +73,8 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
     # on the MSRA training sentences (their text only; the test set is not
     # seen), shaped like configs/finetune.py:msra_ner's encoder. Sentences
     # average ~39 characters (one token each), so seq 64 wastes little.
-    from bert_jax.data import registry  # pylint: disable=g-import-not-at-top
     c.data.corpus = 'msra'
-    c.data.vocab = str(registry.fetch('bert_chinese_vocab') / 'vocab.txt')
+    c.data.vocab = 'bert_chinese_vocab'   # a registry name, fetched at run start
     c.data.max_seq_length = 64
     c.data.max_predictions_per_seq = 10
     c.model.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,

@@ -46,6 +46,9 @@ import re
 import sys
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from bert_jax import config_cli
+import losses
+
 SEED_KEY = 'seed'
 
 
@@ -184,10 +187,15 @@ def _leaf_keys(config, prefix=''):
 
 
 def _key_error(config, key: str) -> Optional[str]:
-  """Why `key` is not an overridable field of `config`, or None."""
+  """Why `key` is not an overridable field of `config`, or None. A key of a
+  free-form section (`config_cli.FREE_FORM`: `loss`, `data.reader_options`)
+  may be new; the code that reads the section validates it."""
   node = config
   parts = key.split('.')
+  free_form = config_cli.free_form_section(key)
   for i, part in enumerate(parts):
+    if free_form and i == len(parts) - 1 and hasattr(node, 'keys'):
+      return None
     if not (hasattr(node, 'keys') and part in node.keys()):
       leaves = list(_leaf_keys(config))
       close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.6)
@@ -207,7 +215,11 @@ def _assign(config, key: str, value: Any) -> None:
   node = config
   for part in parents:
     node = node[part]
-  setattr(node, leaf, value)
+  if leaf not in node and config_cli.free_form_section(key):
+    with node.unlocked():
+      setattr(node, leaf, value)
+  else:
+    setattr(node, leaf, value)
 
 
 def _get(config, key: str) -> Any:
@@ -223,14 +235,8 @@ def command_overrides(overrides: Mapping[str, Any]) -> list[str]:
 
 def _parse_like_main(spec: str, overrides: Mapping[str, Any]):
   """The config `bert_jax.main` would build from this run's command line."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   argv = ['main', f'--config={spec}'] + command_overrides(overrides)
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, '', flag_values=fv,
-                                  lock_config=True, sys_argv=argv)
-  fv(argv)
-  return fv['config'].value
+  return config_cli.parse(argv)[0]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -274,6 +280,17 @@ def validate(spec_path: str, arg: Optional[str], runs: Sequence[Run],
                      f'holding {current!r} ({type(current).__name__}): {e}')
       if problem:
         errors.append(f'{where}: {problem}')
+        bad = True
+    if not bad and any(k.startswith('loss.') for k in run.overrides):
+      # The loss section is free-form: the loss package knows its keys.
+      trial = copy.deepcopy(config)
+      for key, value in run.overrides.items():
+        _assign(trial, key, value)
+      try:
+        losses.check_keys({k: v for k, v in trial.loss.to_dict().items()
+                           if v is not None})
+      except ValueError as e:
+        errors.append(f'{where}: config.loss: {e}')
         bad = True
     if bad:
       continue

@@ -96,12 +96,12 @@ from losses import focal
 from losses import ghm
 from losses import logit_adjustment
 from losses import multilabel
+from losses.registry import check_keys
 from losses.registry import from_config
 from losses.registry import get
 from losses.registry import LossSpec
 from losses.registry import names
 
-__all__ = [
-    'LossSpec', 'class_weights', 'cross_entropy', 'dice', 'flooding', 'focal',
-    'from_config', 'get', 'ghm', 'logit_adjustment', 'multilabel', 'names',
-]
+__all__ = ['LossSpec', 'check_keys', 'class_weights', 'cross_entropy', 'dice',
+           'flooding', 'focal', 'from_config', 'get', 'ghm',
+           'logit_adjustment', 'multilabel', 'names']

@@ -38,8 +38,6 @@ from losses import multilabel
 
 _REQUIRED = object()
 _COMMON_KEYS = ('name', 'flood', 'ce_weight', 'ce_warmup_steps')
-
-
 _Ctx = collections.namedtuple('_Ctx', 'loss num_classes class_counts cfg')
 
 # Validators: (ctx, key, value) -> value to pass on, or a ValueError.
@@ -304,15 +302,26 @@ class LossSpec:
     return f'LossSpec({self.name!r}, {shown}{extra})'
 
 
-def _as_dict(cfg) -> dict[str, Any]:
+def check_keys(cfg) -> dict[str, Any]:
+  """`cfg` (dict, ConfigDict, name) as a dict; ValueError for a bad name/key."""
   if isinstance(cfg, str):
-    return {'name': cfg}
-  if hasattr(cfg, 'to_dict'):  # ml_collections ConfigDict / FrozenConfigDict.
-    return dict(cfg.to_dict())
-  if isinstance(cfg, Mapping):
-    return dict(cfg)
-  raise ValueError(f'A loss config must be a dict, ConfigDict or name, got '
-                   f'{type(cfg).__name__}.')
+    cfg = {'name': cfg}
+  elif hasattr(cfg, 'to_dict') or isinstance(cfg, Mapping):  # ConfigDict too
+    cfg = dict(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
+  else:
+    raise ValueError(f'A loss config must be a dict, ConfigDict or name, got '
+                     f'{type(cfg).__name__}.')
+  if 'name' not in cfg:
+    raise ValueError(f'A loss config needs a name; valid names: '
+                     f'{", ".join(names())}.')
+  entry = _entry(cfg['name'])
+  unknown = sorted(set(cfg) - set(entry.params) - set(_COMMON_KEYS))
+  if unknown:
+    valid = sorted(entry.params) + list(_COMMON_KEYS)
+    raise ValueError(
+        f'Unknown hyperparameter(s) {unknown} for loss {cfg["name"]!r}.'
+        f'{_suggest(unknown[0], valid)} Valid keys: {", ".join(valid)}.')
+  return cfg
 
 
 def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
@@ -330,10 +339,7 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
     ValueError: unknown name or key (listing the valid ones), an impossible
       value (naming the key), or missing / malformed class counts.
   """
-  cfg = _as_dict(cfg)
-  if 'name' not in cfg:
-    raise ValueError(f'A loss config needs a name; valid names: '
-                     f'{", ".join(names())}.')
+  cfg = check_keys(cfg)
   name = cfg.pop('name')
   entry = _entry(name)
   _checks.check_int(name, 'num_classes', num_classes, lo=1)
@@ -344,12 +350,6 @@ def from_config(cfg, *, num_classes, class_counts=None) -> LossSpec:
   ce_weight = _number(lo=0)(ctx, 'ce_weight', ce_weight) if ce_weight else None
   warmup = _integer(lo=0)(ctx, 'ce_warmup_steps', warmup) if warmup else None
 
-  unknown = sorted(set(cfg) - set(entry.params))
-  if unknown:
-    valid = sorted(entry.params) + list(_COMMON_KEYS)
-    raise ValueError(
-        f'Unknown hyperparameter(s) {unknown} for loss {name!r}.'
-        f'{_suggest(unknown[0], valid)} Valid keys: {", ".join(valid)}.')
   merged = {k: cfg.get(k, default) for k, (default, _) in entry.params.items()}
   missing = [k for k, v in merged.items() if v is _REQUIRED]
   if missing:

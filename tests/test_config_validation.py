@@ -130,8 +130,26 @@ def test_chinese_msra_pretraining_matches_the_msra_ner_encoder():
     pretrain.get_config(variant)
   pre, ner = pretrain.get_config('chinese_msra'), finetune.get_config('msra_ner')
   assert pre.data.corpus == 'msra' and pre.data.vocab == ner.data.vocab
-  assert pathlib.Path(pre.data.vocab).is_file()
+  from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
+  assert pathlib.Path(pretraining.resolve_vocab(pre)).is_file()
   for key in ('hidden_size', 'num_hidden_layers', 'num_attention_heads',
               'intermediate_size'):
     assert pre.model[key] == ner.model[key], key
   assert pre.model.max_position_embeddings >= pre.data.max_seq_length
+
+
+def test_building_a_config_reads_and_fetches_nothing(monkeypatch):
+  """Configs are plain data: registry names are resolved when the run
+  starts, never while a config is built."""
+  from bert_jax.data import registry  # pylint: disable=g-import-not-at-top
+  from configs import finetune  # pylint: disable=g-import-not-at-top
+  from configs import pretrain  # pylint: disable=g-import-not-at-top
+
+  def no_fetch(name):
+    raise AssertionError(f'a config fetched {name!r} while being built')
+
+  monkeypatch.setattr(registry, 'fetch', no_fetch)
+  for preset in finetune.PRESETS:
+    finetune.get_config(preset)
+  for variant in pretrain.VARIANTS:
+    pretrain.get_config(variant)

