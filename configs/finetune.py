@@ -26,6 +26,10 @@ PRESETS = {
     # conll_sample: English IOB2 NER from MiniLM.
     'msra_ner': ('tagging', 'msra_ner', 'train', 'test', 128, 3),
     'conll_sample': ('tagging', 'conll_sample', 'train', 'test', 128, 10),
+    # POS (scheme 'none'): the CoNLL sample's POS column, and 1,000 WSJ
+    # sentences of the Penn Treebank; both from MiniLM.
+    'conll_pos': ('tagging', 'conll_sample', 'train', 'test', 128, 10),
+    'wsj_pos': ('tagging', 'wsj_pos', 'train', 'test', 128, 5),
     # Relation classification; no relation data ships here: set
     # config.data.train / .eval to SemEval-2010 Task 8 files (TRAIN_FILE.TXT,
     # TEST_FILE_FULL.TXT), or to relation JSONL files with
@@ -111,10 +115,18 @@ def _span_qa(c: ml_collections.ConfigDict, arg: str) -> None:
 
 def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
   """Token tagging fields (bert_jax/tasks/tagging.py)."""
-  c.data.scheme = {'msra_ner': 'BMES', 'conll_sample': 'IOB2'}.get(arg, 'auto')
+  c.data.scheme = {'msra_ner': 'BMES', 'conll_sample': 'IOB2',
+                   'conll_pos': 'none', 'wsj_pos': 'none'}.get(arg, 'auto')
   c.data.max_train_examples = 0     # 0: all; N: a seeded sample of N
   c.data.max_eval_examples = 0
-  c.best_metric = 'span_f1'         # strict entity-level micro F1
+  c.data.ill_formed_tags = 'count'  # gold that breaks the scheme: | 'raise'
+  c.crf = False                     # linear-chain CRF over word emissions
+  c.crf_constrained = True          # Viterbi never decodes what the scheme forbids
+  c.crf_emission_loss_weight = 0.0  # > 0: adds config.loss on the emissions
+  c.best_metric = {'conll_pos': 'token_accuracy',
+                   'wsj_pos': 'token_accuracy'}.get(arg, 'span_f1')
+  if arg == 'conll_pos':
+    c.data.reader_options.column = 'pos'
   if arg == 'msra_ner':
     # No Chinese BERT weights are available, so a small BERT starts from
     # scratch with the bert-base-chinese vocab (fetched from the data
@@ -129,7 +141,7 @@ def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
                    intermediate_size=1024)
     c.batch_size = 32
     c.optim.update(lr=5e-4, warmup_fraction=0.1)
-  elif arg == 'conll_sample':     # 180 training sentences
+  elif arg in ('conll_sample', 'conll_pos'):     # 180 training sentences
     c.optim.lr = 1e-4
 
 

