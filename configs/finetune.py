@@ -30,6 +30,10 @@ PRESETS = {
     # sentences of the Penn Treebank; both from MiniLM.
     'conll_pos': ('tagging', 'conll_sample', 'train', 'test', 128, 10),
     'wsj_pos': ('tagging', 'wsj_pos', 'train', 'test', 128, 5),
+    # Cantonese word segmentation (seg_BMES) and POS on HKCanCor, a small
+    # BERT from scratch with the bert-base-chinese vocab, as msra_ner.
+    'hkcancor_cws': ('tagging', 'hkcancor_cws', 'train', 'test', 128, 3),
+    'hkcancor_pos': ('tagging', 'hkcancor_pos', 'train', 'test', 128, 3),
     # Relation classification; no relation data ships here: set
     # config.data.train / .eval to SemEval-2010 Task 8 files (TRAIN_FILE.TXT,
     # TEST_FILE_FULL.TXT), or to relation JSONL files with
@@ -116,18 +120,21 @@ def _span_qa(c: ml_collections.ConfigDict, arg: str) -> None:
 def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
   """Token tagging fields (bert_jax/tasks/tagging.py)."""
   c.data.scheme = {'msra_ner': 'BMES', 'conll_sample': 'IOB2',
-                   'conll_pos': 'none', 'wsj_pos': 'none'}.get(arg, 'auto')
+                   'conll_pos': 'none', 'wsj_pos': 'none',
+                   'hkcancor_cws': 'seg_BMES',
+                   'hkcancor_pos': 'none'}.get(arg, 'auto')
   c.data.max_train_examples = 0     # 0: all; N: a seeded sample of N
   c.data.max_eval_examples = 0
   c.data.ill_formed_tags = 'count'  # gold that breaks the scheme: | 'raise'
   c.crf = False                     # linear-chain CRF over word emissions
   c.crf_constrained = True          # Viterbi never decodes what the scheme forbids
   c.crf_emission_loss_weight = 0.0  # > 0: adds config.loss on the emissions
-  c.best_metric = {'conll_pos': 'token_accuracy',
-                   'wsj_pos': 'token_accuracy'}.get(arg, 'span_f1')
+  c.best_metric = {'conll_pos': 'token_accuracy', 'wsj_pos': 'token_accuracy',
+                   'hkcancor_cws': 'seg_f1',
+                   'hkcancor_pos': 'token_accuracy'}.get(arg, 'span_f1')
   if arg == 'conll_pos':
     c.data.reader_options.column = 'pos'
-  if arg == 'msra_ner':
+  if arg in ('msra_ner', 'hkcancor_cws', 'hkcancor_pos'):
     # No Chinese BERT weights are available, so a small BERT starts from
     # scratch with the bert-base-chinese vocab (fetched from the data
     # registry here, so the path is fixed when the config is built). To start

@@ -34,6 +34,18 @@ packages (`registry.fetch`, checksum-verified):
                  80/10/10 by question count, grouped by passage and
                  stratified by answerable/unanswerable.
 
+  hkcancor_cws   tagging, Cantonese word segmentation (scheme seg_BMES):
+                 the Hong Kong Cantonese Corpus (Luke and Wong 2015, CC BY
+                 4.0) as shipped in pycantonese, 16,162 utterances of 58
+                 transcribed conversations, 201k characters; each
+                 utterance's characters tagged B/M/E/S from its
+                 human word segmentation. train/dev/test 80/10/10 of the
+                 utterances, grouped by conversation (file), so test
+                 conversations are unseen.
+  hkcancor_pos   tagging, POS (scheme 'none'): the same utterances and
+                 split, each word tagged with its HKCanCor part of speech
+                 (punctuation: the mark itself).
+
 Splits that the package does not define are made here, deterministically:
 an example's place depends only on `seed` and a hash of its group key, not
 on file order, NumPy version or platform. Splits are stratified (each
@@ -414,7 +426,8 @@ def _msra_source(file: str, on_error: str):
 
 # Registered tagging datasets that read one sentence per line (so a tag's
 # line is its sentence's line); the CoNLL ones read one word per line.
-SENTENCE_PER_LINE = frozenset({'wsj_pos'})
+SENTENCE_PER_LINE = frozenset({'wsj_pos', 'hkcancor_cws',
+                               'hkcancor_pos'})
 _CONLL_COLUMNS = {'ner': 3, 'chunk': 2, 'pos': 1}
 
 
@@ -608,6 +621,29 @@ def _wsj_pos_source(on_error: str):
   return tuple(examples), report, ('all',) * len(examples), groups
 
 
+@functools.lru_cache(maxsize=4)
+def _hkcancor_source(tags: str, on_error: str):
+  files = sorted((registry.fetch('pycantonese') / 'hkcancor').glob('*.cha'))
+  examples, reports = [], []
+  for path in files:
+    got, report = readers.read_chat(path, tags=tags, on_error=on_error)
+    examples.extend(got)
+    reports.append(report)
+  labels = readers.sort_labels(l for r in reports for l in r.labels)
+  report = readers.merge_reports('hkcancor', reports, labels)
+  # Grouped by conversation (file): each lands whole in one split, cut at
+  # the fractions of the utterance count.
+  groups = tuple(e.guid.rpartition(':')[0] for e in examples)
+  return tuple(examples), report, ('all',) * len(examples), groups
+
+
+def _build_hkcancor(tags, split, seed, on_error):
+  source = _hkcancor_source(tags, on_error)
+  examples, report = _split_of(source, split, seed, _THREE_WAY)
+  report.notes.pop('duplicate texts kept in one split', None)
+  return examples, report.labels, report
+
+
 def _build_wsj_pos(split, seed, on_error):
   examples, report = _split_of(_wsj_pos_source(on_error), split, seed,
                                (('train', 0.8), ('test', 0.2)))
@@ -634,6 +670,10 @@ REGISTERED: dict[str, _Spec] = {
     'conll_sample': _Spec('tagging', ('train', 'test'), _build_conll_sample,
                           ('column',)),
     'wsj_pos': _Spec('tagging', ('train', 'test'), _build_wsj_pos),
+    'hkcancor_cws': _Spec('tagging', ('train', 'dev', 'test'),
+                          functools.partial(_build_hkcancor, 'segmentation')),
+    'hkcancor_pos': _Spec('tagging', ('train', 'dev', 'test'),
+                          functools.partial(_build_hkcancor, 'pos')),
     'disfl_qa': _Spec('qa', ('train', 'dev', 'test'), _build_disfl),
 }
 
