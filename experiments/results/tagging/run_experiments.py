@@ -41,13 +41,16 @@ def _seeds(name, preset, extra, seeds=(0,)):
           for s in seeds]
 
 
-RUNS = (
-    _seeds('msra_ner', 'msra_ner', ZH) + _seeds('msra_ner_crf', 'msra_ner', ZH + CRF)
+RUNS = (   # in the order they ran (most informative first)
+    _seeds('msra_ner', 'msra_ner', ZH)
     + _seeds('hkcancor_cws', 'hkcancor_cws', ZH)
-    + _seeds('hkcancor_cws_crf', 'hkcancor_cws', ZH + CRF)
-    + _seeds('hkcancor_pos', 'hkcancor_pos', ZH)
     + _seeds('conll_sample', 'conll_sample', EN)
     + _seeds('conll_sample_crf', 'conll_sample', EN + CRF)
+    + _seeds('hkcancor_cws_crf', 'hkcancor_cws', ZH + CRF)
+    + _seeds('msra_ner_crf', 'msra_ner', ZH + CRF)
+    + _seeds('hkcancor_pos', 'hkcancor_pos', ZH)
+    + _seeds('conll_sample', 'conll_sample', EN, seeds=(1, 2))
+    + _seeds('conll_sample_crf', 'conll_sample', EN + CRF, seeds=(1, 2))
     + _seeds('msra_ner', 'msra_ner', ZH, seeds=(1, 2))
     + _seeds('msra_ner_crf', 'msra_ner', ZH + CRF, seeds=(1, 2)))
 
