@@ -6,6 +6,8 @@ Every model holds the encoder under the name `bert`, so parameter paths are
   nsp/   dense
   classifier/  (sequence classification; `attention_pool/` when used)
   tagger/      (token tagging)
+  crf/         (token tagging with config.crf: transitions [C, C], start [C],
+                end [C] of a linear-chain CRF, `bert_jax.crf.CRFParams`)
   relation/    (relation classification)
   qa/          (span QA: start/end logits)
 Logits are returned in fp32: losses and softmax run in fp32.
@@ -19,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import crf as crf_lib
 from bert_jax.model import (ACTIVATIONS, BertConfig, BertModel, Dropout, _dense,
                             _layer_norm)
 
@@ -157,10 +160,19 @@ class BertForSequenceClassification(nn.Module):
 
 
 class BertForTokenClassification(nn.Module):
-  """Token tagging -> logits float32 [B, T, num_labels]."""
+  """Token tagging -> logits float32 [B, T, num_labels].
+
+  With `crf=True` the head also owns a linear-chain CRF's transitions
+  [C, C] and start / end scores [C] (params `crf/transitions`, `crf/start`,
+  `crf/end`, zeros at init). The module still returns the per-token logits
+  (the CRF's emissions); the task reads the CRF scores from the params and
+  runs `bert_jax.crf` over the word-level emissions, which only it can
+  gather (it knows where each word starts).
+  """
   config: BertConfig
   num_labels: int
   dropout: Optional[float] = None
+  crf: bool = False
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *,
@@ -169,6 +181,8 @@ class BertForTokenClassification(nn.Module):
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
     seq = Dropout(rate)(seq, deterministic=deterministic)
+    if self.crf:
+      crf_lib.CRFParams(self.num_labels, name='crf')()
     return _dense(self.config, self.num_labels, 'tagger')(seq).astype(jnp.float32)
 
 

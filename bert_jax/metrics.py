@@ -874,3 +874,153 @@ def squad_scores(predictions: Mapping[str, str],
     out[prefix + 'f1'] = pct(f1, n)
     out[prefix + 'total'] = n
   return out
+
+
+# ----------------------------------------------------------------------------
+# Word segmentation (untyped B/M/E/S, B/I/E/S or B/I tags) and plain per-token
+# labels (POS).
+# ----------------------------------------------------------------------------
+
+# Untyped segmentation schemes: tag letters, and which letters start / end a
+# word. BMES and BIES differ only in the letter of a word's middle; in BIO
+# ('B' starts a word, 'I' continues it) a word ends wherever the next starts.
+SEGMENTATION_SCHEMES = {
+    'BMES': ('BMES', frozenset('BS'), frozenset('ES')),
+    'BIES': ('BIES', frozenset('BS'), frozenset('ES')),
+    'BIO': ('BI', frozenset('B'), frozenset()),
+}
+
+
+def _seg_scheme(scheme: str):
+  if not isinstance(scheme, str) or scheme.upper() not in SEGMENTATION_SCHEMES:
+    raise ValueError(f'unknown segmentation scheme {scheme!r}; expected one '
+                     f'of {sorted(SEGMENTATION_SCHEMES)}')
+  return SEGMENTATION_SCHEMES[scheme.upper()]
+
+
+def segment_words(tags: Sequence[str], scheme: str) -> list[tuple[int, int]]:
+  """Word spans [(start, end)] (end exclusive) of one untyped tag sequence.
+
+  Every position belongs to exactly one word, whatever the tags: a word
+  starts at position 0, at a start tag (B or S) and after an end tag (E or
+  S). So an ill-formed predicted sequence still reads as a segmentation
+  (e.g. BMES 'M M' is one two-character word, 'E E' two one-character
+  words), as the SIGHAN scorer reads any segmented output.
+
+  Args:
+    tags: bare tags, each a letter of the scheme ('B', 'M', 'E', 'S' for
+      'BMES'; 'B', 'I', 'E', 'S' for 'BIES'; 'B', 'I' for 'BIO').
+    scheme: 'BMES', 'BIES' or 'BIO' (case-insensitive).
+
+  Raises:
+    ValueError: unknown scheme or a tag that is not one of its letters.
+  """
+  if isinstance(tags, str):
+    raise ValueError(f'expected a sequence of tags, got the string '
+                     f'{tags[:40]!r}')
+  letters, starts, ends = _seg_scheme(scheme)
+  spans, begin = [], 0
+  for i, tag in enumerate(tags):
+    if not isinstance(tag, str) or len(tag) != 1 or tag not in letters:
+      raise ValueError(f'invalid {scheme.upper()} segmentation tag {tag!r} at '
+                       f'position {i}: expected one of {", ".join(letters)}')
+    if i > begin and tag in starts:
+      spans.append((begin, i))
+      begin = i
+    if tag in ends:
+      spans.append((begin, i + 1))
+      begin = i + 1
+  if begin < len(tags):
+    spans.append((begin, len(tags)))
+  return spans
+
+
+def segmentation_scores(true_seqs: Sequence[Sequence[str]],
+                        pred_seqs: Sequence[Sequence[str]], scheme: str,
+                        sentences: Sequence[Sequence[str]],
+                        train_words) -> dict:
+  """Word segmentation scores as the SIGHAN bakeoff scorer gives them.
+
+  A predicted word is correct when its character span equals a gold word's
+  span in the same sentence. Precision = correct / predicted words, recall =
+  correct / gold words, F1 their harmonic mean. A gold word is
+  in-vocabulary (IV) when its text occurs among the training words, else
+  out-of-vocabulary (OOV); `iv_recall` / `oov_recall` are the recalls over
+  those gold words, and `oov_rate` = OOV gold words / gold words (counted
+  per occurrence, as the bakeoff's `score` script does).
+
+  Args:
+    true_seqs, pred_seqs: per sentence, the gold and predicted tag
+      sequences (see `segment_words`); same counts and lengths.
+    scheme: 'BMES', 'BIES' or 'BIO'.
+    sentences: per sentence, its characters (one string per tag); a word's
+      text is the concatenation of its characters.
+    train_words: the training word vocabulary (a set of strings).
+
+  Returns:
+    {'precision', 'recall', 'f1', 'iv_recall', 'oov_recall', 'oov_rate'}
+    (floats, 0.0 where a denominator is 0) and the counts 'num_true',
+    'num_pred', 'num_correct', 'num_oov', 'num_oov_correct'.
+  """
+  if not (len(true_seqs) == len(pred_seqs) == len(sentences)):
+    raise ValueError(f'{len(true_seqs)} gold, {len(pred_seqs)} predicted tag '
+                     f'sequences and {len(sentences)} sentences')
+  vocab = frozenset(train_words)
+  n_true = n_pred = n_correct = n_oov = n_oov_correct = 0
+  for k, (t, p, chars) in enumerate(zip(true_seqs, pred_seqs, sentences)):
+    if not len(t) == len(p) == len(chars):
+      raise ValueError(f'sentence {k}: {len(chars)} characters, {len(t)} gold '
+                       f'tags, {len(p)} predicted tags')
+    gold = segment_words(t, scheme)
+    pred = set(segment_words(p, scheme))
+    n_true += len(gold)
+    n_pred += len(pred)
+    for span in gold:
+      hit = span in pred
+      n_correct += hit
+      if ''.join(chars[span[0]:span[1]]) not in vocab:
+        n_oov += 1
+        n_oov_correct += hit
+  p, r, f = _prf(n_correct, n_pred, n_true)
+  n_iv = n_true - n_oov
+  return {
+      'precision': p, 'recall': r, 'f1': f,
+      'iv_recall': (n_correct - n_oov_correct) / n_iv if n_iv else 0.0,
+      'oov_recall': n_oov_correct / n_oov if n_oov else 0.0,
+      'oov_rate': n_oov / n_true if n_true else 0.0,
+      'num_true': n_true, 'num_pred': n_pred, 'num_correct': n_correct,
+      'num_oov': n_oov, 'num_oov_correct': n_oov_correct,
+  }
+
+
+def tag_classification_metrics(true_seqs: Sequence[Sequence[str]],
+                               pred_seqs: Sequence[Sequence[str]],
+                               tag_names: Sequence[str]) -> dict:
+  """Per-token metrics of a plain label set (POS): every word is a sample.
+
+  `classification_metrics` over the flattened words (sklearn's definitions,
+  zero_division=0): 'accuracy' is token accuracy, 'per_class' has each
+  tag's precision / recall / F1 / support, 'macro_f1' averages the tags
+  present in gold or predictions.
+
+  Raises:
+    ValueError: different sentence counts or lengths, or a tag outside
+      `tag_names`.
+  """
+  if len(true_seqs) != len(pred_seqs):
+    raise ValueError(f'true_seqs has {len(true_seqs)} sentences but pred_seqs '
+                     f'has {len(pred_seqs)}')
+  index = {t: i for i, t in enumerate(tag_names)}
+  flat_true, flat_pred = [], []
+  for k, (t, p) in enumerate(zip(true_seqs, pred_seqs)):
+    if len(t) != len(p):
+      raise ValueError(
+          f'sentence {k}: {len(t)} gold tags but {len(p)} predicted tags')
+    for tag in list(t) + list(p):
+      if tag not in index:
+        raise ValueError(f'sentence {k}: tag {tag!r} is not in the tag set '
+                         f'{list(tag_names)}')
+    flat_true.extend(index[x] for x in t)
+    flat_pred.extend(index[x] for x in p)
+  return classification_metrics(np.asarray(flat_pred), np.asarray(flat_true),
+                                len(tag_names), class_names=list(tag_names))

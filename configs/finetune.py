@@ -74,6 +74,14 @@ PRESETS = {
     # conll_sample: English IOB2 NER from MiniLM.
     'msra_ner': ('tagging', 'msra_ner', 'train', 'test', 128, 3),
     'conll_sample': ('tagging', 'conll_sample', 'train', 'test', 128, 10, 1e-4),
+    # POS (scheme 'none'): the CoNLL sample's POS column, and 1,000 WSJ
+    # sentences of the Penn Treebank; both from MiniLM.
+    'conll_pos': ('tagging', 'conll_sample', 'train', 'test', 128, 10, 1e-4),
+    'wsj_pos': ('tagging', 'wsj_pos', 'train', 'test', 128, 5),
+    # Cantonese word segmentation (seg_BMES) and POS on HKCanCor, a small
+    # BERT from scratch with the bert-base-chinese vocab, as msra_ner.
+    'hkcancor_cws': ('tagging', 'hkcancor_cws', 'train', 'test', 128, 3),
+    'hkcancor_pos': ('tagging', 'hkcancor_pos', 'train', 'test', 128, 3),
     # Relation classification; no relation data ships here: set
     # config.data.train / .eval to SemEval-2010 Task 8 files (TRAIN_FILE.TXT,
     # TEST_FILE_FULL.TXT), or to relation JSONL files with
@@ -180,11 +188,22 @@ def _span_qa(c: ml_collections.ConfigDict, arg: str) -> None:
 
 def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
   """Token tagging fields (bert_jax/tasks/tagging.py)."""
-  c.data.scheme = {'msra_ner': 'BMES', 'conll_sample': 'IOB2'}.get(arg, 'auto')
+  c.data.scheme = {'msra_ner': 'BMES', 'conll_sample': 'IOB2',
+                   'conll_pos': 'none', 'wsj_pos': 'none',
+                   'hkcancor_cws': 'seg_BMES',
+                   'hkcancor_pos': 'none'}.get(arg, 'auto')
   c.data.max_train_examples = 0     # 0: all; N: a seeded sample of N
   c.data.max_eval_examples = 0
-  c.best_metric = 'span_f1'         # strict entity-level micro F1
-  if arg == 'msra_ner':
+  c.data.ill_formed_tags = 'count'  # gold that breaks the scheme: | 'raise'
+  c.crf = False                     # linear-chain CRF over word emissions
+  c.crf_constrained = True          # Viterbi never decodes what the scheme forbids
+  c.crf_emission_loss_weight = 0.0  # > 0: adds config.loss on the emissions
+  c.best_metric = {'conll_pos': 'token_accuracy', 'wsj_pos': 'token_accuracy',
+                   'hkcancor_cws': 'seg_f1',
+                   'hkcancor_pos': 'token_accuracy'}.get(arg, 'span_f1')
+  if arg == 'conll_pos':
+    c.data.reader_options.column = 'pos'
+  if arg in ('msra_ner', 'hkcancor_cws', 'hkcancor_pos'):
     # No Chinese BERT weights are available, so a small BERT starts from
     # scratch with the bert-base-chinese vocab (a registry name, fetched when
     # the run starts). To start from a Chinese encoder instead, set

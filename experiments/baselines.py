@@ -9,6 +9,9 @@ with --max_{train,eval}_examples, as config.data.max_{train,eval}_examples
 gives a BERT run), with the project's metrics:
   classification and pairs: TF-IDF (word 1-2 grams) + logistic regression;
   tagging: most frequent tag per word (seen in training; 'O' otherwise);
+  POS (scheme 'none'): most frequent tag per word, unknown words the most
+    frequent tag overall;
+  word segmentation: forward maximum matching with the training words;
   span QA: the empty answer and the first sentence of the passage.
 Needs scikit-learn (in the `test` extra).
 """
@@ -79,14 +82,87 @@ def most_frequent_tag(train, evaluation, scheme: str) -> dict:
               per_type_f1={k: v['f1'] for k, v in m['per_type'].items()})
 
 
+def most_frequent_pos(train, evaluation) -> dict:
+  """Per word its most frequent training tag; unknown words the most
+  frequent tag overall. Scored with token accuracy and per-tag / macro F1."""
+  counts = collections.defaultdict(collections.Counter)
+  overall = collections.Counter()
+  for e in train.examples:
+    for w, t in zip(e.words, e.tags):
+      counts[w][t] += 1
+      overall[t] += 1
+  # Ties go to the alphabetically first tag, so the result is deterministic.
+  pick = lambda c: min(c, key=lambda t: (-c[t], t))
+  best = {w: pick(c) for w, c in counts.items()}
+  default = pick(overall)
+  gold = [list(e.tags) for e in evaluation.examples]
+  pred = [[best.get(w, default) for w in e.words] for e in evaluation.examples]
+  names = sorted({t for s in gold + pred for t in s})
+  m = metrics.tag_classification_metrics(gold, pred, names)
+  return dict(baseline='most_frequent_tag', token_accuracy=m['accuracy'],
+              macro_f1=m['macro_f1'], weighted_f1=m['weighted_f1'])
+
+
+def forward_max_match(chars, vocabulary, max_word_length: int) -> list[int]:
+  """Forward maximum matching: word lengths of `chars`, left to right.
+
+  At each position the longest string of at most `max_word_length`
+  characters that is in `vocabulary` is taken as a word; a character that
+  starts no known word is a word of its own.
+  """
+  lengths, i = [], 0
+  while i < len(chars):
+    for n in range(min(max_word_length, len(chars) - i), 0, -1):
+      if n == 1 or ''.join(chars[i:i + n]) in vocabulary:
+        lengths.append(n)
+        i += n
+        break
+  return lengths
+
+
+def bmes(lengths) -> list[str]:
+  """Word lengths -> bare B/M/E/S tags."""
+  out = []
+  for n in lengths:
+    out.extend(['S'] if n == 1 else ['B'] + ['M'] * (n - 2) + ['E'])
+  return out
+
+
+def fmm_segmentation(train, evaluation, scheme: str = 'BMES') -> dict:
+  """Forward maximum matching with the training words (SIGHAN scoring)."""
+  vocabulary = set()
+  for e in train.examples:
+    for s, t in metrics.segment_words(e.tags, scheme):
+      vocabulary.add(''.join(e.words[s:t]))
+  longest = max(len(w) for w in vocabulary)
+  gold = [list(e.tags) for e in evaluation.examples]
+  pred = [bmes(forward_max_match(e.words, vocabulary, longest))
+          for e in evaluation.examples]
+  m = metrics.segmentation_scores(gold, pred, 'BMES', [e.words for e in
+                                                       evaluation.examples],
+                                  vocabulary)
+  return dict(baseline='forward_max_match', seg_precision=m['precision'],
+              seg_recall=m['recall'], seg_f1=m['f1'],
+              iv_recall=m['iv_recall'], oov_recall=m['oov_recall'],
+              oov_rate=m['oov_rate'])
+
+
 def run(name: str, max_train: int = 0, max_eval: int = 0,
         eval_split: str = '') -> dict:
   train, evaluation = _splits(name, max_train, max_eval, eval_split)
   if train.task_kind == 'classification':
     out = tfidf_logreg(train, evaluation)
   elif train.task_kind == 'tagging':
-    scheme = 'BMES' if name == 'msra_ner' else 'IOB2'
-    out = most_frequent_tag(train, evaluation, scheme)
+    scheme = finetune.get_config(name).data.scheme
+    if scheme == 'none':
+      out = most_frequent_pos(train, evaluation)
+    elif scheme.startswith('seg_'):
+      if scheme != 'seg_BMES':
+        raise ValueError(f'{name}: the segmentation baseline writes BMES tags, '
+                         f'not {scheme}')
+      out = fmm_segmentation(train, evaluation)
+    else:
+      out = most_frequent_tag(train, evaluation, scheme)
   elif train.task_kind == 'qa':
     out = dict(empty=span_qa.empty_answer_baseline(evaluation.examples),
                first_sentence=span_qa.first_sentence_baseline(evaluation.examples))

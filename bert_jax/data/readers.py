@@ -1735,3 +1735,140 @@ def _tfds_example(col, source, number, kind, name, record, labels,
                     reason="field 'answers': length mismatch")
   return _squad_question(col, source, 'answers', qa, context, True,
                          lambda _: number)
+
+
+# ---------------------------------------------------------------------------
+# One tagged sentence per line: `word/TAG word/TAG ...` (the Penn Treebank
+# "tagged" text format; Brown and pattern's test corpora use it too).
+
+
+def read_slash_tagged(
+    path: PathLike, *,
+    data: Optional[bytes] = None,
+    separator: str = '/',
+    labels: Optional[Sequence[str]] = None,
+    on_error: str = 'raise',
+    max_examples: Optional[int] = None,
+    encoding: str = 'utf-8',
+) -> tuple[list[ex.TaggingExample], ReadReport]:
+  """Reads one sentence per line as space-separated `word<separator>TAG`.
+
+  The tag is what follows the LAST separator of a token, so words may
+  contain it; the Penn Treebank's escaped slash `\\/` in a word becomes '/'.
+  Blank lines are skipped. Each line is a record (guid `<file>:<line>`); a
+  token without a separator, or with an empty word or tag, is a `DataError`
+  naming the line and the token.
+  """
+  source = _source_name(path)
+  col = Collector(source, on_error, labels, max_examples)
+  raw = _read_bytes(path, data)
+  stem = os.path.basename(source)
+  for line in _iter_lines(raw, encoding, notes=col.report.notes,
+                          keepends=False):
+    if not line.text.strip():
+      continue
+    if col.full:
+      break
+    try:
+      if line.error:
+        raise _encoding_error(source, line)
+      words, tags = [], []
+      for k, token in enumerate(line.text.split(), 1):
+        word, sep, tag = token.rpartition(separator)
+        if not sep or not word or not tag:
+          raise DataError(source, line.number, f'token {k}',
+                          f'{token!r} is not word{separator}TAG',
+                          reason='token is not word/TAG')
+        words.append(word.replace('\\' + separator, separator))
+        tags.append(col.label(tag, line.number, f'token {k}'))
+      col.add(ex.TaggingExample(f'{stem}:{line.number}', words, tags))
+    except DataError as e:
+      col.fail(e)
+  return col.finish()
+
+
+# ---------------------------------------------------------------------------
+# CHAT transcripts (CHILDES / TalkBank `.cha`), as HKCanCor ships them:
+# `*SPK:\t` word tier with words separated by spaces, `%mor:\t` tier with one
+# `pos|jyutping` item per word (punctuation bare), tab-indented continuation
+# lines.
+
+CHAT_TAGS = ('segmentation', 'pos')
+
+
+def read_chat(
+    path: PathLike, *,
+    data: Optional[bytes] = None,
+    tags: str = 'segmentation',
+    labels: Optional[Sequence[str]] = None,
+    on_error: str = 'raise',
+    max_examples: Optional[int] = None,
+    encoding: str = 'utf-8',
+) -> tuple[list[ex.TaggingExample], ReadReport]:
+  """Reads the utterances of a CHAT file as tagging examples.
+
+  Args:
+    tags: 'segmentation': the words are split into characters, tagged with
+      bare B/M/E/S (the word tier's spaces are the gold segmentation);
+      'pos': the words with the part of speech of their `%mor` item (the
+      text before '|'; a bare item, i.e. punctuation, is its own tag).
+    Others as for `read_conll`.
+
+  Each utterance is a record, guid `<file>:<line of its * line>`. An
+  utterance whose `%mor` tier (needed for 'pos') is missing or has another
+  number of items than it has words is a `DataError` naming that line.
+  """
+  if tags not in CHAT_TAGS:
+    raise ValueError(f'read_chat: tags={tags!r}; choices: {CHAT_TAGS}')
+  source = _source_name(path)
+  col = Collector(source, on_error, labels, max_examples)
+  raw = _read_bytes(path, data)
+  stem = os.path.basename(source)
+  utterances = []   # [line, words text, mor text or None, decode error]
+  tier = None
+  for line in _iter_lines(raw, encoding, notes=col.report.notes,
+                          keepends=False):
+    text = line.text.rstrip('\r')
+    if text.startswith('*'):
+      utterances.append([line.number, text.partition('\t')[2], None,
+                         line.error])
+      tier = 1
+    elif text.startswith('%mor:') and utterances and tier is not None:
+      utterances[-1][2] = text.partition('\t')[2]
+      tier = 2
+    elif text.startswith('\t') and tier is not None:
+      utterances[-1][tier] += ' ' + text.strip()
+      utterances[-1][3] = utterances[-1][3] or line.error
+    else:
+      tier = None   # headers (@) and other dependent tiers (%xxx)
+  for number, words_text, mor, error in utterances:
+    if col.full:
+      break
+    try:
+      if error:
+        raise DataError(source, number, None, f'invalid {encoding}: {error}',
+                        reason='undecodable line')
+      words = words_text.split()
+      if not words:
+        raise DataError(source, number, 'words', 'empty utterance',
+                        reason='empty utterance')
+      if tags == 'segmentation':
+        chars, bmes = [], []
+        for w in words:
+          chars.extend(w)
+          bmes.extend(['S'] if len(w) == 1 else
+                      ['B'] + ['M'] * (len(w) - 2) + ['E'])
+        tag_list = [col.label(t, number, 'words') for t in bmes]
+        words = chars
+      else:
+        items = (mor or '').split()
+        if len(items) != len(words):
+          raise DataError(source, number, '%mor',
+                          f'{len(items)} %mor items for {len(words)} words',
+                          reason="field '%mor': item count")
+        tag_list = [col.label(item.partition('|')[0] if '|' in item
+                              else item, number, '%mor') for item in items]
+      col.add(ex.TaggingExample(f'{stem}:{number}', words, tag_list))
+    except DataError as e:
+      col.fail(e)
+  return col.finish()

