@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import losses
+
 Batch = Mapping[str, Any]
 MetricSums = dict[str, tuple[jax.Array, jax.Array]]
 
@@ -102,6 +104,15 @@ class Task(abc.ABC):
   def flops_per_example(self) -> Optional[float]:
     """Training FLOPs per example (forward + backward), if known."""
     return None
+
+
+def nll_pair(logits: jax.Array, labels: jax.Array, weights: jax.Array
+             ) -> tuple[jax.Array, jax.Array]:
+  """(sum, count) of the softmax negative log-likelihood: logits [..., C],
+  int labels [...], weights [...] (0 masks; a masked label may be anything).
+  The eval `ce_loss` of every task, through `losses`' own cross-entropy."""
+  w = weights.astype(jnp.float32)
+  return losses.get('ce')(logits, labels, weights=w, reduction='sum'), jnp.sum(w)
 
 
 def mean_pair(values: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:

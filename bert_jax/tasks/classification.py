@@ -110,11 +110,10 @@ class ClassificationTask(finetune.FinetuneTask):
 
   def eval_step(self, params, batch):
     logits = self._logits(params, batch, deterministic=True)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits),
-                               batch['labels'][:, None], -1)[:, 0]
     hit = jnp.argmax(logits, -1) == batch['labels']
     metrics = {'accuracy': base.mean_pair(hit, batch['weights']),
-               'ce_loss': base.mean_pair(nll, batch['weights'])}
+               'ce_loss': base.nll_pair(logits, batch['labels'],
+                                        batch['weights'])}
     return metrics, {'logits': logits, 'labels': batch['labels'],
                      'weights': batch['weights']}
 

@@ -90,16 +90,12 @@ def mlm_nsp_loss(mlm_logits, nsp_logits, batch):
   mlm_loss = losses.get('ce')(mlm_logits, batch['masked_lm_ids'], weights=w)
   nsp_loss = losses.get('ce')(nsp_logits, batch['next_sentence_label'],
                               weights=ex_w)
-  mlm_nll = -jnp.take_along_axis(jax.nn.log_softmax(mlm_logits),
-                                 batch['masked_lm_ids'][..., None], -1)[..., 0]
-  nsp_nll = -jnp.take_along_axis(jax.nn.log_softmax(nsp_logits),
-                                 batch['next_sentence_label'][..., None], -1)[..., 0]
   mlm_hit = (jnp.argmax(mlm_logits, -1) == batch['masked_lm_ids'])
   nsp_hit = (jnp.argmax(nsp_logits, -1) == batch['next_sentence_label'])
   metrics = dict(
-      mlm_loss=base.mean_pair(mlm_nll, w),
+      mlm_loss=base.nll_pair(mlm_logits, batch['masked_lm_ids'], w),
       mlm_accuracy=base.mean_pair(mlm_hit, w),
-      nsp_loss=base.mean_pair(nsp_nll, ex_w),
+      nsp_loss=base.nll_pair(nsp_logits, batch['next_sentence_label'], ex_w),
       nsp_accuracy=base.mean_pair(nsp_hit, ex_w))
   return mlm_loss + nsp_loss, metrics
 

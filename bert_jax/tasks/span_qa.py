@@ -559,15 +559,11 @@ class SpanQATask(finetune.FinetuneTask):
   def eval_step(self, params, batch):
     start, end = self._logits(params, batch, deterministic=True)
     w = batch['weights']
-
-    def nll(logits, labels):
-      return -jnp.take_along_axis(jax.nn.log_softmax(logits),
-                                  labels[:, None], -1)[:, 0]
-
+    (start_sum, count), (end_sum, _) = (
+        base.nll_pair(start, batch['start_positions'], w),
+        base.nll_pair(end, batch['end_positions'], w))
     metrics = {
-        'ce_loss': base.mean_pair(
-            (nll(start, batch['start_positions'])
-             + nll(end, batch['end_positions'])) / 2, w),
+        'ce_loss': ((start_sum + end_sum) / 2, count),
         'start_accuracy': base.mean_pair(
             jnp.argmax(start, -1) == batch['start_positions'], w),
         'end_accuracy': base.mean_pair(

@@ -586,11 +586,9 @@ class TaggingTask(finetune.FinetuneTask):
   def eval_step(self, params, batch):
     logits = self._logits(params, batch, deterministic=True)
     w = self._token_weights(batch)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits),
-                               batch['labels'][..., None], -1)[..., 0]
     hit = jnp.argmax(logits, -1) == batch['labels']
     metrics = {'accuracy': base.mean_pair(hit, w),
-               'ce_loss': base.mean_pair(nll, w)}
+               'ce_loss': base.nll_pair(logits, batch['labels'], w)}
     outputs = {'logits': logits, 'weights': batch['weights'],
                'example_index': batch['example_index']}
     if self.use_crf:
