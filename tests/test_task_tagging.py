@@ -6,6 +6,7 @@ sentences, so they check plumbing and that the loss falls, not accuracy.
 """
 
 import json
+import types
 
 import ml_collections
 import numpy as np
@@ -631,3 +632,27 @@ def test_documented_command_line(tmp_path, preset, args):
   final = json.loads((tmp_path / 'results.json').read_text())['final_eval']
   assert {'hkcancor_cws': 'seg_f1', 'conll_sample': 'span_f1',
           'conll_pos': 'token_accuracy'}[preset] in final
+
+
+@pytest.mark.parametrize('scheme,tags,spans,extra', [
+    ('IOB2', ['B-LOC', 'I-LOC', 'O', 'B-PER'],
+     [dict(type='LOC', start=0, end=2, text='a b'),
+      dict(type='PER', start=3, end=4, text='d')], {}),
+    ('seg_BMES', ['B', 'E', 'S', 'S'],
+     [dict(start=0, end=2, text='ab'), dict(start=2, end=3, text='c'),
+      dict(start=3, end=4, text='d')], {'text': 'ab c d'}),
+    ('none', ['NN', 'VB', 'DT', 'NN'], [], {}),
+])
+def test_prediction_rows_per_scheme_kind(scheme, tags, spans, extra):
+  """What `bert_jax.predict` writes per sentence, worked by hand: entity
+  spans, the words and segmented text of a segmentation, tags alone for
+  POS."""
+  from bert_jax.data import examples as examples_lib  # pylint: disable=g-import-not-at-top
+  task = object.__new__(tagging.TaggingTask)
+  task.scheme, task.kind = scheme, tagging.scheme_kind(scheme)
+  task.eval_ds = types.SimpleNamespace(examples=[
+      examples_lib.TaggingExample('s1', ('a', 'b', 'c', 'd'), tuple(tags))])
+  task.word_predictions = lambda outputs: [list(tags)]
+  (row,) = task.prediction_rows({})
+  assert row == dict(guid='s1', tokens=['a', 'b', 'c', 'd'], tags=tags,
+                     spans=spans, **extra)

@@ -629,14 +629,22 @@ class TaggingTask(finetune.FinetuneTask):
     return preds
 
   def prediction_rows(self, outputs) -> list[dict]:
-    """`{guid, tokens, tags, spans}` per eval sentence, in order; spans are
-    strict `{type, start, end, text}` (word offsets, end exclusive)."""
+    """`{guid, tokens, tags, spans}` per eval sentence, in order. Entity
+    schemes: spans are strict `{type, start, end, text}` (word offsets, end
+    exclusive). Segmentation: spans are the words `{start, end, text}`, and
+    `text` is the segmented sentence. `none` (POS): no spans."""
     rows = []
     for e, tags in zip(self.eval_ds.examples, self.word_predictions(outputs)):
-      spans = [dict(type=t, start=a, end=b, text=' '.join(e.words[a:b]))
-               for t, a, b in metrics_lib.extract_spans(tags, self.scheme)]
-      rows.append(dict(guid=e.guid, tokens=list(e.words), tags=tags,
-                       spans=spans))
+      row = dict(guid=e.guid, tokens=list(e.words), tags=tags, spans=[])
+      if self.kind == 'span':
+        row['spans'] = [dict(type=t, start=a, end=b, text=' '.join(e.words[a:b]))
+                        for t, a, b in metrics_lib.extract_spans(tags, self.scheme)]
+      elif self.kind == 'segmentation':
+        words = metrics_lib.segment_words(tags, SEGMENTATION[self.scheme])
+        row['spans'] = [dict(start=a, end=b, text=''.join(e.words[a:b]))
+                        for a, b in words]
+        row['text'] = self.segmented_text(row['tokens'], tags)
+      rows.append(row)
     return rows
 
   def summarize_eval(self, metrics, outputs):
