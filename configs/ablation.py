@@ -215,14 +215,11 @@ TUNE_LRS = {
     'drug_reviews': (1e-4, 2e-4, 4e-4),
     'spam_assassin': (3e-5, 1e-4, 3e-4),
     'msra_ner': (5e-4, 1e-3, 2e-3),
-    'seg_placeholder': (5e-4, 1e-3, 2e-3),
+    'hkcancor_cws': (5e-4, 1e-3, 2e-3),
 }
 
 # variant -> (fixed overrides, the key hyperparameter's axis). Every key axis
 # has two values, so with three learning rates every variant has 6 trials.
-# Entries marked [losses] use keys of the rewritten losses package (DSC
-# `form`, `ce_weight`, dice `smooth_nr` / `smooth_dr`): they validate only
-# where that package is merged.
 TUNE_VARIANTS = {
     # CE's second axis is label smoothing (0 = plain CE).
     'ce': ({'loss.name': 'ce'}, _axis('loss.label_smoothing', (0.0, 0.1))),
@@ -234,12 +231,12 @@ TUNE_VARIANTS = {
     'ghm': ({'loss.name': 'ghm', 'loss.momentum': 0.75},
             _axis('loss.bins', (10, 30))),
     # DSC (Li et al. 2020), alpha 0 included: with alpha > 0 its optimum is
-    # p = 1/(1+alpha), not p = 1. [losses]
+    # p = 1/(1+alpha), not p = 1.
     'dsc_gold': ({'loss.name': 'dsc', 'loss.form': 'gold', 'loss.gamma': 1.0},
                  _axis('loss.alpha', (0.0, 1.0))),
     'dsc_ovr': ({'loss.name': 'dsc', 'loss.form': 'ovr', 'loss.gamma': 1.0},
                 _axis('loss.alpha', (0.0, 1.0))),
-    # [losses]: the smoothing terms of the numerator / denominator, tied.
+    # The smoothing terms of the numerator / denominator, tied.
     'dice': ({'loss.name': 'dice'},
              [{'loss.smooth_nr': v, 'loss.smooth_dr': v} for v in (1e-5, 1.0)]),
     'tversky': ({'loss.name': 'tversky', 'loss.gamma': 1.0},
@@ -249,12 +246,11 @@ TUNE_VARIANTS = {
     # Trained with CE; the eval adjusts the logits by tau * log prior.
     'ce_posthoc_la': ({'loss.name': 'ce'},
                       _axis('eval_logit_adjustment_tau', (1.0, 2.0))),
-    # CE + dice, dice weighted 1 and CE by ce_weight. [losses]
+    # CE + dice, dice weighted 1 and CE by ce_weight.
     'ce_dice': ({'loss.name': 'dice'}, _axis('loss.ce_weight', (0.5, 1.0))),
     # CE with q-power resampling: q = 0 class-balanced, 0.5 square root.
     'ce_qpower': ({'loss.name': 'ce'}, _axis('data.sampling_q', (0.0, 0.5))),
 }
-NEEDS_LOSSES_BRANCH = ('dsc_gold', 'dsc_ovr', 'dice', 'ce_dice')
 
 # preset -> (dev split overrides, the CPU budget as arg items (the runs get
 # `<preset>,<items>`), selection / test metric).
@@ -273,14 +269,12 @@ TUNE_PRESETS = {
                   'data.dev_from_train': 0.1},
                  dict(max_len=64, train_examples=2000, eval_examples=1000,
                       epochs=4), 'span_f1'),
-    # Placeholder for the tagging issue's segmentation / POS preset, which
-    # is not in configs/finetune.py yet: conll_sample stands in for it.
-    'seg_placeholder': ({'data.eval_split': 'dev_from_train',
-                         'data.dev_from_train': 0.2},
-                        dict(max_len=64), 'span_f1'),
+    # Cantonese word segmentation (HKCanCor, split by conversation: its own
+    # dev split); a small BERT from scratch, as configs/finetune.py has it.
+    'hkcancor_cws': ({'data.eval_split': 'dev'},
+                     dict(max_len=64, train_examples=2000, eval_examples=500,
+                          epochs=3), 'seg_f1'),
 }
-# Presets that only rename another (the placeholder runs conll_sample).
-TUNE_ALIASES = {'seg_placeholder': 'conll_sample'}
 
 
 def tune(arg: str = 'drug_reviews') -> dict:
@@ -308,7 +302,6 @@ def tune(arg: str = 'drug_reviews') -> dict:
                      f'{preset!r}; known: {sorted(TUNE_PRESETS)}')
   dev, budget, metric = TUNE_PRESETS[preset]
   items = [p.strip() for p in arg.split(',') if p.strip()]
-  items[0] = TUNE_ALIASES.get(preset, preset)
   given = {p.partition('=')[0] for p in items[1:]}
   if not a.smoke:   # smoke: its own tiny budget
     items += [f'{k}={v}' for k, v in budget.items() if k not in given]
