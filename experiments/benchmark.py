@@ -150,8 +150,8 @@ HEAD_NAMES = {'classify': 'classifier', 'tag': 'tagger'}
 def _bert_config(spec):
   """BertConfig of a row. Optional spec keys (the GPU check's rows):
   `dtype` (compute dtype, default fp32), `attention` (the model's
-  `attention_implementation`) and `attention_dropout` (default 0.1; the
-  fused kernels run only where it is 0)."""
+  `attention_implementation`), `attention_dropout` (default 0.1; the
+  fused kernels run only where it is 0) and `scan_layers` (default off)."""
   from bert_jax.model import BertConfig  # pylint: disable=g-import-not-at-top
   return BertConfig(**{k: spec['arch'][k] for k in bu.ARCH_KEYS},
                     max_position_embeddings=512,
@@ -159,7 +159,8 @@ def _bert_config(spec):
                     dtype=spec.get('dtype', 'float32'),
                     attention_implementation=spec.get('attention'),
                     attention_probs_dropout_prob=spec.get('attention_dropout',
-                                                          0.1))
+                                                          0.1),
+                    scan_layers=spec.get('scan_layers', False))
 
 
 def _ensure_export(weights_dir: pathlib.Path, config, seed: int) -> None:
@@ -184,7 +185,8 @@ def _bert_jax_params(spec, config, task, batch):
   from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
   weights_dir = pathlib.Path(spec['weights_dir'])
   _ensure_export(weights_dir, config, spec['seed'])
-  _, loaded, _ = checkpoints.from_pretrained(weights_dir, load_tokenizer=False)
+  _, loaded, _ = checkpoints.from_pretrained(weights_dir, load_tokenizer=False,
+                                             scan_layers=config.scan_layers)
   workload = spec['workload']
   if workload == 'pretrain':
     return loaded

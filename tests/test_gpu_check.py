@@ -24,7 +24,7 @@ def test_dry_run_prints_the_table_with_every_step(tmp_path):
              PYTHON=sys.executable)
   proc = subprocess.run(['bash', 'experiments/gpu_check.sh', '--dry'],
                         cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
+                        timeout=900)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   text = proc.stdout
   table = text[text.index('### GPU check (DRY RUN'):]
@@ -69,7 +69,8 @@ def test_gpu_plan_has_the_issues_rows():
   assert got == want and len(rows) == len(want)
   assert rows[0]['size'] == 'large'   # the targets' rows run first
   (d,) = gpu_bench.plan('d', dry=False)
-  assert (d['size'], d['seq'], d['remat']) == ('large', 512, 'full')
+  assert (d['size'], d['seq'], d['remat'], d['scan_layers']) == (
+      'large', 512, 'dots_no_batch', True)
   assert d['batch'] > gpu_bench.BATCH[('large', 512)]
 
 
