@@ -51,8 +51,8 @@ if (( DRY )); then
   LOSSES_ARGS=(--repeats 2 --inner 1 --shapes 4x8x3 --only '^ce$')
 else
   # GPU_CHECK_T_A.._D override them (e.g. for a second run of one step).
-  T_A=${GPU_CHECK_T_A:-75}; T_B=${GPU_CHECK_T_B:-250}
-  T_C=${GPU_CHECK_T_C:-75}; T_D=${GPU_CHECK_T_D:-60}
+  T_A=${GPU_CHECK_T_A:-75}; T_B=${GPU_CHECK_T_B:-240}
+  T_C=${GPU_CHECK_T_C:-85}; T_D=${GPU_CHECK_T_D:-60}
   DRY_FLAG=
   LOSSES_ARGS=()
 fi
