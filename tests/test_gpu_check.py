@@ -24,7 +24,7 @@ def test_dry_run_prints_the_table_with_every_step(tmp_path):
              PYTHON=sys.executable)
   proc = subprocess.run(['bash', 'experiments/gpu_check.sh', '--dry'],
                         cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=900)
+                        timeout=1800)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   text = proc.stdout
   table = text[text.index('### GPU check (DRY RUN'):]
