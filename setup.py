@@ -9,7 +9,7 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['bert_jax', 'bert_jax.*', 'losses', 'losses.*', 'experiments', 'experiments.*']),
     install_requires=[
-        'jax>=0.4.35,<0.11',
+        'jax>=0.4.35,<0.13',
         'flax>=0.10,<0.13',
         'optax>=0.2.4,<0.3',
         'orbax-checkpoint>=0.11,<0.13',
@@ -20,7 +20,7 @@ setuptools.setup(
         'tensorflow-cpu>=2.16,<3',
         'tensorboard>=2.16,<3',
         'array-record>=0.5,<0.9',
-        'tokenizers>=0.20,<0.23',
+        'tokenizers>=0.20,<0.24',
         'safetensors>=0.4,<0.9',
         'numpy>=1.26,<3',
         'absl-py>=2.0,<3',
@@ -38,6 +38,8 @@ setuptools.setup(
             'transformers==4.57.6',
             'pytorch-crf==0.7.2',
         ],
-        'gpu': ['jax[cuda12]>=0.4.35,<0.11'],
+        # jax >= 0.11 needs Python >= 3.12.
+        'gpu': ['jax[cuda12]>=0.4.35,<0.13'],
+        'gpu-cuda13': ['jax[cuda13]>=0.11,<0.13'],
     },
 )

@@ -148,10 +148,19 @@ HEAD_NAMES = {'classify': 'classifier', 'tag': 'tagger'}
 
 
 def _bert_config(spec):
+  """BertConfig of a row. Optional spec keys (the GPU check's rows):
+  `dtype` (compute dtype, default fp32), `attention` (the model's
+  `attention_implementation`), `attention_dropout` (default 0.1; the
+  fused kernels run only where it is 0) and `scan_layers` (default off)."""
   from bert_jax.model import BertConfig  # pylint: disable=g-import-not-at-top
   return BertConfig(**{k: spec['arch'][k] for k in bu.ARCH_KEYS},
                     max_position_embeddings=512,
-                    remat_policy=spec.get('remat', 'none'))
+                    remat_policy=spec.get('remat', 'none'),
+                    dtype=spec.get('dtype', 'float32'),
+                    attention_implementation=spec.get('attention'),
+                    attention_probs_dropout_prob=spec.get('attention_dropout',
+                                                          0.1),
+                    scan_layers=spec.get('scan_layers', False))
 
 
 def _ensure_export(weights_dir: pathlib.Path, config, seed: int) -> None:
@@ -176,7 +185,8 @@ def _bert_jax_params(spec, config, task, batch):
   from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
   weights_dir = pathlib.Path(spec['weights_dir'])
   _ensure_export(weights_dir, config, spec['seed'])
-  _, loaded, _ = checkpoints.from_pretrained(weights_dir, load_tokenizer=False)
+  _, loaded, _ = checkpoints.from_pretrained(weights_dir, load_tokenizer=False,
+                                             scan_layers=config.scan_layers)
   workload = spec['workload']
   if workload == 'pretrain':
     return loaded
@@ -233,7 +243,14 @@ def _worker_bert_jax(spec) -> dict[str, Any]:
   config = _bert_config(spec)
   task = _bert_jax_task(workload, config)
   params = jax.device_put(_bert_jax_params(spec, config, task, batch))
-  result = dict(device=kind, platform=platform_name)
+  result = dict(device=kind, platform=platform_name,
+                peak_flops=train.peak_flops_per_device())
+  if workload == 'pretrain':
+    # The model-FLOP count behind MFU (pretraining.training_flops_per_example),
+    # so the parent need not import JAX.
+    from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
+    result['model_flops_per_example'] = pretraining.training_flops_per_example(
+        config, spec['seq'], bu.max_predictions(spec['seq']))
 
   if spec.get('guard', True):
     # Dropout off: the only way three frameworks' losses can be compared.
@@ -445,14 +462,24 @@ def _worker_hf_torch(spec) -> dict[str, Any]:
          'classify': transformers.BertForSequenceClassification,
          'tag': transformers.BertForTokenClassification}[workload]
   kw = {} if workload == 'pretrain' else {'num_labels': bu.NUM_LABELS[workload]}
-  model = cls.from_pretrained(str(weights_dir), **kw).to(device)
+  # SDPA named explicitly (the default since transformers 4.36, and in 5.x);
+  # `attn_implementation` is the keyword in both 4.57 and 5.x.
+  model = cls.from_pretrained(str(weights_dir), attn_implementation='sdpa',
+                              **kw).to(device)
   if workload != 'pretrain':
     head = np.load(weights_dir / f'head_{workload}.npz')
     with torch.no_grad():
       model.classifier.weight.copy_(torch.from_numpy(head['kernel'].T.copy()))
       model.classifier.bias.copy_(torch.from_numpy(head['bias']))
+  # spec dtype 'bfloat16': fp32 weights, forward under bf16 autocast (the
+  # mixed precision of NVIDIA's and HF's PyTorch BERT recipes).
+  bf16 = spec.get('dtype', 'float32') == 'bfloat16'
 
   def loss_fn():
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+      return _loss()
+
+  def _loss():
     inputs = dict(input_ids=batch['input_ids'],
                   attention_mask=batch['attention_mask'],
                   token_type_ids=batch['token_type_ids'])
@@ -568,7 +595,10 @@ def _log(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
 
 
-def _run_worker(spec: dict[str, Any], tmp: pathlib.Path) -> dict[str, Any]:
+def _run_worker(spec: dict[str, Any], tmp: pathlib.Path,
+                timeout: Optional[float] = None) -> dict[str, Any]:
+  """Runs one row in a fresh process; `timeout` seconds at most (then
+  subprocess.TimeoutExpired)."""
   n = len(list(tmp.glob('spec-*.json')))
   spec_path, out = tmp / f'spec-{n}.json', tmp / f'result-{n}.json'
   spec = dict(spec, out=str(out))
@@ -579,7 +609,7 @@ def _run_worker(spec: dict[str, Any], tmp: pathlib.Path) -> dict[str, Any]:
                  [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', f'--worker={spec_path}'],
-      cwd=ROOT, env=env, capture_output=True, text=True)
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
   if proc.returncode != 0 or not out.exists():
     raise RuntimeError(
         f'benchmark worker {spec["impl"]}/{spec["workload"]}/{spec["size"]} '
