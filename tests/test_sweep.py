@@ -203,7 +203,8 @@ def test_typo_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
     ({'optim.lr': 'fast'}, "'optim.lr' = 'fast' cannot be assigned"),
     ({'optim.steps': 2.5}, "'optim.steps' = 2.5 cannot be assigned"),
     # An untyped field would get the float 1.0 from '--config.loss.alpha=1.0'.
-    ({'loss.alpha': '1.0'}, "'loss.alpha' = '1.0' would reach the run as 1.0"),
+    ({'loss.name': 'focal', 'loss.alpha': '1.0'},
+     "'loss.alpha' = '1.0' would reach the run as 1.0"),
     ({'loss': 'ce'}, "'loss' is a section"),
 ])
 def test_bad_values_name_run_and_key(tmp_path, overrides, message):
@@ -306,7 +307,8 @@ EVIL = 'x; touch PWNED $(touch PWNED2) `touch PWNED3` \'"\\ ~'
 
 
 def _evil_config(tmp_path):
-  return _config(tmp_path, f"[{{'loss.name': {EVIL!r}, 'seed': 0}}]")
+  # A free string field (loss.name is checked against the loss registry).
+  return _config(tmp_path, f"[{{'note': {EVIL!r}, 'seed': 0}}]")
 
 
 def test_slurm_script_keeps_a_hostile_value_one_argument(tmp_path, capsys):
@@ -323,7 +325,7 @@ def test_slurm_script_keeps_a_hostile_value_one_argument(tmp_path, capsys):
   # Parsed as a shell would: the value is one element of the command.
   cmd_line = next(l for l in text.splitlines() if l.strip().startswith('CMD=('))
   words = shlex.split(cmd_line.strip()[len('CMD=('):-len(') ;;')])
-  assert f'--config.loss.name={EVIL}' in words
+  assert f'--config.note={EVIL}' in words
   # Run it (as SLURM would, with the fake interpreter): one argv element,
   # and nothing of the value was executed.
   calls = tmp_path / 'calls'
@@ -331,7 +333,7 @@ def test_slurm_script_keeps_a_hostile_value_one_argument(tmp_path, capsys):
              FAKE_CALLS=str(calls))
   subprocess.run(['bash', str(script)], check=True, env=env, cwd=tmp_path)
   (argv,) = _calls(calls)
-  assert f'--config.loss.name={EVIL}' in argv
+  assert f'--config.note={EVIL}' in argv
   assert not list(tmp_path.glob('PWNED*')) and not list(REPO.glob('PWNED*'))
 
 
@@ -350,8 +352,8 @@ def test_tpu_script_quotes_for_both_shells(tmp_path, capsys):
   assert local[:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh']
   assert '--worker=all' in local
   remote = local[local.index('--command') + 1]
-  assert f'--config.loss.name={EVIL}' in shlex.split(remote)
-  assert '--workdir=gs://bucket/sweep/loss=' in remote
+  assert f'--config.note={EVIL}' in shlex.split(remote)
+  assert '--workdir=gs://bucket/sweep/note=' in remote
   # Run it with a fake gcloud that runs --command in a shell, as a worker
   # would, and the fake interpreter: still one argument, nothing executed.
   bin_dir = tmp_path / 'bin'
@@ -368,7 +370,7 @@ def test_tpu_script_quotes_for_both_shells(tmp_path, capsys):
   subprocess.run(['bash', str(script)], env=env, cwd=tmp_path,
                  capture_output=True)
   (argv,) = _calls(calls)
-  assert f'--config.loss.name={EVIL}' in argv
+  assert f'--config.note={EVIL}' in argv
   assert not list(tmp_path.glob('PWNED*'))
 
 
