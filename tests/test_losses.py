@@ -864,11 +864,17 @@ def test_spec_under_jit_with_state_donation():
     return state, value, grad
 
   donated = jax.jit(train_step.__wrapped__, donate_argnums=0)
-  state = spec.init_state()
+  state, kept = spec.init_state(), spec.init_state()
   for seed in range(3):
     x, y, w = _inputs('softmax', seed=seed)
-    state, value, grad = donated(state, jnp.asarray(x, jnp.float32), y, w)
+    x = jnp.asarray(x, jnp.float32)
+    state, value, grad = donated(state, x, y, w)
+    kept, want_value, want_grad = train_step(kept, x, y, w)
     assert _finite((value, grad, state))
+    # Donating the state changes where it lives, never what it holds.
+    np.testing.assert_array_equal(value, want_value)
+    np.testing.assert_array_equal(grad, want_grad)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, state, kept)
   assert int(state['updates'].max()) >= 1
 
 
