@@ -12,8 +12,11 @@ are optional: when the input has them, the task's eval metrics are printed
 to stderr as well. One JSON line per example goes to `--output`:
 
   classification, relation  {guid, label, probs: {label: p}}
+  multi-label               {guid, labels, probs: {label: p}}
   tagging                   {guid, tokens, tags, spans: [{type, start, end,
-                            text}]}  (word offsets, end exclusive)
+                            text}]}  (word offsets, end exclusive; for word
+                            segmentation the spans are the words and `text`
+                            the segmented sentence; POS: no spans)
   span QA                   {guid, answer, score, start, end}  (character
                             offsets in the context; None for no answer)
 
