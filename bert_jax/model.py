@@ -163,9 +163,79 @@ class BertConfig:
     return d
 
 
-# Inverted dropout on the 'dropout' RNG stream: each element is dropped with
-# probability `rate` and the kept ones are scaled by 1 / (1 - rate).
-Dropout = nn.Dropout
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry_key_data(rng: Array) -> Optional[Array]:
+  """uint32 [2] key data of a threefry key (typed or raw), else None."""
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    if str(jax.random.key_impl(rng)) != 'threefry2x32':
+      return None
+    return jax.random.key_data(rng)
+  if (rng.shape == (2,) and rng.dtype == jnp.uint32 and
+      jax.config.jax_default_prng_impl == 'threefry2x32'):
+    return rng
+  return None
+
+
+def random_bits(rng: Array, num: int) -> Array:
+  """`jax.random.bits(rng, (num,), uint32)`, bit for bit, faster on CPU.
+
+  JAX lowers its threefry hash on CPU as a loop of five steps (a smaller
+  program to compile), so each step is a pass over the whole array; the
+  same hash with its 20 rounds unrolled fuses into one pass and draws
+  dropout masks about 4.5x faster there (measured on 1.5M words). This is
+  the unrolled lowering JAX itself uses on GPU and TPU. Other PRNGs, the
+  non-default `jax_threefry_partitionable=False` counters and more than
+  2^32 words go to `jax.random.bits`.
+  """
+  key = _threefry_key_data(rng)
+  if (key is None or not jax.config.jax_threefry_partitionable
+      or num >= 2 ** 32):
+    return jax.random.bits(rng, (num,), jnp.uint32)
+  k0, k1 = key[0], key[1]
+  ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
+  # Counter i as (hi, lo) 32-bit halves: hi = 0 below 2^32.
+  x0 = jnp.zeros((num,), jnp.uint32) + ks[0]
+  x1 = jnp.arange(num, dtype=jnp.uint32) + ks[1]
+  for i in range(5):
+    for r in _THREEFRY_ROTATIONS[i % 2]:
+      x0 = x0 + x1
+      x1 = x0 ^ ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r)))
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+  return x0 ^ x1
+
+
+class Dropout(nn.Module):
+  """Inverted dropout drawing 16 random bits per element, two per word.
+
+  `flax.linen.Dropout` draws a 32-bit threefry word per element and turns it
+  into a float; the attention-probability dropout alone is `B*heads*T*T`
+  draws per layer, and on CPU that RNG was most of the cost of training with
+  dropout. Here each threefry word gives two 16-bit draws: an element is
+  dropped when its draw is below `t = round(rate * 2^16)`, so the drop
+  probability is `t / 2^16` (within 2^-17 of `rate`: 0.1 -> 0.100006), and
+  kept elements are scaled by `2^16 / (2^16 - t)`, which keeps the
+  expectation exact. Masks are independent per element (no broadcasting).
+  Uses the 'dropout' RNG stream like `nn.Dropout`.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool) -> Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    if self.rate >= 1.0:
+      return jnp.zeros_like(x)
+    threshold = int(round(self.rate * 65536))
+    rng = self.make_rng('dropout')
+    n = x.size
+    words = random_bits(rng, (n + 1) // 2)
+    draws = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:n]
+    keep = draws.reshape(x.shape) >= threshold
+    return jnp.where(keep, x * (65536 / (65536 - threshold)),
+                     jnp.zeros((), x.dtype))
 
 
 def take_positions(sequence: Array, positions: Array) -> Array:
