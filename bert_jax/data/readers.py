@@ -659,6 +659,19 @@ def require_field(source, obj: dict, field: str, line: int):
   return obj[field]
 
 
+def _json_texts(source, obj, line, text_field, text_pair_field,
+                text_transform):
+  """(text, text pair or None) of a JSON record, each checked (non-empty,
+  a string), errors naming file, line and field."""
+  text = check_text(source, require_field(source, obj, text_field, line),
+                    line, text_field, text_transform)
+  pair = None
+  if text_pair_field is not None:
+    pair = check_text(source, require_field(source, obj, text_pair_field, line),
+                      line, text_pair_field, text_transform)
+  return text, pair
+
+
 def read_jsonl(
     path: PathLike, *,
     data: Optional[bytes] = None,
@@ -685,13 +698,8 @@ def read_jsonl(
   raw = _read_bytes(path, data)
   for line, obj in iter_json_objects(col, raw, encoding):
     try:
-      text = check_text(source, require_field(source, obj, text_field, line),
-                        line, text_field, text_transform)
-      pair = None
-      if text_pair_field is not None:
-        pair = check_text(
-            source, require_field(source, obj, text_pair_field, line), line,
-            text_pair_field, text_transform)
+      text, pair = _json_texts(source, obj, line, text_field, text_pair_field,
+                               text_transform)
       label = None
       if label_field is not None:
         value = obj.get(label_field)
@@ -775,13 +783,8 @@ def read_multilabel_jsonl(
   raw = _read_bytes(path, data)
   for line, obj in iter_json_objects(col, raw, encoding):
     try:
-      text = check_text(source, require_field(source, obj, text_field, line),
-                        line, text_field, text_transform)
-      pair = None
-      if text_pair_field is not None:
-        pair = check_text(
-            source, require_field(source, obj, text_pair_field, line), line,
-            text_pair_field, text_transform)
+      text, pair = _json_texts(source, obj, line, text_field, text_pair_field,
+                               text_transform)
       values = require_field(source, obj, label_field, line)
       if not isinstance(values, list):
         raise DataError(source, line, label_field,
