@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -154,14 +153,5 @@ def main(argv):
         f'.from_pretrained({str(out)!r})')
 
 
-def _run():
-  _define_flags()
-  try:
-    app.run(main)
-  except (FileNotFoundError, ValueError) as e:
-    sys.stderr.write(f'error: {e}\n')
-    sys.exit(1)
-
-
 if __name__ == '__main__':
-  _run()
+  runs.run_command(main, _define_flags)

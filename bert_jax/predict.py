@@ -331,14 +331,5 @@ def main(argv):
     sys.stderr.write(summary.get('report', '') + json.dumps(scalars) + '\n')
 
 
-def _run():
-  _define_flags()
-  try:
-    app.run(main)
-  except (FileNotFoundError, ValueError) as e:
-    sys.stderr.write(f'error: {e}\n')
-    sys.exit(1)
-
-
 if __name__ == '__main__':
-  _run()
+  runs.run_command(main, _define_flags)

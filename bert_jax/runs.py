@@ -11,7 +11,9 @@ import json
 import os
 import pathlib
 import shlex
+import sys
 
+from absl import app
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -100,3 +102,14 @@ def predict_command(config, workdir: str, results) -> str:
   return ('python -m bert_jax.predict --workdir=' + shlex.quote(str(workdir))
           + f' --input={given} --output=-')
 
+
+
+def run_command(main, define_flags) -> None:
+  """Runs a command-line tool on a finished run (predict, export): a missing
+  file or a bad run directory is one `error:` line and exit 1, no traceback."""
+  define_flags()
+  try:
+    app.run(main)
+  except (FileNotFoundError, ValueError) as e:
+    sys.stderr.write(f'error: {e}\n')
+    sys.exit(1)
