@@ -510,6 +510,12 @@ def lr_multipliers(params, cfg: Any, *, config_prefix: str = _PREFIX):
                    plan, params)
 
 
+def frozen_mask(cfg: Any, params, *, config_prefix: str = _PREFIX):
+  """Tree like params of bools: True where `freeze` matches the leaf's path."""
+  plan = _plan(params, _parse(cfg, config_prefix))
+  return _map_plan(lambda leaf, _: leaf.frozen, plan, params)
+
+
 def _map_plan(fn: Callable, plan: dict, *trees):
   """tree_map over `trees`, handing fn the _Leaf of each leaf's path.
 

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from bert_jax import checkpointing
+from bert_jax import frozen
 from bert_jax import optim
 from bert_jax import progress
 from bert_jax import sharding
@@ -64,10 +65,18 @@ def peak_flops_per_device() -> Optional[float]:
 
 def train_step(state: TrainState, batch, *, task: base.Task,
                tx: optax.GradientTransformation, schedule: Callable,
-               grad_accum_steps: int, skip_nonfinite: bool):
-  """One micro-step. Returns (new state, {name: (sum, count)})."""
+               grad_accum_steps: int, skip_nonfinite: bool,
+               frozen_mask: Any = None):
+  """One micro-step. Returns (new state, {name: (sum, count)}).
+
+  `frozen_mask`: a tree of Python bools like the params (`optim.frozen_mask`)
+  or None. Gradients stop at frozen leaves, so no backward pass is built for
+  what only they need (their updates were zero anyway).
+  """
   rng = jax.random.fold_in(state.rng, state.step)
-  grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
+  grad_fn = jax.value_and_grad(
+      lambda p, *a: task.train_loss(frozen.stop_gradients(p, frozen_mask), *a),
+      has_aux=True)
   (loss, (metrics, loss_state)), grads = grad_fn(state.params, batch, rng,
                                                  state.loss_state)
   grad_norm = optax.global_norm(grads)
@@ -330,6 +339,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   tx, schedule = optim.make_optimizer(config.optim, abstract_params,
                                       max(1, total_steps // accum))
   logging.info('parameters:\n%s', optim.describe(abstract_params, config.optim))
+  frozen_mask = optim.frozen_mask(config.optim, abstract_params)
 
   rng = jax.random.PRNGKey(config.seed)
   # From the abstract params above: no second trace of the model's init.
@@ -341,7 +351,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   step_fn = jax.jit(
       functools.partial(train_step, task=task, tx=tx, schedule=schedule,
                         grad_accum_steps=accum,
-                        skip_nonfinite=config.nonfinite == 'skip'),
+                        skip_nonfinite=config.nonfinite == 'skip',
+                        frozen_mask=frozen_mask),
       in_shardings=(state_sh, batch_sh),
       out_shardings=(state_sh, sharding.replicated(mesh)),
       donate_argnums=0)
@@ -365,6 +376,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
                           shardings=state_sh)
     # The peeked batch is replayed: rewind the iterator to its beginning.
     train_iter.set_state(initial_position)
+  if frozen.should_cache(config, task, frozen_mask):
+    frozen.cache_encoder_outputs(task, state.params, config, mesh)
+    # A fresh iterator over the features that now carry the cache, at the
+    # same position.
+    position = train_iter.get_state()
+    train_iter = task.train_iterator(local_bs, jax.process_index(),
+                                     jax.process_count(), config.seed)
+    train_iter.set_state(position)
 
   writer = _writer(workdir)
   writer.write_hparams({k: str(v) for k, v in config.to_dict().items()

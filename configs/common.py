@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   c.sharding = 'dp'              # 'dp' or 'fsdp'
   c.compilation_cache_dir = ''   # persistent XLA compilation cache
+  # With the whole encoder frozen (optim.freeze) and its dropout 0, compute
+  # its outputs once and train the head on them (bert_jax/frozen.py).
+  c.cache_frozen_encoder = True
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address='', num_processes=1, process_id=0))
   return c

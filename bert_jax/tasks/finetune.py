@@ -20,6 +20,7 @@ import numpy as np
 
 import losses
 from bert_jax import checkpoints
+from bert_jax import frozen
 from bert_jax import tokenization
 from bert_jax.data import datasets
 from bert_jax.data import readers
@@ -498,10 +499,34 @@ class FinetuneTask(base.Task):
 
   def _logits(self, params, batch, *, deterministic, rng=None):
     """`self.model` on the standard inputs (tasks with more inputs override)."""
-    return self.model.apply(
-        {'params': params}, batch['input_ids'], batch['token_type_ids'],
+    return self._apply(
+        params, batch, batch['input_ids'], batch['token_type_ids'],
         batch['attention_mask'], deterministic=deterministic,
         rngs=None if deterministic else {'dropout': rng})
+
+  # The trainer may cache a frozen encoder's outputs in the features
+  # (bert_jax.frozen); every fine-tuning model reads them through `_apply`.
+  caches_encoder = True
+
+  def _apply(self, params, batch, *args, **kwargs):
+    """`self.model.apply({'params': params}, *args, **kwargs)`; when `batch`
+    carries cached encoder outputs, the model reads them instead of running
+    its encoder."""
+    cached = frozen.unpack(batch)
+    if cached is None:
+      return self.model.apply({'params': params}, *args, **kwargs)
+    with frozen.replaying(cached):
+      return self.model.apply({'params': params}, *args, **kwargs)
+
+  def encoder_outputs(self, params, batch) -> dict[str, jax.Array]:
+    """The encoder's outputs for `batch` as cache features (`frozen.pack`):
+    what the model's own encoder call returns, dropout off."""
+    with frozen.capturing() as captured:
+      self._logits(params, batch, deterministic=True)
+    if len(captured) != 1:
+      raise ValueError(f'{type(self).__name__}: the model called its encoder '
+                       f'{len(captured)} times; the cache expects once')
+    return frozen.pack(captured[0])
 
   def init_params(self, rng, batch):
     return self.model.init(rng, batch['input_ids'], batch['token_type_ids'],

@@ -381,8 +381,8 @@ class RelationTask(finetune.FinetuneTask):
 
   def _logits(self, params, batch, *, deterministic, rng=None):
     """-> float32 [B, num_labels]."""
-    return self.model.apply(
-        {'params': params}, batch['input_ids'], batch['token_type_ids'],
+    return self._apply(
+        params, batch, batch['input_ids'], batch['token_type_ids'],
         batch['attention_mask'], **self._inputs(batch),
         deterministic=deterministic,
         rngs=None if deterministic else {'dropout': rng})

@@ -522,8 +522,8 @@ class SpanQATask(finetune.FinetuneTask):
   # ---------------------------------------------------------------- model
   def _logits(self, params, batch, *, deterministic, rng=None):
     """-> (start, end) float32 [B, T], NEG_LOGIT outside passage and [CLS]."""
-    return self.model.apply(
-        {'params': params}, batch['input_ids'], batch['token_type_ids'],
+    return self._apply(
+        params, batch, batch['input_ids'], batch['token_type_ids'],
         batch['attention_mask'], logit_mask=batch['logit_mask'],
         deterministic=deterministic,
         rngs=None if deterministic else {'dropout': rng})
