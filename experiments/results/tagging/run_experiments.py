@@ -34,6 +34,9 @@ ZH = TINY + ['--config.data.max_train_examples=1000',
 EN = ['--config.data.max_seq_length=48', '--config.batch_size=8',
       '--config.total_steps=40', '--config.optim.lr=2e-4']
 CRF = ['--config.crf=True']
+# POS with MiniLM: the same short sequences, more steps (45 tags to learn).
+POS_EN = ['--config.data.max_seq_length=48', '--config.batch_size=8',
+          '--config.total_steps=200', '--config.optim.lr=3e-4']
 
 
 def _seeds(name, preset, extra, seeds=(0,)):
@@ -52,7 +55,9 @@ RUNS = (   # in the order they ran (most informative first)
     + _seeds('conll_sample', 'conll_sample', EN, seeds=(1, 2))
     + _seeds('conll_sample_crf', 'conll_sample', EN + CRF, seeds=(1, 2))
     + _seeds('msra_ner', 'msra_ner', ZH, seeds=(1, 2))
-    + _seeds('msra_ner_crf', 'msra_ner', ZH + CRF, seeds=(1, 2)))
+    + _seeds('msra_ner_crf', 'msra_ner', ZH + CRF, seeds=(1, 2))
+    + _seeds('conll_pos', 'conll_pos', POS_EN, seeds=(0, 1, 2))
+    + _seeds('wsj_pos', 'wsj_pos', POS_EN, seeds=(0, 1, 2)))
 
 KEEP = ('span_f1', 'span_precision', 'span_recall', 'seg_f1', 'seg_precision',
         'seg_recall', 'iv_recall', 'oov_recall', 'oov_rate', 'token_accuracy',
