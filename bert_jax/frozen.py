@@ -134,6 +134,7 @@ def cache_encoder_outputs(task, params, config, mesh) -> None:
   """
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   from bert_jax.tasks import finetune  # pylint: disable=g-import-not-at-top
+  logging.info('frozen encoder: computing its outputs once')
   local_bs = sharding.local_batch_size(config.eval_batch_size)
   encode = jax.jit(task.encoder_outputs)
   for which in ('train_features', 'eval_features'):

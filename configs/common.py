@@ -30,6 +30,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = model_config()
   c.optim = optim.default_config()
+  # A field whose default is None takes a command-line value only if typed.
+  for key, kind in (('freeze', object), ('lr_multipliers', object),
+                    ('layerwise_lr_decay', float), ('warmup_steps', int),
+                    ('warmup_fraction', float)):
+    if c.optim[key] is None:
+      c.optim[key] = ml_collections.FieldReference(None, field_type=kind)
   c.batch_size = 32              # global, across all devices and hosts
   c.eval_batch_size = 64
   c.total_steps = 1000           # optimizer micro-steps

@@ -109,3 +109,36 @@ def test_every_readme_override_parses_against_its_preset(command):
       node = node[part]
     assert str(node) == m.group(2) or node == config_cli.literal(m.group(2)), (
         arg, node)
+
+
+def _readme_inline_overrides():
+  """Each `--config.key=value` the README's prose shows in backticks (outside
+  the commands above), with the backticks' quoting removed."""
+  text = ROOT.joinpath('README.md').read_text()
+  found = re.findall(r"`(--config\.[A-Za-z0-9_.]+=[^`\s]+)`", text)
+  return sorted({arg.replace("'", '') for arg in found})
+
+
+README_INLINE = _readme_inline_overrides()
+# Keys that only some presets have: tried against each until one parses.
+PRESETS_TO_TRY = ('configs/finetune.py:drug_reviews',
+                  'configs/finetune.py:conll_sample',
+                  'configs/finetune.py:semeval', 'configs/finetune.py:squad',
+                  'configs/finetune.py:multilabel', 'configs/pretrain.py:tiny')
+
+
+def test_the_readme_shows_inline_overrides():
+  assert len(README_INLINE) >= 10, README_INLINE
+  assert '--config.optim.freeze=^bert/embeddings/' in README_INLINE
+
+
+@pytest.mark.parametrize('arg', README_INLINE)
+def test_every_inline_readme_override_parses(arg):
+  errors = []
+  for preset in PRESETS_TO_TRY:
+    try:
+      config_cli.parse(['prog', f'--config={preset}', arg])
+      return
+    except config_cli.ConfigError as e:
+      errors.append(f'{preset}: {e}')
+  pytest.fail('\n'.join(errors))
