@@ -39,6 +39,35 @@ def probability_rows(outputs, label_names, guids) -> list[dict]:
           for g, p in zip(guids, probs)]
 
 
+def encode_texts(tokenizer, ds, max_length: int
+                 ) -> tuple[dict[str, np.ndarray], int]:
+  """`[CLS] text [SEP] (text_pair [SEP])` for every example of `ds`,
+  truncated longest-first to `max_length` and padded to it.
+
+  Returns ({input_ids, token_type_ids, attention_mask: int32 [N, T],
+  weights: float32 [N] ones}, number of examples truncated). Either every
+  example has a text_pair or none has.
+  """
+  texts = [e.text for e in ds.examples]
+  pairs = [e.text_pair for e in ds.examples]
+  has_pairs = any(p is not None for p in pairs)
+  if has_pairs and any(p is None for p in pairs):
+    raise ValueError(f'{ds.name}/{ds.split}: some examples have a text_pair '
+                     'and some do not')
+  encs = tokenizer.encode_batch(texts, pairs if has_pairs else None,
+                                max_length=max_length,
+                                truncation='longest_first')
+  truncated = sum(e.num_truncated > 0 for e in encs)
+  if truncated:
+    logging.info('%s/%s: %d of %d inputs truncated to %d tokens', ds.name,
+                 ds.split, truncated, len(encs), max_length)
+  pad = lambda rows: np.stack([finetune.pad_to(r, max_length) for r in rows])
+  return dict(input_ids=pad([e.ids for e in encs]),
+              token_type_ids=pad([e.token_type_ids for e in encs]),
+              attention_mask=pad([e.attention_mask for e in encs]),
+              weights=np.ones(len(encs), np.float32)), truncated
+
+
 class ClassificationTask(finetune.FinetuneTask):
   """Sequence (pair) classification with any loss of `losses`."""
 
@@ -69,36 +98,20 @@ class ClassificationTask(finetune.FinetuneTask):
                  'train counts %s, loss %s', len(self.train_ds),
                  len(self.eval_ds), self.label_names, self.class_counts,
                  self.loss.name)
+    self.truncated = {}
     self.train_features = self._features(self.train_ds, 'train')
     self.eval_features = self._features(self.eval_ds, 'eval')
 
   def _features(self, ds, which):
-    t = self.config.data.max_seq_length
-    texts = [e.text for e in ds.examples]
-    pairs = [e.text_pair for e in ds.examples]
-    has_pairs = any(p is not None for p in pairs)
-    if has_pairs and any(p is None for p in pairs):
-      raise ValueError(f'{ds.name}/{ds.split}: some examples have a text_pair '
-                       'and some do not')
-    encs = self.tokenizer.encode_batch(texts, pairs if has_pairs else None,
-                                       max_length=t, truncation='longest_first')
+    features, self.truncated[which] = encode_texts(
+        self.tokenizer, ds, self.config.data.max_seq_length)
     index = {n: i for i, n in enumerate(self.label_names)}
-    truncated = sum(e.num_truncated > 0 for e in encs)
-    if truncated:
-      logging.info('%s/%s: %d of %d inputs truncated to %d tokens', ds.name,
-                   ds.split, truncated, len(encs), t)
-    self.truncated = getattr(self, 'truncated', {})
-    self.truncated[which] = truncated
-    return dict(
-        input_ids=np.stack([finetune.pad_to(e.ids, t) for e in encs]),
-        token_type_ids=np.stack([finetune.pad_to(e.token_type_ids, t) for e in encs]),
-        attention_mask=np.stack([finetune.pad_to(e.attention_mask, t) for e in encs]),
-        # Unlabelled eval examples (prediction) get class 0; their metrics
-        # are not shown (finetune.load_maybe_unlabelled). Training needs labels.
-        labels=np.asarray([index[e.label] if e.label is not None or
-                           which == 'train' else 0 for e in ds.examples],
-                          np.int32),
-        weights=np.ones(len(encs), np.float32))
+    # Unlabelled eval examples (prediction) get class 0; their metrics are
+    # not shown (finetune.load_maybe_unlabelled). Training needs labels.
+    features['labels'] = np.asarray(
+        [index[e.label] if e.label is not None or which == 'train' else 0
+         for e in ds.examples], np.int32)
+    return features
 
   # ---------------------------------------------------------------- model
   def train_loss(self, params, batch, rng, loss_state):

@@ -50,6 +50,7 @@ from bert_jax import metrics as metrics_lib
 from bert_jax.data import datasets
 from bert_jax.heads import BertForSequenceClassification
 from bert_jax.tasks import base
+from bert_jax.tasks import classification
 from bert_jax.tasks import finetune
 
 import losses
@@ -148,6 +149,7 @@ class MultiLabelTask(finetune.FinetuneTask):
     if unknown:   # registered datasets fix their label set themselves
       raise ValueError(f'config.data.eval has labels absent from training: '
                        f'{sorted(unknown)}')
+    self.truncated = {}
     self.train_features = self._features(self.train_ds, 'train')
     self.eval_features = self._features(self.eval_ds, 'eval')
     # Per-label positive counts: the "class counts" of count-based losses.
@@ -165,13 +167,6 @@ class MultiLabelTask(finetune.FinetuneTask):
                  self.threshold)
 
   def _features(self, ds, which):
-    t = self.config.data.max_seq_length
-    texts = [e.text for e in ds.examples]
-    pairs = [e.text_pair for e in ds.examples]
-    has_pairs = any(p is not None for p in pairs)
-    if has_pairs and any(p is None for p in pairs):
-      raise ValueError(f'{ds.name}/{ds.split}: some examples have a text_pair '
-                       'and some do not')
     if any(e.labels is None for e in ds.examples):
       raise ValueError(f'{ds.name}/{ds.split}: unlabelled examples')
     empty = [e.guid for e in ds.examples if not e.labels]
@@ -181,20 +176,10 @@ class MultiLabelTask(finetune.FinetuneTask):
       raise ValueError(f'{ds.name}/{ds.split}: {len(empty)} example(s) '
                        f'without labels (first: {empty[0]}) and '
                        'config.data.allow_empty_labels is False')
-    encs = self.tokenizer.encode_batch(texts, pairs if has_pairs else None,
-                                       max_length=t, truncation='longest_first')
-    truncated = sum(e.num_truncated > 0 for e in encs)
-    if truncated:
-      logging.info('%s/%s: %d of %d inputs truncated to %d tokens', ds.name,
-                   ds.split, truncated, len(encs), t)
-    self.truncated = getattr(self, 'truncated', {})
-    self.truncated[which] = truncated
-    return dict(
-        input_ids=np.stack([finetune.pad_to(e.ids, t) for e in encs]),
-        token_type_ids=np.stack([finetune.pad_to(e.token_type_ids, t) for e in encs]),
-        attention_mask=np.stack([finetune.pad_to(e.attention_mask, t) for e in encs]),
-        labels=self.multi_hot(ds.examples),
-        weights=np.ones(len(encs), np.float32))
+    features, self.truncated[which] = classification.encode_texts(
+        self.tokenizer, ds, self.config.data.max_seq_length)
+    features['labels'] = self.multi_hot(ds.examples)
+    return features
 
   def multi_hot(self, examples) -> np.ndarray:
     """float32 [N, C]: 1 where the example carries the label."""
