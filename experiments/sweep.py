@@ -47,7 +47,6 @@ import sys
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from bert_jax import config_cli
-from bert_jax.tasks import base as task_base
 import losses
 
 SEED_KEY = 'seed'
@@ -295,7 +294,9 @@ def validate(spec_path: str, arg: Optional[str], runs: Sequence[Run],
         errors.append(f'{where}: config.loss: {e}')
         bad = True
     if not bad and any(k.startswith('model.') for k in run.overrides):
-      # So is the model section: BertConfig's fields are its keys.
+      # So is the model section: BertConfig's fields are its keys (imported
+      # here: the model's flax imports only for a sweep over model keys).
+      from bert_jax.tasks import base as task_base  # pylint: disable=g-import-not-at-top
       trial = copy.deepcopy(config)
       for key, value in run.overrides.items():
         _assign(trial, key, value)

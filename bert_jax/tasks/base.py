@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import losses
 from bert_jax import model as model_lib
+import losses
 
 Batch = Mapping[str, Any]
 MetricSums = dict[str, tuple[jax.Array, jax.Array]]
