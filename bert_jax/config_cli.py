@@ -1,11 +1,13 @@
 """`--config=FILE:ARG --config.key=value` parsing with free-form sections.
 
-Configs are locked: a misspelled key is an error. Two sections are
-free-form, because the code that consumes them validates their keys:
-`loss` (`losses.from_config` knows each loss's hyperparameters) and
-`data.reader_options` (the readers know their options). Overrides into a
-free-form section may add keys; their values are read as Python literals
-(`2`, `0.5`, `True`, `[1, 2]`), anything else as a string (`review`).
+Configs are locked: a misspelled key is an error. Three sections are
+free-form, because the code that consumes them validates their keys when
+the run starts: `model` (checked against BertConfig's fields, which give
+the defaults: `model.checked_fields`), `loss` (`losses.from_config` knows
+each loss's hyperparameters) and `data.reader_options` (the readers know
+their options). Overrides into a free-form section may add keys; their
+values are read as Python literals (`2`, `0.5`, `True`, `None`, `[1, 2]`),
+anything else as a string (`review`).
 
 Every error names the key and says what is wrong (unknown key, locked
 section, wrong type), with the valid choices:
@@ -26,7 +28,7 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
-FREE_FORM = ('loss', 'data.reader_options')
+FREE_FORM = ('model', 'loss', 'data.reader_options')
 _OVERRIDE = re.compile(r'^--config\.([A-Za-z0-9_.]+)(?:=(.*))?$', re.S)
 
 

@@ -2,8 +2,9 @@
 
 Every config field can be overridden on the command line
 (`--config.loss.name=dice --config.optim.lr=3e-5`); configs are locked, so a
-misspelled key is an error, except in the free-form sections `loss` and
-`data.reader_options`, which accept new keys (see `config_cli`).
+misspelled key is an error, except in the free-form sections `model`,
+`loss` and `data.reader_options`, which accept new keys and are checked when
+the run starts (see `config_cli`).
 """
 
 import os

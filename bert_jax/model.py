@@ -16,9 +16,11 @@ Parameter names follow HF's BERT closely so weight conversion is a table
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
-from typing import Any, Optional
+import typing
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -51,24 +53,33 @@ REMAT_POLICIES = {
 
 ATTENTION_IMPLEMENTATIONS = (None, 'xla', 'cudnn')
 
-_HF_FIELDS = ('vocab_size', 'hidden_size', 'num_hidden_layers',
-              'num_attention_heads', 'intermediate_size', 'hidden_act',
-              'hidden_dropout_prob', 'attention_probs_dropout_prob',
-              'max_position_embeddings', 'type_vocab_size',
-              'initializer_range', 'layer_norm_eps', 'pad_token_id')
+
+def _option(default, *, in_hf_config: bool = False):
+  """A field that a pretrained directory's config.json does not fix: an
+  execution option (or an add-on, entity embeddings) that `config.model` may
+  set on top of `init_from`. `in_hf_config`: HF's config.json holds the key
+  anyway (the dropout probabilities), so the HF converters read and write it.
+  """
+  return dataclasses.field(default=default, metadata={
+      'execution': True, 'hf': in_hf_config})
 
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-  """Architecture (HF `config.json` fields) plus JAX execution options."""
+  """Architecture (HF `config.json` fields) plus JAX execution options.
+
+  The one list of the model's fields: `config.model` is checked against it
+  (`checked_fields`), the HF converters read and write its `hf_fields()`,
+  and with `init_from` a run may set only its `execution_fields()`.
+  """
   vocab_size: int = 30522
   hidden_size: int = 768
   num_hidden_layers: int = 12
   num_attention_heads: int = 12
   intermediate_size: int = 3072
   hidden_act: str = 'gelu'
-  hidden_dropout_prob: float = 0.1
-  attention_probs_dropout_prob: float = 0.1
+  hidden_dropout_prob: float = _option(0.1, in_hf_config=True)
+  attention_probs_dropout_prob: float = _option(0.1, in_hf_config=True)
   max_position_embeddings: int = 512
   type_vocab_size: int = 2
   initializer_range: float = 0.02
@@ -76,21 +87,21 @@ class BertConfig:
   pad_token_id: int = 0
   # Relation classification, method (b): embeddings of entity roles
   # (0 = none, 1 = head, 2 = tail, ...) added in the embedding layer; 0 = off.
-  num_entity_types: int = 0
+  num_entity_types: int = _option(0)
   # Execution options (not part of the architecture).
-  dtype: str = 'float32'          # compute dtype: 'bfloat16' on accelerators
-  param_dtype: str = 'float32'
+  dtype: str = _option('float32')  # compute dtype: 'bfloat16' on accelerators
+  param_dtype: str = _option('float32')
   # None | 'xla' | 'cudnn'. cuDNN's fused kernel takes bf16/fp16 only and
   # no boolean mask: padding goes in as per-example key lengths, so it needs
   # right-padded inputs (every batch this codebase builds is).
-  attention_implementation: Optional[str] = None
-  scan_layers: bool = False
-  remat_policy: str = 'none'
+  attention_implementation: Optional[str] = _option(None)
+  scan_layers: bool = _option(False)
+  remat_policy: str = _option('none')
   # When the heads read only some positions (MLM slots, [CLS]), compute the
   # last layer's queries, attention output and FFN only there (keys and
   # values still cover every token): exact, and 1/L of the encoder cheaper.
   # Not with scan_layers (all scanned layers run the same shapes).
-  last_layer_at_outputs: bool = True
+  last_layer_at_outputs: bool = _option(True)
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -134,14 +145,15 @@ class BertConfig:
 
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any], **overrides) -> 'BertConfig':
-    """Reads the architecture fields of a HF BERT `config.json` dict."""
+    """Reads the `hf_fields()` of a HF BERT `config.json` dict (other keys,
+    such as newer transformers' `dtype`, are not ours to read)."""
     if d.get('model_type', 'bert') != 'bert':
       raise ValueError(f"config.json: model_type={d.get('model_type')!r}, "
                        "expected 'bert'")
     if d.get('position_embedding_type', 'absolute') != 'absolute':
       raise ValueError('config.json: position_embedding_type='
                        f"{d['position_embedding_type']!r} is not supported")
-    kw = {k: d[k] for k in _HF_FIELDS if k in d}
+    kw = {k: d[k] for k in hf_fields() if k in d}
     kw.update(overrides)
     return cls(**kw)
 
@@ -158,9 +170,75 @@ class BertConfig:
       raise ValueError(f'{path}: {e}') from e
 
   def to_hf_dict(self) -> dict[str, Any]:
-    d = {k: getattr(self, k) for k in _HF_FIELDS}
+    d = {k: getattr(self, k) for k in hf_fields()}
     d.update(model_type='bert', position_embedding_type='absolute')
     return d
+
+
+def hf_fields() -> tuple[str, ...]:
+  """The BertConfig fields a HF BERT `config.json` holds, by the same names."""
+  return tuple(f.name for f in dataclasses.fields(BertConfig)
+               if f.metadata.get('hf', True))
+
+
+def execution_fields() -> tuple[str, ...]:
+  """The fields a pretrained directory's config.json does not fix (dtypes,
+  attention, scan/remat, dropout, entity embeddings): with `init_from`,
+  `config.model` sets these and the directory sets the rest."""
+  return tuple(f.name for f in dataclasses.fields(BertConfig)
+               if f.metadata.get('execution', False))
+
+
+def _type_name(hint) -> str:
+  return ' or '.join('None' if t is type(None) else t.__name__
+                     for t in typing.get_args(hint) or (hint,))
+
+
+def _fits(value, hint) -> bool:
+  """Whether `value` may be given for a field annotated `hint`: an int may
+  stand for a float, a bool only for a bool, None only for an Optional."""
+  def fits(t):
+    if value is None:
+      return t is type(None)
+    if isinstance(value, bool):
+      return t is bool
+    return isinstance(value, (int, float) if t is float else t)
+  return any(fits(t) for t in typing.get_args(hint) or (hint,))
+
+
+def checked_fields(values: Mapping[str, Any], where: str = 'config.model',
+                   also: Sequence[str] = ()) -> dict[str, Any]:
+  """`values` checked against BertConfig's fields, as keyword arguments.
+
+  `values` is a free-form config section such as `config.model`: it holds
+  only the fields it sets (BertConfig has the defaults), and `also` names
+  its keys that are not fields (`init_from`), which are left out of the
+  result. A key set to None counts as not given, so the command line can
+  take back a field a preset sets (`--config.model.hidden_size=None`).
+  A key that is neither raises ValueError naming `<where>.<key>`, the
+  closest field and every valid key; a value of the wrong type names the key
+  and the field's type. Ranges and combinations are BertConfig's own checks
+  (`__post_init__`). An int given for a float field becomes a float.
+  """
+  hints = typing.get_type_hints(BertConfig)
+  fields = [f.name for f in dataclasses.fields(BertConfig)]
+  out = {}
+  for key, value in values.items():
+    if key in also:
+      continue
+    if key not in fields:
+      valid = sorted(fields + list(also))
+      close = difflib.get_close_matches(key, valid, n=1)
+      hint = f" Did you mean '{close[0]}'?" if close else ''
+      raise ValueError(f'{where}.{key}: unknown key (not a BertConfig field).'
+                       f'{hint} Valid keys: {", ".join(valid)}')
+    if value is None:
+      continue
+    if not _fits(value, hints[key]):
+      raise ValueError(f'{where}.{key}: wrong type: expected '
+                       f'{_type_name(hints[key])}, got {value!r}')
+    out[key] = float(value) if hints[key] is float else value
+  return out
 
 
 _THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))

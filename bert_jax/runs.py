@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from bert_jax import checkpointing
+from bert_jax import model as model_lib
 from bert_jax.data import datasets
 
 
@@ -36,7 +37,23 @@ def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     raise FileNotFoundError(
         f'{workdir}: no config.json or results.json; is this the --workdir of '
         'a bert_jax.main run?')
-  return ml_collections.ConfigDict(values)
+  return ml_collections.ConfigDict(_without_old_model_defaults(values))
+
+
+def _without_old_model_defaults(values: dict) -> dict:
+  """A run config from before `config.model` held only what a run sets.
+
+  Such a config lists every BertConfig field, the architecture ones at
+  BertConfig's defaults even with `init_from` (which ignored them then, and
+  now refuses one that differs from the pretrained config.json), so with
+  `init_from` only `init_from` and the execution fields are kept.
+  """
+  model = values.get('model') or {}
+  fields = set(model_lib.BertConfig.__dataclass_fields__)
+  if not (model.get('init_from') and fields <= set(model)):
+    return values
+  keep = set(model_lib.execution_fields()) | {'init_from'}
+  return dict(values, model={k: v for k, v in model.items() if k in keep})
 
 
 def checkpoint_dir(workdir: str | os.PathLike, which: str = 'best'

@@ -295,6 +295,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   maybe_initialize_distributed(config)
 
   # ---- everything that can be wrong with the config fails here, before jit.
+  base.model_fields(config)   # config.model against BertConfig, before any data
   mesh = sharding.make_mesh(config.get('mesh'))
   sharding.check_batch_size(config.batch_size, mesh, 'config.batch_size')
   sharding.check_batch_size(config.eval_batch_size, mesh,

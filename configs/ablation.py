@@ -28,7 +28,9 @@ words and `key=value` items:
   steps=N       config.total_steps (instead of epochs).
   lr=X          config.optim.lr (the same for every variant).
   init_from=DIR config.model.init_from, e.g. the `hf` export of
-                `configs/pretrain.py:chinese_msra` for msra_ner.
+                `configs/pretrain.py:chinese_msra` for msra_ner; the
+                encoder brings its architecture (the preset's or smoke's
+                model sizes are dropped).
 Every run but smoke ones cuts its batches to length buckets (`data.length_buckets`: each
 batch as wide as its longest example rounded up to a multiple of
 max_len / 4), which changes the cost, not the result; batches are not
@@ -41,10 +43,9 @@ same kind of batches.
 same file with another arg. The same arg reaches `get_config` in every run.
 """
 
-import types
-
 import ml_collections
 
+from configs import common
 from configs import finetune
 
 SEEDS = (0, 1, 2)
@@ -74,13 +75,13 @@ NEEDS_CLASS_COUNTS = ('weighted_ce', 'class_balanced_ce', 'logit_adjusted_ce',
                       'ce_posthoc_la', 'ce_q0', 'ce_q0.5')
 
 
-def parse_arg(arg: str) -> types.SimpleNamespace:
+def parse_arg(arg: str) -> ml_collections.ConfigDict:
   """'drug_reviews,smoke,seeds=2' -> preset, smoke, seeds, variants."""
   parts = [p.strip() for p in (arg or 'drug_reviews').split(',') if p.strip()]
-  a = types.SimpleNamespace(preset=parts[0], smoke=False, seeds=None,
-                            variants=None, max_len=None,
-                            train_examples=0, eval_examples=0, epochs=None,
-                            steps=0, lr=None, init_from='')
+  a = ml_collections.ConfigDict(dict(
+      preset=parts[0], smoke=False, seeds=None, variants=None, max_len=None,
+      train_examples=0, eval_examples=0, epochs=None, steps=0, lr=None,
+      init_from=''))
   for part in parts[1:]:
     key, eq, value = part.partition('=')
     if not eq and key == 'smoke':
@@ -111,7 +112,7 @@ def parse_arg(arg: str) -> types.SimpleNamespace:
   return a
 
 
-def _chosen(a: types.SimpleNamespace, known, arg: str) -> list[str]:
+def _chosen(a: ml_collections.ConfigDict, known, arg: str) -> list[str]:
   """The `variants=a+b` of the arg (all of `known` by default), checked."""
   if a.variants is None:
     return list(known)
@@ -146,8 +147,8 @@ def get_config(arg: str = 'drug_reviews') -> ml_collections.ConfigDict:
     c.total_steps = a.steps
   if a.lr:
     c.optim.lr = a.lr
-  if a.init_from:
-    c.model.init_from = a.init_from
+  if a.init_from:   # its config.json fixes the architecture: no sizes
+    c.model = common.model_config(init_from=a.init_from)
   if not a.smoke:   # smoke: one compiled shape keeps the CI sweep quick
     step = max(1, c.data.max_seq_length // 4)
     c.data.length_buckets = tuple(range(step, c.data.max_seq_length, step))

@@ -6,20 +6,16 @@ from bert_jax import optim
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
-  """`config.model`: BertConfig fields plus `init_from` ('' = fresh init)."""
-  m = ml_collections.ConfigDict(dict(
-      init_from='',                 # '', 'minilm', or a HF-format directory
-      vocab_size=30522, hidden_size=768, num_hidden_layers=12,
-      num_attention_heads=12, intermediate_size=3072, hidden_act='gelu',
-      hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-      max_position_embeddings=512, type_vocab_size=2, initializer_range=0.02,
-      layer_norm_eps=1e-12, pad_token_id=0, num_entity_types=0,
-      dtype='float32', param_dtype='float32',
-      # ml_collections needs a type for a field that may be None.
-      attention_implementation=ml_collections.FieldReference(None, field_type=str),
-      scan_layers=False, remat_policy='none',
-      # Last layer only where the heads read (exact; see BertConfig).
-      last_layer_at_outputs=True))
+  """`config.model`: `init_from` ('' = fresh init, 'minilm', or a HF-format
+  directory) and the BertConfig fields given, nothing more.
+
+  A free-form section, like `config.loss`: BertConfig (bert_jax/model.py)
+  lists the fields and gives the defaults, and the run checks this section
+  against it when it starts (an unknown key or a wrong type is an error
+  naming it). With `init_from` the pretrained config.json fixes the
+  architecture: set only execution options (dtype, scan_layers, dropout, ...).
+  """
+  m = ml_collections.ConfigDict(dict(init_from=''))
   m.update(overrides)
   return m
 

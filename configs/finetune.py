@@ -214,6 +214,8 @@ def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
     c.model.init_from = ''
     c.model.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                    intermediate_size=1024)
+    # configs/pretrain.py:chinese_msra has these sizes; an encoder with
+    # others needs them taken back (--config.model.hidden_size=None ...).
     c.batch_size = 32
     c.optim.update(lr=5e-4, warmup_fraction=0.1)
 

@@ -188,8 +188,9 @@ def _leaf_keys(config, prefix=''):
 
 def _key_error(config, key: str) -> Optional[str]:
   """Why `key` is not an overridable field of `config`, or None. A key of a
-  free-form section (`config_cli.FREE_FORM`: `loss`, `data.reader_options`)
-  may be new; the code that reads the section validates it."""
+  free-form section (`config_cli.FREE_FORM`: `model`, `loss`,
+  `data.reader_options`) may be new; the code that reads the section
+  validates it."""
   node = config
   parts = key.split('.')
   free_form = config_cli.free_form_section(key)
@@ -291,6 +292,18 @@ def validate(spec_path: str, arg: Optional[str], runs: Sequence[Run],
                            if v is not None})
       except ValueError as e:
         errors.append(f'{where}: config.loss: {e}')
+        bad = True
+    if not bad and any(k.startswith('model.') for k in run.overrides):
+      # So is the model section: BertConfig's fields are its keys (imported
+      # here: the model's flax imports only for a sweep over model keys).
+      from bert_jax.tasks import base as task_base  # pylint: disable=g-import-not-at-top
+      trial = copy.deepcopy(config)
+      for key, value in run.overrides.items():
+        _assign(trial, key, value)
+      try:
+        task_base.model_fields(trial)
+      except ValueError as e:
+        errors.append(f'{where}: {e}')
         bad = True
     if bad:
       continue

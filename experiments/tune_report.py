@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bert_jax.model import BertConfig
 from experiments import report as report_lib
 from experiments import stats
 from experiments import sweep as sweep_lib
@@ -59,8 +60,20 @@ def budget(run: report_lib.RunResult) -> dict[str, Any]:
               steps=run.results.get('final_step'),
               batch_size=c.get('batch_size'),
               init_from=c['model'].get('init_from') or '(random init)',
-              model=dict(hidden=c['model'].get('hidden_size'),
-                         layers=c['model'].get('num_hidden_layers')))
+              model=_fresh_model_size(c['model']))
+
+
+def _fresh_model_size(model: dict[str, Any]):
+  """{hidden, layers} of a fresh model: what config.model sets, else
+  BertConfig's defaults. None with init_from (the pretrained directory's
+  config.json sets them, not the run's config)."""
+  if model.get('init_from'):
+    return None
+
+  def size(key):
+    value = model.get(key)
+    return getattr(BertConfig, key) if value is None else value
+  return dict(hidden=size('hidden_size'), layers=size('num_hidden_layers'))
 
 
 def compare(groups: dict[str, report_lib.Group], baseline: str,
@@ -245,8 +258,9 @@ def write_report(workdir, plan, rows, selection, stage2, *,
       f"**Budget:** max_seq_length {b['max_seq_length']}, train examples "
       f"{b['max_train_examples']}, eval examples {b['max_eval_examples']}, "
       f"dev_from_train {b['dev_from_train']}, {b['steps']} steps of batch "
-      f"{b['batch_size']}, model {b['init_from']} "
-      f"({b['model']['layers']} layers, hidden {b['model']['hidden']}).",
+      f"{b['batch_size']}, model {b['init_from']}"
+      + (f" ({b['model']['layers']} layers, hidden {b['model']['hidden']})."
+         if b['model'] else '.'),
       f"**Protocol:** {len(plan.trials)} variants x {n_trials} trials "
       f"(the same for every variant) x tuning seeds {spec['tuning_seeds']}, "
       f"scored on dev `{spec['dev']}`; per variant the trial with the best "

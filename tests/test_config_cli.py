@@ -12,6 +12,7 @@ import shlex
 import pytest
 
 from bert_jax import config_cli
+from bert_jax.tasks import base
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRESET = '--config=configs/finetune.py:drug_reviews'
@@ -63,6 +64,19 @@ def test_a_free_form_value_of_the_wrong_type_for_an_existing_key():
   assert config.data.reader_options.format == '7'
 
 
+def test_the_model_section_is_free_form():
+  config, _, _ = _parse('--config.model.hidden_size=128',
+                        '--config.model.dtype=bfloat16',
+                        '--config.model.attention_implementation=None',
+                        '--config.model.init_from=')
+  assert config.model.to_dict() == dict(
+      init_from='', hidden_size=128, dtype='bfloat16',
+      attention_implementation=None)
+  # The init_from of the preset stays a string, whatever it looks like.
+  config, _, _ = _parse('--config.model.init_from=2024')
+  assert config.model.init_from == '2024'
+
+
 def test_literal():
   assert config_cli.literal('2') == 2 and config_cli.literal('0.5') == 0.5
   assert config_cli.literal('True') is True and config_cli.literal('[1]') == [1]
@@ -100,6 +114,7 @@ def test_every_readme_override_parses_against_its_preset(command):
   args = shlex.split(command)[3:]   # drop `python -m bert_jax.main`
   # Placeholders (DIR, FILE, <...>) are fine as values: nothing is read.
   config, _, _ = config_cli.parse(['prog', *args])
+  base.model_fields(config)   # the free-form model section: BertConfig's keys
   for arg in args:
     m = re.match(r'--config\.([A-Za-z0-9_.]+)=(.*)$', arg)
     if not m:

@@ -52,6 +52,12 @@ def _finetune(tsv, flags):
 CASES = [
     ('unknown_key', 'pretrain', ['--config.optim.lrr=1'], 'lrr'),
     ('unknown_nested_key', 'finetune', ['--config.loss.gama=2'], 'gama'),
+    ('unknown_model_key', 'pretrain', ['--config.model.hiden_size=64'],
+     'config.model.hiden_size: unknown key'),
+    ('model_key_wrong_type', 'pretrain', ['--config.model.scan_layers=yes'],
+     'config.model.scan_layers: wrong type'),
+    ('architecture_unlike_init_from', 'finetune',
+     ['--config.model.hidden_size=64'], 'config.model.hidden_size=64'),
     ('wrong_type', 'pretrain', ['--config.batch_size=abc'],
      'config.batch_size'),
     ('negative_lr', 'pretrain', ['--config.optim.lr=-1'], 'config.optim.lr'),

@@ -214,6 +214,19 @@ def test_bad_values_name_run_and_key(tmp_path, overrides, message):
   assert message in str(e.value)
 
 
+def test_model_keys_are_checked_against_bert_config(tmp_path):
+  cfg = _config(tmp_path, "[{'model.hidden_size': 64}, {'model.hiden_size': 64}]")
+  cfg.write_text(cfg.read_text().replace(
+      '  return c\n',
+      "  c.model = ml_collections.ConfigDict(dict(init_from=''))\n  return c\n"))
+  with pytest.raises(sweep.SweepError) as e:
+    sweep.expand(f'{cfg}:base')
+  message = str(e.value)
+  assert re.search(r'run 1 \([^)]*\): config\.model\.hiden_size: unknown key',
+                   message), message
+  assert "Did you mean 'hidden_size'?" in message and 'run 0' not in message
+
+
 def test_duplicate_runs_are_refused(tmp_path):
   cfg = _config(tmp_path, "[{'seed': 0}, {'seed': 0}]")
   with pytest.raises(sweep.SweepError, match='same name as run 0'):

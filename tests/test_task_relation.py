@@ -18,6 +18,7 @@ from bert_jax import train
 from bert_jax.data import examples as ex
 from bert_jax.data import registry
 from bert_jax.tasks import relation
+from configs import common as common_configs
 from configs import finetune as finetune_configs
 
 # (label, templates); {h} is the head (<e1>), {t} the tail (<e2>).
@@ -281,6 +282,11 @@ def test_posthoc_logit_adjustment(data_files):
 def test_pretrained_encoder_keeps_fresh_entity_embeddings(data_files):
   c = tiny_config(data_files, 'entity_embeddings')
   c.model.init_from = 'minilm'
+  # The tiny model's sizes are not MiniLM's: named, not ignored.
+  with pytest.raises(ValueError, match=r"^config\.model\.\w+=.* "
+                     r"config\.model\.init_from='minilm' has"):
+    relation.RelationTask(c)
+  c.model = common_configs.model_config(init_from='minilm')
   task = relation.RelationTask(c)
   assert task.bert.hidden_size == 384 and task.bert.num_entity_types == 3
   batch = next(task.train_iterator(8, 0, 1, seed=0))

@@ -3,6 +3,7 @@ smoke protocol end to end on real drug_reviews data."""
 
 import json
 import pathlib
+import types
 
 import numpy as np
 import pytest
@@ -350,6 +351,21 @@ def _check_report(out, variants):
   for png in ('per_class_f1.png', 'dev_vs_hparams.png', 'gold_prob_hist.png'):
     assert (out / png).stat().st_size > 5_000
   return rep
+
+
+def test_budget_reports_the_model_size_only_a_fresh_model_has():
+  from experiments import tune_report  # pylint: disable=g-import-not-at-top
+
+  def run(model):
+    return types.SimpleNamespace(results=dict(
+        final_step=30, config=dict(data=dict(max_seq_length=64),
+                                   batch_size=16, model=model)))
+  # config.model holds what the preset set; BertConfig has the rest.
+  fresh = tune_report.budget(run({'init_from': '', 'hidden_size': 32}))
+  assert fresh['init_from'] == '(random init)'
+  assert fresh['model'] == dict(hidden=32, layers=12)
+  # A pretrained model's sizes are in its directory, not in the run config.
+  assert tune_report.budget(run({'init_from': 'minilm'}))['model'] is None
 
 
 def test_smoke_protocol_end_to_end(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import model as model_lib
 import losses
 
 Batch = Mapping[str, Any]
@@ -104,6 +105,23 @@ class Task(abc.ABC):
   def flops_per_example(self) -> Optional[float]:
     """Training FLOPs per example (forward + backward), if known."""
     return None
+
+
+def model_fields(config) -> dict[str, Any]:
+  """The BertConfig fields `config.model` sets, checked (the defaults are
+  BertConfig's).
+
+  `config.model` is a free-form section: `init_from` ('' = fresh, 'minilm'
+  or a HF directory) and the BertConfig fields a preset or the command line
+  sets. An unknown key or a value of the wrong type raises ValueError naming
+  `config.model.<key>` (`model.checked_fields`). `init_from` is left out.
+  """
+  section = config.model.to_dict()
+  init_from = section.get('init_from')
+  if init_from is not None and not isinstance(init_from, str):
+    raise ValueError('config.model.init_from: wrong type: expected str (a '
+                     f'short name or a directory), got {init_from!r}')
+  return model_lib.checked_fields(section, 'config.model', also=('init_from',))
 
 
 def nll_pair(logits: jax.Array, labels: jax.Array, weights: jax.Array

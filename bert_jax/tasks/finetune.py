@@ -27,6 +27,7 @@ from bert_jax.data import readers
 from bert_jax.data import registry
 from bert_jax.data import sampling
 from bert_jax.model import BertConfig
+from bert_jax.model import execution_fields
 from bert_jax.tasks import base
 
 def loss_spec(config, num_classes: int, class_counts: Optional[Sequence[int]]):
@@ -67,18 +68,30 @@ def posthoc_tau(config, class_counts: Sequence[int], names: Sequence[str],
 
 
 def bert_config(config, vocab_size: int) -> BertConfig:
-  """config.model -> BertConfig; with init_from, the architecture comes from
-  the pretrained directory and config.model only sets execution options."""
-  m = config.model.to_dict()
-  fields = {k: v for k, v in m.items() if k in BertConfig.__dataclass_fields__}
-  if m.get('init_from'):
-    directory = _pretrained_dir(m['init_from'])
-    execution = ('dtype', 'param_dtype', 'attention_implementation',
-                 'scan_layers', 'remat_policy', 'last_layer_at_outputs',
-                 'num_entity_types',
-                 'hidden_dropout_prob', 'attention_probs_dropout_prob')
-    return BertConfig.from_json(directory / 'config.json',
-                                **{k: fields[k] for k in execution})
+  """config.model -> BertConfig (BertConfig's defaults where it is silent).
+
+  With init_from, the architecture comes from the pretrained directory's
+  config.json and config.model sets the `model.execution_fields()` (those it
+  leaves out take BertConfig's defaults, not the directory's); an
+  architecture field it sets must equal the directory's, else ValueError
+  naming it. Without, vocab_size is the tokenizer's.
+  """
+  fields = base.model_fields(config)
+  init_from = config.model.get('init_from')
+  if init_from:
+    directory = _pretrained_dir(init_from)
+    defaults = BertConfig()
+    bert = BertConfig.from_json(directory / 'config.json', **{
+        k: fields.get(k, getattr(defaults, k)) for k in execution_fields()})
+    for key, value in fields.items():
+      if key not in execution_fields() and value != getattr(bert, key):
+        raise ValueError(
+            f'config.model.{key}={value!r}, but the config.json of '
+            f'config.model.init_from={init_from!r} has {key}='
+            f'{getattr(bert, key)!r}: a pretrained model keeps its '
+            'architecture; leave the key out (or set it to None) to start '
+            f'from it. Set with init_from: {", ".join(execution_fields())}')
+    return bert
   try:
     return BertConfig(**dict(fields, vocab_size=vocab_size))
   except (TypeError, ValueError) as e:

@@ -44,9 +44,9 @@ MASKINGS = ('dynamic', 'static')
 
 
 def bert_config_from(config) -> BertConfig:
-  """BertConfig from `config.model` (architecture + execution options)."""
-  fields = {k: v for k, v in config.model.to_dict().items()
-            if k in BertConfig.__dataclass_fields__}
+  """BertConfig from `config.model` (architecture + execution options; the
+  defaults are BertConfig's). With init_from too: the weights must fit it."""
+  fields = base.model_fields(config)
   try:
     return BertConfig(**fields)
   except (TypeError, ValueError) as e:
