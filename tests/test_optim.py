@@ -910,3 +910,20 @@ def test_frozen_mask(frozen_dict):
   with pytest.raises(ValueError) as e:
     optim.frozen_mask(cfg(freeze='^bret/'), params)
   assert "config.optim.freeze: pattern '^bret/' matches no" in str(e.value)
+
+
+def test_configs_common_writes_out_optims_defaults():
+  """configs/common.py spells the optimizer section out as plain data (configs
+  import only ml_collections); it must equal optim's defaults, value and
+  type (a ConfigDict field typed int would refuse --config.optim.power=1.5)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  typed = lambda d: {k: (type(v), v) for k, v in d.items()}
+  assert (typed(common.base_config().optim.to_dict()) ==
+          typed(optim.default_config().to_dict()))
+  source = pathlib.Path(common.__file__).read_text()
+  imported = {n.name for node in ast.walk(ast.parse(source))
+              if isinstance(node, ast.Import) for n in node.names}
+  imported |= {node.module for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.ImportFrom)}
+  assert imported == {'ml_collections'}, imported
