@@ -2,6 +2,7 @@
 
 The trainer calls::
 
+  optim.check_config(config.optim)   # early, before any data is read
   tx, schedule = optim.make_optimizer(config.optim, params, total_steps)
   logging.info('\\n%s', optim.describe(params, config.optim))
 
@@ -15,9 +16,16 @@ shapes are read here). Parameter paths are the dict keys joined by '/', e.g.
 the config is applied with `re.search` to such a path, so it matches anywhere
 unless anchored ('^bert/embeddings/').
 
+As in big_vision's optax.py, what happens to each parameter is decided by
+regex rules on its path: `freeze` (a list of patterns), `wd_exclude` (the
+weight-decay mask) and `lr_multipliers` (a list of (regex, factor) pairs, the
+first match wins). Layer-wise decay is turned into such a (regex, factor) list
+(embeddings, each encoder layer) and multiplies the same per-parameter factor.
+
 Config fields (`config.optim`, a ConfigDict or plain dict; missing fields take
 the defaults below, unknown fields are an error so that typos do not pass
-silently; `default_config()` returns all of them):
+silently; `default_config()` returns all of them, and configs/common.py
+writes the same values out):
 
   name ('adamw'): 'adamw' | 'lamb' | 'adam'.
     adamw: Adam plus decoupled weight decay, update = -lr * (adam + wd * w).
@@ -67,6 +75,7 @@ silently; `default_config()` returns all of them):
   freeze (None): regex or list of regexes; matching params get zero updates
     and no optimizer state (no moments, no accumulators), so freezing the
     embeddings saves their optimizer memory. Each pattern must match a param.
+    `frozen_mask` gives the matching leaves (to stop their gradients).
   lr_multipliers (None): list of (regex, factor) pairs (or a dict regex ->
     factor), big_vision style. A param takes the factor of the first pattern
     it matches (1.0 if none) times its layer-wise factor. Each pattern must
@@ -77,10 +86,9 @@ Every config error is a ValueError naming the field, e.g.
 'bert/embeddings/word_embeddings/embedding'".
 """
 
-import dataclasses
 import math
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -97,34 +105,36 @@ NAMES = ('adamw', 'lamb', 'adam')
 DECAYS = ('linear', 'polynomial', 'cosine', 'constant')
 
 _DEFAULTS = dict(
-    name='adamw',
-    lr=1e-4,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-6,
-    weight_decay=0.01,
-    bias_correction=True,
-    wd_exclude=DEFAULT_WD_EXCLUDE,
-    lamb_exclude_from_layer_adaptation=True,
-    clip_global_norm=1.0,
-    warmup_steps=None,
-    warmup_fraction=None,
-    decay='linear',
-    power=1.0,
-    end_lr=0.0,
-    grad_accum_steps=1,
-    layerwise_lr_decay=None,
-    freeze=None,
-    lr_multipliers=None,
+    name='adamw', lr=1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
+    bias_correction=True, wd_exclude=DEFAULT_WD_EXCLUDE,
+    lamb_exclude_from_layer_adaptation=True, clip_global_norm=1.0,
+    warmup_steps=None, warmup_fraction=None, decay='linear', power=1.0,
+    end_lr=0.0, grad_accum_steps=1, layerwise_lr_decay=None, freeze=None,
+    lr_multipliers=None)
+
+# The bounds of each numeric field; see `_number`.
+_NUMBERS = dict(
+    lr=dict(lo=0.0),
+    b1=dict(lo=0.0, hi=1.0, hi_open=True),
+    b2=dict(lo=0.0, hi=1.0, hi_open=True),
+    eps=dict(lo=0.0),
+    weight_decay=dict(lo=0.0),
+    clip_global_norm=dict(lo=0.0, optional=True),
+    warmup_steps=dict(lo=0, integer=True, optional=True),
+    warmup_fraction=dict(lo=0.0, hi=1.0, optional=True),
+    power=dict(lo=0.0, lo_open=True),
+    end_lr=dict(lo=0.0),
+    grad_accum_steps=dict(lo=1, integer=True),
+    layerwise_lr_decay=dict(lo=0.0, lo_open=True, hi=1.0, optional=True),
 )
 
 _PREFIX = 'config.optim'
 
 # Where the encoder's depth structure lives in the (fixed) model naming. The
 # optional '(^|/)' prefix keeps these working if the model is nested deeper.
-_EMBEDDINGS_RE = re.compile(r'(^|/)embeddings/')
-_LAYER_RE = re.compile(r'(^|/)encoder/layer_(\d+)/')
-_SCANNED_RE = re.compile(r'(^|/)encoder/layers/')
+_EMBEDDINGS = r'(^|/)embeddings/'
+_LAYER = r'(^|/)encoder/layer_(\d+)/'
+_SCANNED = r'(^|/)encoder/layers/'
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -133,53 +143,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 # ---------------------------------------------------------------------------
-# Config parsing and validation.
+# Config checking: everything that needs no parameters.
 # ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-  """Validated optimizer config; regexes compiled."""
-  name: str
-  lr: float
-  b1: float
-  b2: float
-  eps: float
-  weight_decay: float
-  bias_correction: bool
-  wd_exclude: tuple
-  lamb_exclude_from_layer_adaptation: bool
-  clip_global_norm: float
-  warmup_steps: int | None
-  warmup_fraction: float | None
-  decay: str
-  power: float
-  end_lr: float
-  grad_accum_steps: int
-  layerwise_lr_decay: float | None
-  freeze: tuple
-  lr_multipliers: tuple
-  prefix: str
-
-  def err(self, key: str, msg: str) -> ValueError:
-    return ValueError(f'{self.prefix}.{key}: {msg}')
-
-  def resolve_warmup(self, total_steps: int) -> int:
-    if self.warmup_fraction is not None:
-      return int(round(self.warmup_fraction * total_steps))
-    return self.warmup_steps or 0
-
-
-def _as_dict(cfg: Any) -> dict:
-  if cfg is None:
-    return {}
-  if isinstance(cfg, ml_collections.ConfigDict):
-    # to_dict resolves FieldReferences (e.g. lr tied to another field).
-    return cfg.to_dict()
-  if isinstance(cfg, Mapping):
-    return dict(cfg)
-  raise TypeError('optimizer config must be a ConfigDict or dict, got '
-                  f'{type(cfg)}')
 
 
 def _number(prefix, key, value, *, lo=None, hi=None, lo_open=False,
@@ -197,9 +162,8 @@ def _number(prefix, key, value, *, lo=None, hi=None, lo_open=False,
   value = float(value)
   if not math.isfinite(value):
     raise fail('must be finite')
-  if integer:
-    if value != int(value):
-      raise fail('must be an integer')
+  if integer and value != int(value):
+    raise fail('must be an integer')
   if lo is not None and (value < lo or (lo_open and value == lo)):
     raise fail(f'must be {">" if lo_open else ">="} {lo}')
   if hi is not None and (value > hi or (hi_open and value == hi)):
@@ -207,116 +171,96 @@ def _number(prefix, key, value, *, lo=None, hi=None, lo_open=False,
   return int(value) if integer else value
 
 
+def _regex(prefix, key, pattern) -> str:
+  if not isinstance(pattern, str):
+    raise ValueError(f'{prefix}.{key}: every pattern must be a string, '
+                     f'got {pattern!r}')
+  try:
+    re.compile(pattern)
+  except re.error as e:
+    raise ValueError(f'{prefix}.{key}: invalid regex {pattern!r}: {e}') from None
+  return pattern
+
+
 def _regexes(prefix, key, value) -> tuple:
-  """A regex or list of regexes -> tuple of (source, compiled)."""
+  """A regex or list of regexes (None or '' for none) -> tuple of str."""
   if value is None or (isinstance(value, str) and not value):
     return ()
   patterns = [value] if isinstance(value, str) else value
   if not isinstance(patterns, (list, tuple)):
     raise ValueError(f'{prefix}.{key}: must be a regex or a list of regexes, '
                      f'got {value!r}')
-  out = []
-  for p in patterns:
-    if not isinstance(p, str):
-      raise ValueError(f'{prefix}.{key}: every pattern must be a string, '
-                       f'got {p!r}')
-    try:
-      out.append((p, re.compile(p)))
-    except re.error as e:
-      raise ValueError(f'{prefix}.{key}: invalid regex {p!r}: {e}') from None
-  return tuple(out)
+  return tuple(_regex(prefix, key, p) for p in patterns)
 
 
-def _lr_multipliers(prefix, value) -> tuple:
-  key = 'lr_multipliers'
+def _rules(prefix, key, value) -> tuple:
+  """[(regex, factor)] or {regex: factor} -> tuple of (str, float)."""
   if not value:
     return ()
   items = list(value.items()) if isinstance(value, Mapping) else value
   if not isinstance(items, (list, tuple)):
     raise ValueError(f'{prefix}.{key}: must be a list of (regex, factor) '
                      f'pairs, got {value!r}')
-  out = []
   for item in items:
     if not isinstance(item, (list, tuple)) or len(item) != 2:
-      raise ValueError(f'{prefix}.{key}: every entry must be a (regex, factor) '
-                       f'pair, got {item!r}')
-    (source, compiled), = _regexes(prefix, key, [item[0]])
-    factor = _number(prefix, key, item[1], lo=0.0)
-    out.append((source, compiled, factor))
-  return tuple(out)
+      raise ValueError(f'{prefix}.{key}: every entry must be a (regex, '
+                       f'factor) pair, got {item!r}')
+  return tuple((_regex(prefix, key, p), _number(prefix, key, f, lo=0.0))
+               for p, f in items)
 
 
-def _parse(cfg: Any, prefix: str = _PREFIX) -> _Config:
-  """Fills defaults and validates; raises ValueError naming the bad field."""
-  raw = _as_dict(cfg)
-  unknown = sorted(set(raw) - set(_DEFAULTS))
+def check_config(cfg: Any, prefix: str = _PREFIX) -> dict:
+  """Fills defaults and checks every field that needs no parameters.
+
+  Args:
+    cfg: ConfigDict, dict or None (all defaults).
+    prefix: how error messages name the config.
+
+  Returns:
+    A plain dict with every field: numbers as float (int for the step counts),
+    clip_global_norm 0.0 when off, wd_exclude and freeze as tuples of regexes,
+    lr_multipliers as a tuple of (regex, factor).
+
+  Raises:
+    ValueError naming the field, e.g. 'config.optim.lr: must be >= 0.0, ...'.
+    Patterns that match no parameter are caught later, by make_optimizer.
+  """
+  if isinstance(cfg, ml_collections.ConfigDict):
+    cfg = cfg.to_dict()  # resolves FieldReferences (lr tied to another field)
+  if cfg is not None and not isinstance(cfg, Mapping):
+    raise TypeError(f'optimizer config must be a ConfigDict or dict, got '
+                    f'{type(cfg)}')
+  c = dict(cfg or {})
+  unknown = sorted(set(c) - set(_DEFAULTS))
   if unknown:
     raise ValueError(f'{prefix}.{unknown[0]}: unknown optimizer field; known '
                      f'fields are {sorted(_DEFAULTS)}')
-  c = {**_DEFAULTS, **raw}
-  p = prefix
-
-  name = c['name']
-  if name not in NAMES:
-    raise ValueError(f'{p}.name: unknown optimizer {name!r}; expected one of '
-                     f'{list(NAMES)}')
-  decay = c['decay']
-  if decay not in DECAYS:
-    raise ValueError(f'{p}.decay: unknown decay {decay!r}; expected one of '
-                     f'{list(DECAYS)}')
+  c = {**_DEFAULTS, **c}
+  for key, allowed, what in (('name', NAMES, 'optimizer'),
+                             ('decay', DECAYS, 'decay')):
+    if c[key] not in allowed:
+      raise ValueError(f'{prefix}.{key}: unknown {what} {c[key]!r}; expected '
+                       f'one of {list(allowed)}')
   for key in ('bias_correction', 'lamb_exclude_from_layer_adaptation'):
     if not isinstance(c[key], (bool, np.bool_)):
-      raise ValueError(f'{p}.{key}: must be True or False, got {c[key]!r}')
-
-  warmup_steps = _number(p, 'warmup_steps', c['warmup_steps'], lo=0,
-                         integer=True, optional=True)
-  warmup_fraction = _number(p, 'warmup_fraction', c['warmup_fraction'], lo=0.0,
-                            hi=1.0, optional=True)
-  if warmup_steps is not None and warmup_fraction is not None:
-    raise ValueError(f'{p}.warmup_fraction: set either warmup_steps or '
-                     f'warmup_fraction, not both (warmup_steps={warmup_steps})')
-  clip = _number(p, 'clip_global_norm', c['clip_global_norm'], lo=0.0,
-                 optional=True)
-
-  return _Config(
-      name=name,
-      lr=_number(p, 'lr', c['lr'], lo=0.0),
-      b1=_number(p, 'b1', c['b1'], lo=0.0, hi=1.0, hi_open=True),
-      b2=_number(p, 'b2', c['b2'], lo=0.0, hi=1.0, hi_open=True),
-      eps=_number(p, 'eps', c['eps'], lo=0.0),
-      weight_decay=_number(p, 'weight_decay', c['weight_decay'], lo=0.0),
-      bias_correction=bool(c['bias_correction']),
-      wd_exclude=_regexes(p, 'wd_exclude', c['wd_exclude']),
-      lamb_exclude_from_layer_adaptation=bool(
-          c['lamb_exclude_from_layer_adaptation']),
-      clip_global_norm=clip or 0.0,
-      warmup_steps=warmup_steps,
-      warmup_fraction=warmup_fraction,
-      decay=decay,
-      power=_number(p, 'power', c['power'], lo=0.0, lo_open=True),
-      end_lr=_number(p, 'end_lr', c['end_lr'], lo=0.0),
-      grad_accum_steps=_number(p, 'grad_accum_steps', c['grad_accum_steps'],
-                               lo=1, integer=True),
-      layerwise_lr_decay=_number(p, 'layerwise_lr_decay',
-                                 c['layerwise_lr_decay'], lo=0.0, lo_open=True,
-                                 hi=1.0, optional=True),
-      freeze=_regexes(p, 'freeze', c['freeze']),
-      lr_multipliers=_lr_multipliers(p, c['lr_multipliers']),
-      prefix=prefix,
-  )
+      raise ValueError(f'{prefix}.{key}: must be True or False, got {c[key]!r}')
+    c[key] = bool(c[key])
+  for key, bounds in _NUMBERS.items():
+    c[key] = _number(prefix, key, c[key], **bounds)
+  if c['warmup_steps'] is not None and c['warmup_fraction'] is not None:
+    raise ValueError(f'{prefix}.warmup_fraction: set either warmup_steps or '
+                     f'warmup_fraction, not both (warmup_steps='
+                     f'{c["warmup_steps"]})')
+  c['clip_global_norm'] = c['clip_global_norm'] or 0.0
+  c['wd_exclude'] = _regexes(prefix, 'wd_exclude', c['wd_exclude'])
+  c['freeze'] = _regexes(prefix, 'freeze', c['freeze'])
+  c['lr_multipliers'] = _rules(prefix, 'lr_multipliers', c['lr_multipliers'])
+  return c
 
 
 # ---------------------------------------------------------------------------
 # Learning-rate schedule.
 # ---------------------------------------------------------------------------
-
-
-def _check_total_steps(total_steps) -> int:
-  if (isinstance(total_steps, bool) or
-      not isinstance(total_steps, (int, np.integer)) or total_steps < 1):
-    raise ValueError('total_steps: must be a positive int (optimizer '
-                     f'updates), got {total_steps!r}')
-  return int(total_steps)
 
 
 def make_schedule(cfg: Any, total_steps: int, *,
@@ -334,13 +278,20 @@ def make_schedule(cfg: Any, total_steps: int, *,
 
   `step` counts optimizer updates; see grad_accum_steps in the module doc.
   """
-  c = _parse(cfg, config_prefix)
-  total = _check_total_steps(total_steps)
-  warmup = c.resolve_warmup(total)
+  c = check_config(cfg, config_prefix)
+  if (isinstance(total_steps, bool) or
+      not isinstance(total_steps, (int, np.integer)) or total_steps < 1):
+    raise ValueError('total_steps: must be a positive int (optimizer '
+                     f'updates), got {total_steps!r}')
+  total = int(total_steps)
+  if c['warmup_fraction'] is not None:
+    warmup = int(round(c['warmup_fraction'] * total))
+  else:
+    warmup = c['warmup_steps'] or 0
   if warmup > total:
-    raise c.err('warmup_steps', f'warmup ({warmup} steps) is longer than '
-                f'total_steps ({total})')
-  peak, end, decay, power = c.lr, c.end_lr, c.decay, c.power
+    raise ValueError(f'{config_prefix}.warmup_steps: warmup ({warmup} steps) '
+                     f'is longer than total_steps ({total})')
+  peak, end, decay, power = c['lr'], c['end_lr'], c['decay'], c['power']
   decay_steps = total - warmup
 
   def schedule(step):
@@ -367,136 +318,128 @@ def make_schedule(cfg: Any, total_steps: int, *,
 
 
 # ---------------------------------------------------------------------------
-# Per-parameter plan: paths, freezing, weight decay and lr multipliers.
+# Parameter paths and the per-parameter rules.
 # ---------------------------------------------------------------------------
 
 
-def _key_str(k) -> str:
-  if isinstance(k, jax.tree_util.DictKey):
-    return str(k.key)
-  if isinstance(k, jax.tree_util.GetAttrKey):
-    return k.name
-  if isinstance(k, jax.tree_util.SequenceKey):
-    return str(k.idx)
-  if isinstance(k, jax.tree_util.FlattenedIndexKey):
-    return str(k.key)
-  return str(k)
-
-
 def _path_str(path) -> str:
-  return '/'.join(_key_str(k) for k in path)
+  """A key path from jax.tree_util as 'bert/pooler/dense/kernel'."""
+  def key(k):
+    if isinstance(k, (jax.tree_util.DictKey, jax.tree_util.FlattenedIndexKey)):
+      return str(k.key)
+    if isinstance(k, jax.tree_util.GetAttrKey):
+      return k.name
+    if isinstance(k, jax.tree_util.SequenceKey):
+      return str(k.idx)
+    return str(k)
+  return '/'.join(key(k) for k in path)
 
 
-def _flatten(params) -> list:
-  """[(path, shape)] in tree-flatten order."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-  return [(_path_str(p), tuple(getattr(x, 'shape', np.shape(x))))
-          for p, x in leaves]
+def _map_paths(fn, *trees):
+  """tree_map calling fn(path, *leaves), path as in `param_paths`.
+
+  Works on the masked trees optax.multi_transform hands its branches: frozen
+  leaves are empty MaskedNodes there, which have no leaves to visit.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda p, *xs: fn(_path_str(p), *xs), *trees)
 
 
 def param_paths(params) -> list[str]:
   """'/'-joined paths of all leaves, e.g. 'bert/pooler/dense/kernel'."""
-  return [path for path, _ in _flatten(params)]
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  return [_path_str(p) for p, _ in leaves]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Leaf:
-  """What the optimizer does to one parameter leaf."""
-  path: str
-  shape: tuple
-  frozen: bool
-  wd_excluded: bool  # matched by wd_exclude (also skips LAMB's trust ratio)
-  decayed: bool  # weight decay actually applied
-  stacked: bool  # scanned layer: leading axis indexes layers
-  lr_mult: Any  # float, or np.ndarray of shape (L, 1, ..., 1) when stacked
+def _matches(patterns, path) -> bool:
+  return any(re.search(p, path) for p in patterns)
 
 
-def _num_layers(entries, c: _Config) -> int:
-  """Encoder depth from the params tree (unscanned layer_i or scanned)."""
-  indices = {int(m.group(2)) for path, _ in entries
-             if (m := _LAYER_RE.search(path))}
-  leading = {shape[0] if shape else None for path, shape in entries
-             if _SCANNED_RE.search(path)}
-  key = 'layerwise_lr_decay'
+def _first(rules, path, default):
+  """The value of the first (regex, value) rule matching path."""
+  return next((v for p, v in rules if re.search(p, path)), default)
+
+
+def _layerwise_rules(decay, shapes: dict, prefix) -> list:
+  """layerwise_lr_decay as (regex, factor) rules: d ** (num_layers + 1 - depth).
+
+  Scanned layers get one rule whose factor is a float32 vector over layers.
+  """
+  err = lambda msg: ValueError(f'{prefix}.layerwise_lr_decay: {msg}')
+  indices = {int(m.group(2)) for p in shapes if (m := re.search(_LAYER, p))}
+  leading = {s[0] if s else None for p, s in shapes.items()
+             if re.search(_SCANNED, p)}
   if indices and leading:
-    raise c.err(key, 'params have both unscanned (encoder/layer_i) and '
-                'scanned (encoder/layers) encoder layers')
+    raise err('params have both unscanned (encoder/layer_i) and scanned '
+              '(encoder/layers) encoder layers')
   if indices:
     n = max(indices) + 1
     if indices != set(range(n)):
-      raise c.err(key, f'encoder layer indices are not 0..{n - 1}: '
-                  f'{sorted(indices)}')
-    return n
+      raise err(f'encoder layer indices are not 0..{n - 1}: {sorted(indices)}')
+    return [(_EMBEDDINGS, decay ** (n + 1))] + [
+        (rf'(^|/)encoder/layer_{i}/', decay ** (n - i)) for i in range(n)]
   if leading:
     if len(leading) != 1 or None in leading:
-      raise c.err(key, 'scanned encoder leaves disagree on the leading '
-                  f'(layer) axis size: {sorted(map(str, leading))}')
-    return int(leading.pop())
-  raise c.err(key, "found no encoder layers in params (expected paths like "
-              "'bert/encoder/layer_0/...' or 'bert/encoder/layers/...')")
+      raise err('scanned encoder leaves disagree on the leading (layer) axis '
+                f'size: {sorted(map(str, leading))}')
+    n = int(leading.pop())
+    per_layer = np.power(decay, n + 1 - np.arange(1, n + 1)).astype(np.float32)
+    return [(_EMBEDDINGS, decay ** (n + 1)), (_SCANNED, per_layer)]
+  raise err("found no encoder layers in params (expected paths like "
+            "'bert/encoder/layer_0/...' or 'bert/encoder/layers/...')")
 
 
-def _layerwise_mult(path, shape, decay, num_layers):
-  """decay ** (num_layers + 1 - depth); a per-layer column when scanned."""
-  top = num_layers + 1
-  if _EMBEDDINGS_RE.search(path):
-    return decay ** top
-  if m := _LAYER_RE.search(path):
-    return decay ** (top - (int(m.group(2)) + 1))
-  if _SCANNED_RE.search(path):
-    depth = np.arange(1, num_layers + 1)
-    vec = np.power(decay, top - depth).astype(np.float32)
-    return vec.reshape((num_layers,) + (1,) * (len(shape) - 1))
-  return 1.0
+def _resolve(cfg, params, prefix):
+  """check_config plus the checks against params.
 
-
-def _example_path(entries) -> str:
-  return entries[0][0] if entries else '<no parameters>'
-
-
-def _plan(params, c: _Config) -> dict:
-  """path -> _Leaf for every parameter, validating patterns against params."""
-  entries = _flatten(params)
-  if not entries:
+  Returns (c, shapes, frozen, mults), the last three dicts keyed by path in
+  tree-flatten order: c from check_config; shapes, path -> shape; frozen,
+  path -> bool; mults, path -> lr multiplier (a float, or for scanned leaves a
+  float32 array of shape [num_layers, 1, ...]).
+  """
+  c = check_config(cfg, prefix)
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  shapes = {_path_str(p): tuple(getattr(x, 'shape', np.shape(x)))
+            for p, x in leaves}
+  if not shapes:
     raise ValueError('params: the parameter tree has no leaves')
-  paths = [p for p, _ in entries]
-  dupes = sorted({p for p in paths if paths.count(p) > 1})
-  if dupes:
+  if len(shapes) < len(leaves):
+    paths = [_path_str(p) for p, _ in leaves]
+    dupes = sorted({p for p in paths if paths.count(p) > 1})
     raise ValueError(f"params: paths {dupes} occur twice (a key contains '/')")
+  for key, patterns in (('freeze', c['freeze']),
+                        ('lr_multipliers', [p for p, _ in c['lr_multipliers']])):
+    for p in patterns:
+      if not any(re.search(p, path) for path in shapes):
+        raise ValueError(f'{prefix}.{key}: pattern {p!r} matches no parameter;'
+                         f' paths look like {next(iter(shapes))!r}')
+  frozen = {p: _matches(c['freeze'], p) for p in shapes}
+  if all(frozen.values()):
+    raise ValueError(f'{prefix}.freeze: freezes every parameter; nothing '
+                     'would train')
+  layerwise = None
+  if c['layerwise_lr_decay'] is not None:
+    layerwise = _layerwise_rules(c['layerwise_lr_decay'], shapes, prefix)
+  mults = {}
+  for path, shape in shapes.items():
+    mult = _first(c['lr_multipliers'], path, 1.0)
+    if layerwise is not None:
+      layer_factor = _first(layerwise, path, 1.0)
+      if isinstance(layer_factor, np.ndarray):  # broadcast along layers
+        layer_factor = layer_factor.reshape(
+            layer_factor.shape + (1,) * (len(shape) - 1))
+      mult = mult * layer_factor
+    mults[path] = mult
+  return c, shapes, frozen, mults
 
-  def check_matches(key, sources):
-    for source, compiled in sources:
-      if not any(compiled.search(p) for p in paths):
-        raise c.err(key, f'pattern {source!r} matches no parameter; paths '
-                    f'look like {_example_path(entries)!r}')
 
-  check_matches('freeze', c.freeze)
-  check_matches('lr_multipliers', [(s, r) for s, r, _ in c.lr_multipliers])
+def frozen_mask(cfg: Any, params, *, config_prefix: str = _PREFIX):
+  """Tree like params: True where a `freeze` pattern matches the leaf's path.
 
-  num_layers = None
-  if c.layerwise_lr_decay is not None:
-    num_layers = _num_layers(entries, c)
-
-  plan = {}
-  for path, shape in entries:
-    frozen = any(r.search(path) for _, r in c.freeze)
-    wd_excluded = any(r.search(path) for _, r in c.wd_exclude)
-    mult = 1.0
-    for _, r, factor in c.lr_multipliers:
-      if r.search(path):
-        mult = factor
-        break
-    if num_layers is not None:
-      mult = mult * _layerwise_mult(path, shape, c.layerwise_lr_decay,
-                                    num_layers)
-    plan[path] = _Leaf(
-        path=path, shape=shape, frozen=frozen, wd_excluded=wd_excluded,
-        decayed=(c.weight_decay > 0 and not wd_excluded and not frozen),
-        stacked=bool(_SCANNED_RE.search(path)) and len(shape) >= 1,
-        lr_mult=mult)
-  if all(leaf.frozen for leaf in plan.values()):
-    raise c.err('freeze', 'freezes every parameter; nothing would train')
-  return plan
+  Validates the config against params exactly as make_optimizer does.
+  """
+  _, _, frozen, _ = _resolve(cfg, params, config_prefix)
+  return _map_paths(lambda p, _: frozen[p], params)
 
 
 def lr_multipliers(params, cfg: Any, *, config_prefix: str = _PREFIX):
@@ -505,33 +448,16 @@ def lr_multipliers(params, cfg: Any, *, config_prefix: str = _PREFIX):
   Scanned leaves get an array broadcastable against the leaf; frozen leaves
   get 0.0.
   """
-  plan = _plan(params, _parse(cfg, config_prefix))
-  return _map_plan(lambda leaf, _: 0.0 if leaf.frozen else leaf.lr_mult,
-                   plan, params)
+  _, _, frozen, mults = _resolve(cfg, params, config_prefix)
+  return _map_paths(lambda p, _: 0.0 if frozen[p] else mults[p], params)
 
 
-def frozen_mask(cfg: Any, params, *, config_prefix: str = _PREFIX):
-  """Tree like params of bools: True where `freeze` matches the leaf's path."""
-  plan = _plan(params, _parse(cfg, config_prefix))
-  return _map_plan(lambda leaf, _: leaf.frozen, plan, params)
-
-
-def _map_plan(fn: Callable, plan: dict, *trees):
-  """tree_map over `trees`, handing fn the _Leaf of each leaf's path.
-
-  Looking leaves up by path (rather than zipping with a precomputed tree)
-  keeps working on the masked trees optax's multi_transform hands its
-  branches, where frozen leaves are replaced by empty MaskedNodes.
-  """
-  def leaf_fn(path, *xs):
-    key = _path_str(path)
-    try:
-      leaf = plan[key]
-    except KeyError:
-      raise ValueError(f'parameter {key!r} is not in the params tree the '
-                       'optimizer was built for') from None
-    return fn(leaf, *xs)
-  return jax.tree_util.tree_map_with_path(leaf_fn, *trees)
+def _lookup(table: dict, path: str):
+  try:
+    return table[path]
+  except KeyError:
+    raise ValueError(f'parameter {path!r} is not in the params tree the '
+                     'optimizer was built for') from None
 
 
 # ---------------------------------------------------------------------------
@@ -561,7 +487,7 @@ def _scale_by_adam_no_bias_correction(b1, b2, eps):
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _scale_by_trust_ratio(plan: dict, skip_wd_excluded: bool):
+def _scale_by_trust_ratio(skip):
   """LAMB's ||w|| / ||u||, per leaf, or per layer for scanned leaves.
 
   optax.scale_by_trust_ratio takes norms over the whole leaf, which for a
@@ -569,51 +495,41 @@ def _scale_by_trust_ratio(plan: dict, skip_wd_excluded: bool):
   gets one ratio per slice of its leading axis, so scanned and unscanned
   models train identically. The ratio is 1 where either norm is 0 (as in
   optax and TF-Addons), so zero-initialised params and zero updates are safe.
+  Leaves whose path satisfies `skip` keep their update.
   """
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
+  def scale(path, u, w):
+    if skip(path):
+      return u
+    stacked = re.search(_SCANNED, path) and u.ndim >= 1
+    axes = tuple(range(1, u.ndim)) if stacked else None
+    norm = lambda x: jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)),
+                                      axis=axes, keepdims=True))
+    w_norm, u_norm = norm(w), norm(u)
+    ok = jnp.logical_and(w_norm > 0, u_norm > 0)
+    # The inner where keeps 0/0 out of the graph (NaN-free gradients too).
+    ratio = jnp.where(ok, w_norm / jnp.where(ok, u_norm, 1.0), 1.0)
+    return (u * ratio).astype(u.dtype)
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError('LAMB needs params in update(updates, state, params)')
+    return _map_paths(scale, updates, params), state
 
-    def scale(leaf, u, w):
-      if skip_wd_excluded and leaf.wd_excluded:
-        return u
-      axes = tuple(range(1, u.ndim)) if leaf.stacked else None
-      norm = lambda x: jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)),
-                                        axis=axes, keepdims=True))
-      w_norm, u_norm = norm(w), norm(u)
-      ok = jnp.logical_and(w_norm > 0, u_norm > 0)
-      # The inner where keeps 0/0 out of the graph (NaN-free gradients too).
-      ratio = jnp.where(ok, w_norm / jnp.where(ok, u_norm, 1.0), 1.0)
-      return (u * ratio).astype(u.dtype)
-
-    return _map_plan(scale, plan, updates, params), state
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
-def _scale_by_multipliers(plan: dict):
-  """Multiplies each leaf's update by its (layer-wise x rule) lr multiplier."""
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
+def _scale_by_multipliers(mults: dict):
+  """Multiplies each leaf's update by its lr multiplier (path -> factor)."""
+  def scale(path, u):
+    m = _lookup(mults, path)
+    if isinstance(m, float) and m == 1.0:
+      return u
+    # Cast back: a float32 multiplier must not promote bf16 updates.
+    return (u * m).astype(u.dtype)
 
-  def update_fn(updates, state, params=None):
-    del params
-
-    def scale(leaf, u):
-      m = leaf.lr_mult
-      if isinstance(m, float) and m == 1.0:
-        return u
-      # Cast back: a float32 multiplier must not promote bf16 updates.
-      return (u * m).astype(u.dtype)
-
-    return _map_plan(scale, plan, updates), state
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(
+      lambda _: optax.EmptyState(),
+      lambda updates, state, params=None: (_map_paths(scale, updates), state))
 
 
 # ---------------------------------------------------------------------------
@@ -651,45 +567,44 @@ def make_optimizer(cfg: Any, params, total_steps: int, *,
     (0-based), i.e. schedule(update_count(opt_state)) is the one the next
     update uses.
   """
-  c = _parse(cfg, config_prefix)
   schedule = make_schedule(cfg, total_steps, config_prefix=config_prefix)
-  plan = _plan(params, c)
+  c, _, frozen, mults = _resolve(cfg, params, config_prefix)
 
-  wd_mask = lambda tree: _map_plan(lambda leaf, _: leaf.decayed, plan, tree)
-  any_decay = any(leaf.decayed for leaf in plan.values())
-
-  parts = []
-  if c.clip_global_norm > 0:
-    parts.append(optax.clip_by_global_norm(c.clip_global_norm))
-  if c.name == 'adam' and any_decay:
-    # Coupled L2: the decay term goes through the adaptive scaling.
-    parts.append(optax.add_decayed_weights(c.weight_decay, mask=wd_mask))
-  if c.bias_correction:
-    parts.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps))
+  decayed = lambda p: c['weight_decay'] > 0 and not _matches(c['wd_exclude'], p)
+  wd = []
+  if any(decayed(p) and not frozen[p] for p in frozen):
+    wd = [optax.add_decayed_weights(
+        c['weight_decay'], mask=lambda tree: _map_paths(
+            lambda p, _: decayed(p), tree))]
+  if c['bias_correction']:
+    adam = optax.scale_by_adam(b1=c['b1'], b2=c['b2'], eps=c['eps'])
   else:
-    parts.append(_scale_by_adam_no_bias_correction(c.b1, c.b2, c.eps))
-  if c.name in ('adamw', 'lamb') and any_decay:
-    # Decoupled: added after the adaptive scaling, scaled only by lr (and by
-    # LAMB's trust ratio, which is computed on adam + wd*w).
-    parts.append(optax.add_decayed_weights(c.weight_decay, mask=wd_mask))
-  if c.name == 'lamb':
-    parts.append(_scale_by_trust_ratio(
-        plan, skip_wd_excluded=c.lamb_exclude_from_layer_adaptation))
-  parts.append(optax.scale_by_learning_rate(schedule))
-  if any(not (isinstance(leaf.lr_mult, float) and leaf.lr_mult == 1.0)
-         for leaf in plan.values()):
-    parts.append(_scale_by_multipliers(plan))
-  tx = optax.chain(*parts)
+    adam = _scale_by_adam_no_bias_correction(c['b1'], c['b2'], c['eps'])
+  skip_trust = lambda p: (c['lamb_exclude_from_layer_adaptation'] and
+                          _matches(c['wd_exclude'], p))
+  # Coupled L2 (adam) goes through the adaptive scaling; decoupled decay
+  # (adamw, lamb) is added after it, so only lr and LAMB's trust ratio
+  # (computed on adam + wd*w) scale it.
+  core = {'adam': [*wd, adam],
+          'adamw': [adam, *wd],
+          'lamb': [adam, *wd, _scale_by_trust_ratio(skip_trust)]}[c['name']]
 
-  if c.grad_accum_steps > 1:
+  clip = c['clip_global_norm']
+  tx = optax.chain(
+      *([optax.clip_by_global_norm(clip)] if clip > 0 else []),
+      *core,
+      optax.scale_by_learning_rate(schedule),
+      *([_scale_by_multipliers(mults)] if any(
+          not (isinstance(m, float) and m == 1.0) for m in mults.values())
+        else []))
+  if c['grad_accum_steps'] > 1:
     tx = optax.MultiSteps(
-        tx, every_k_schedule=c.grad_accum_steps).gradient_transformation()
-
-  if any(leaf.frozen for leaf in plan.values()):
-    labels = lambda tree: _map_plan(
-        lambda leaf, _: 'frozen' if leaf.frozen else 'trainable', plan, tree)
+        tx, every_k_schedule=c['grad_accum_steps']).gradient_transformation()
+  if any(frozen.values()):
     tx = optax.multi_transform(
-        {'trainable': tx, 'frozen': optax.set_to_zero()}, labels)
+        {'trainable': tx, 'frozen': optax.set_to_zero()},
+        lambda tree: _map_paths(
+            lambda p, _: 'frozen' if _lookup(frozen, p) else 'trainable', tree))
   return tx, schedule
 
 
@@ -714,46 +629,45 @@ def update_count(opt_state) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
-def _fmt_mult(m) -> str:
-  if isinstance(m, np.ndarray):
-    flat = m.reshape(-1)
-    return f'{flat.min():.4g}..{flat.max():.4g}/layer'
-  return f'{m:.4g}'
-
-
 def describe(params, cfg: Any, *, config_prefix: str = _PREFIX) -> str:
   """A table of every parameter: path, shape, lr multiplier, wd, frozen.
 
   Validates the config exactly as make_optimizer does (same errors).
   """
-  c = _parse(cfg, config_prefix)
-  plan = _plan(params, c)
+  c, shapes, frozen, mults = _resolve(cfg, params, config_prefix)
+
+  def mult(m):
+    if isinstance(m, np.ndarray):
+      return f'{m.min():.4g}..{m.max():.4g}/layer'
+    return f'{m:.4g}'
+
   rows = []
-  for leaf in plan.values():
-    rows.append((leaf.path, 'x'.join(map(str, leaf.shape)) or 'scalar',
-                 '-' if leaf.frozen else _fmt_mult(leaf.lr_mult),
-                 '-' if leaf.frozen else ('on' if leaf.decayed else 'off'),
-                 'yes' if leaf.frozen else 'no'))
+  for path, shape in shapes.items():
+    decayed = c['weight_decay'] > 0 and not _matches(c['wd_exclude'], path)
+    rows.append((path, 'x'.join(map(str, shape)) or 'scalar',
+                 '-' if frozen[path] else mult(mults[path]),
+                 '-' if frozen[path] else ('on' if decayed else 'off'),
+                 'yes' if frozen[path] else 'no'))
   header = ('path', 'shape', 'lr_mult', 'wd', 'frozen')
   widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
   fmt = lambda r: '  '.join(s.ljust(w) for s, w in zip(r, widths)).rstrip()
 
-  size = lambda leaf: int(np.prod(leaf.shape, dtype=np.int64))
-  total = sum(size(leaf) for leaf in plan.values())
-  frozen = sum(size(leaf) for leaf in plan.values() if leaf.frozen)
-  if c.warmup_fraction is not None:
-    warmup = f'warmup {c.warmup_fraction:g} of steps'
+  size = lambda p: int(np.prod(shapes[p], dtype=np.int64))
+  total = sum(size(p) for p in shapes)
+  n_frozen = sum(size(p) for p in shapes if frozen[p])
+  if c['warmup_fraction'] is not None:
+    warmup = f'warmup {c["warmup_fraction"]:g} of steps'
   else:
-    warmup = f'warmup {c.warmup_steps or 0} steps'
+    warmup = f'warmup {c["warmup_steps"] or 0} steps'
   lines = [
-      f'optimizer {c.name}: lr {c.lr:g}, b1 {c.b1:g}, b2 {c.b2:g}, '
-      f'eps {c.eps:g}, weight_decay {c.weight_decay:g}, bias_correction '
-      f'{c.bias_correction}, clip_global_norm {c.clip_global_norm:g}, '
-      f'grad_accum_steps {c.grad_accum_steps}',
-      f'schedule: {warmup}, then {c.decay} decay to {c.end_lr:g}'
-      + (f' (power {c.power:g})' if c.decay == 'polynomial' else ''),
-      f'params: {total:,} in {len(plan)} leaves; trainable {total - frozen:,}, '
-      f'frozen {frozen:,}',
+      f'optimizer {c["name"]}: lr {c["lr"]:g}, b1 {c["b1"]:g}, b2 '
+      f'{c["b2"]:g}, eps {c["eps"]:g}, weight_decay {c["weight_decay"]:g}, '
+      f'bias_correction {c["bias_correction"]}, clip_global_norm '
+      f'{c["clip_global_norm"]:g}, grad_accum_steps {c["grad_accum_steps"]}',
+      f'schedule: {warmup}, then {c["decay"]} decay to {c["end_lr"]:g}'
+      + (f' (power {c["power"]:g})' if c['decay'] == 'polynomial' else ''),
+      f'params: {total:,} in {len(shapes)} leaves; trainable '
+      f'{total - n_frozen:,}, frozen {n_frozen:,}',
       fmt(header),
       fmt(tuple('-' * w for w in widths)),
   ] + [fmt(r) for r in rows]

@@ -311,7 +311,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
       raise ValueError(f'config.{key}={config[key]} must be >= {low}')
   # The optimizer fields need no parameters to be checked: check them now, not
   # after the task has read and tokenized its data (minutes on a big corpus).
-  optim._parse(config.optim)  # pylint: disable=protected-access
+  optim.check_config(config.optim)
   task = tasks.get(config.task)(config)
   _check_sequence_length(config, task)
   local_bs = sharding.local_batch_size(config.batch_size)

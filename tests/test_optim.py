@@ -2,10 +2,15 @@
 
 Trees are tiny BERT-shaped param dicts (H=4, 2 layers). References run in
 float64 NumPy and spell out which leaves get weight decay by leaf name (kernel
-and embedding tables only), independently of the module's regex.
+and embedding tables only), independently of the module's regex. Besides,
+tests/data/optim_reference.npz holds what the optimizer computed before its
+rewrite (see test_matches_reference_fixture), to be reproduced bit for bit.
 """
 
+import importlib.util
+import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -341,7 +346,7 @@ def test_lamb_without_exclusion_equals_optax_lamb():
   tx, _ = optim.make_optimizer(c, params, TOTAL)
   ref = optax.lamb(0.05, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.1,
                    mask=jax.tree_util.tree_map_with_path(
-                       lambda p, _: hand_decayed(optim._path_str(p)), params))
+                       lambda p, _: hand_decayed('/'.join(k.key for k in p)), params))
   got, _ = run(tx, params, grads)
   want, _ = run(ref, params, grads)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -775,3 +780,150 @@ def test_masks_on_real_bert_model_paths():
     seen.add((hand_decayed(k), depth(k)))
   # Every depth was seen both decayed and not decayed.
   assert seen == {(a, b) for a in (True, False) for b in range(L + 2)}, seen
+
+
+# ---------------------------------------------------------------------------
+# Bit-for-bit reference: the optimizer before the issue #26 rewrite.
+# ---------------------------------------------------------------------------
+
+
+DATA = pathlib.Path(__file__).resolve().parent / 'data'
+
+
+def _reference_script():
+  spec = importlib.util.spec_from_file_location(
+      'make_optim_reference', DATA / 'make_optim_reference.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope='module')
+def reference():
+  with np.load(DATA / 'optim_reference.npz') as f:
+    return _reference_script(), dict(f)
+
+
+REFERENCE_CASES = ['adamw', 'lamb', 'lamb_no_exclude', 'adam_l2',
+                   'no_bias_correction', 'layerwise', 'lr_multipliers',
+                   'freeze', 'grad_accum', 'scanned_lamb',
+                   'scanned_adamw_accum_freeze']
+
+
+def test_reference_fixture_inputs_are_the_scripts(reference):
+  """The fixture was made from the script's cases and inputs as they are."""
+  script, ref = reference
+  assert sorted(script.CASES) == sorted(REFERENCE_CASES)
+  assert json.loads(str(ref['cases'])) == json.loads(json.dumps(
+      {k: list(v) for k, v in script.CASES.items()}))
+  np.testing.assert_array_equal(
+      ref['params0'], np.concatenate(
+          [np.ravel(x) for x in jax.tree.leaves(script.make_params())]))
+  np.testing.assert_array_equal(ref['grads'], np.stack([
+      np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)])
+      for g in script.make_grads(8)]))
+
+
+@pytest.mark.parametrize('case', REFERENCE_CASES)
+def test_matches_reference_fixture(reference, case):
+  """The optimizer reproduces tests/data/optim_reference.npz bit for bit.
+
+  Provenance: the fixture was written by tests/data/make_optim_reference.py
+  with bert_jax/optim.py as of commit 8cd7bce (before the issue #26 rewrite
+  to regex rules), jax 0.10.2, optax 0.2.8, on CPU. Each case runs 4 optimizer
+  updates (8 micro-steps with accumulation) of a fixed config on a fixed tiny
+  BERT-shaped tree and gradient sequence; every step's updates, the final
+  params, the optimizer state (values and tree structure, which checkpoints
+  depend on) and the learning rates must be equal, not close.
+  """
+  script, ref = reference
+  got = script.run_case(optim, case)
+  for key, value in got.items():
+    want = ref[f'{case}/{key}']
+    assert value.shape == want.shape, key
+    assert np.array_equal(value, want), (
+        key, np.abs(value.astype(np.float64) - want).max()
+        if value.dtype.kind == 'f' else value)
+
+
+# ---------------------------------------------------------------------------
+# check_config and frozen_mask.
+# ---------------------------------------------------------------------------
+
+
+def test_check_config_fills_defaults_and_normalises():
+  c = optim.check_config(None)
+  assert c == {**optim.default_config().to_dict(), 'wd_exclude':
+               (optim.DEFAULT_WD_EXCLUDE,), 'freeze': (), 'lr_multipliers': ()}
+  c = optim.check_config(dict(freeze='^bert/', warmup_steps=3.0,
+                              clip_global_norm=None, lr=1,
+                              lr_multipliers={'^nsp/': 2}, wd_exclude=None))
+  assert c['freeze'] == ('^bert/',) and c['wd_exclude'] == ()
+  assert c['warmup_steps'] == 3 and isinstance(c['warmup_steps'], int)
+  assert c['lr'] == 1.0 and isinstance(c['lr'], float)
+  assert c['clip_global_norm'] == 0.0
+  assert c['lr_multipliers'] == (('^nsp/', 2.0),)
+  # A ConfigDict's field references are resolved.
+  cd = optim.default_config()
+  cd.end_lr = cd.get_ref('lr') * 0.5
+  assert optim.check_config(cd)['end_lr'] == 0.5e-4
+
+
+# These need the params (or total_steps): check_config lets them pass and
+# make_optimizer catches them.
+NEEDS_PARAMS = ('config.optim.warmup_steps: warmup', 'matches no parameter',
+                'freezes every parameter')
+
+
+@pytest.mark.parametrize('overrides,message', BAD_CONFIGS,
+                         ids=[repr(o) for o, _ in BAD_CONFIGS])
+def test_check_config_raises_naming_key(overrides, message):
+  if any(m in message for m in NEEDS_PARAMS):
+    optim.check_config(overrides)
+    return
+  with pytest.raises(ValueError) as e:
+    optim.check_config(overrides)
+  assert message in str(e.value)
+  with pytest.raises(ValueError, match=r'^finetune\.optim\.'):
+    optim.check_config(overrides, prefix='finetune.optim')
+
+
+@pytest.mark.parametrize('frozen_dict', [False, True])
+def test_frozen_mask(frozen_dict):
+  from flax.core import FrozenDict  # pylint: disable=g-import-not-at-top
+  params = make_params()
+  tree = FrozenDict(params) if frozen_dict else params
+  c = cfg(freeze=['^bert/embeddings/word', 'output_bias$'])
+  mask = optim.frozen_mask(c, tree)
+  assert jax.tree.structure(mask) == jax.tree.structure(tree)
+  assert isinstance(mask, FrozenDict) == frozen_dict
+  got = dict(zip(optim.param_paths(mask), jax.tree.leaves(mask)))
+  assert {p for p, m in got.items() if m} == {
+      'bert/embeddings/word_embeddings/embedding', 'mlm/output_bias'}
+  assert all(type(m) is bool for m in got.values())
+  # Exactly the leaves make_optimizer keeps still.
+  moved, _ = run(optim.make_optimizer(c, params, TOTAL)[0], params,
+                 [random_grads(params, 0)])
+  for path, m in got.items():
+    assert np.array_equal(flat(moved)[path], flat(params)[path]) == m, path
+  assert not any(jax.tree.leaves(optim.frozen_mask(cfg(), params)))
+  with pytest.raises(ValueError) as e:
+    optim.frozen_mask(cfg(freeze='^bret/'), params)
+  assert "config.optim.freeze: pattern '^bret/' matches no" in str(e.value)
+
+
+def test_configs_common_writes_out_optims_defaults():
+  """configs/common.py spells the optimizer section out as plain data (configs
+  import only ml_collections); it must equal optim's defaults, value and
+  type (a ConfigDict field typed int would refuse --config.optim.power=1.5)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  typed = lambda d: {k: (type(v), v) for k, v in d.items()}
+  assert (typed(common.base_config().optim.to_dict()) ==
+          typed(optim.default_config().to_dict()))
+  source = pathlib.Path(common.__file__).read_text()
+  imported = {n.name for node in ast.walk(ast.parse(source))
+              if isinstance(node, ast.Import) for n in node.names}
+  imported |= {node.module for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.ImportFrom)}
+  assert imported == {'ml_collections'}, imported
