@@ -102,10 +102,10 @@ _SUFFIX = {'tsv': '.tsv', 'csv': '.csv', 'jsonl': '.jsonl', 'squad': '.json',
 def _per_token_outputs(task, params, batch) -> set[str]:
   """Names of the eval outputs with a sequence axis (axis 1 follows the
   batch's width), found from their shapes at two widths (tracing only)."""
-  from bert_jax.tasks import finetune  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import batching  # pylint: disable=g-import-not-at-top
   t = batch['input_ids'].shape[1]
   shapes = [jax.eval_shape(task.eval_step, params,
-                           finetune.trim_to_bucket(batch, t, w))[1]
+                           batching.trim_to_bucket(batch, t, w))[1]
             for w in (t, t - 1)]
   return {k for k in shapes[0] if shapes[0][k].shape != shapes[1][k].shape}
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import metrics as metrics_lib
+from bert_jax.data import batching
 from bert_jax.data import datasets
 from bert_jax.heads import BertForSequenceClassification
 from bert_jax.tasks import base
@@ -90,9 +91,9 @@ class ClassificationTask(finetune.FinetuneTask):
     self.truncated = getattr(self, 'truncated', {})
     self.truncated[which] = truncated
     return dict(
-        input_ids=np.stack([finetune.pad_to(e.ids, t) for e in encs]),
-        token_type_ids=np.stack([finetune.pad_to(e.token_type_ids, t) for e in encs]),
-        attention_mask=np.stack([finetune.pad_to(e.attention_mask, t) for e in encs]),
+        input_ids=np.stack([batching.pad_to(e.ids, t) for e in encs]),
+        token_type_ids=np.stack([batching.pad_to(e.token_type_ids, t) for e in encs]),
+        attention_mask=np.stack([batching.pad_to(e.attention_mask, t) for e in encs]),
         # Unlabelled eval examples (prediction) get class 0; their metrics
         # are not shown (finetune.load_maybe_unlabelled). Training needs labels.
         labels=np.asarray([index[e.label] if e.label is not None or

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import metrics as metrics_lib
+from bert_jax.data import batching
 from bert_jax.data import datasets
 from bert_jax.heads import BertForSequenceClassification
 from bert_jax.tasks import base
@@ -190,9 +191,9 @@ class MultiLabelTask(finetune.FinetuneTask):
     self.truncated = getattr(self, 'truncated', {})
     self.truncated[which] = truncated
     return dict(
-        input_ids=np.stack([finetune.pad_to(e.ids, t) for e in encs]),
-        token_type_ids=np.stack([finetune.pad_to(e.token_type_ids, t) for e in encs]),
-        attention_mask=np.stack([finetune.pad_to(e.attention_mask, t) for e in encs]),
+        input_ids=np.stack([batching.pad_to(e.ids, t) for e in encs]),
+        token_type_ids=np.stack([batching.pad_to(e.token_type_ids, t) for e in encs]),
+        attention_mask=np.stack([batching.pad_to(e.attention_mask, t) for e in encs]),
         labels=self.multi_hot(ds.examples),
         weights=np.ones(len(encs), np.float32))
 

@@ -67,6 +67,7 @@ import numpy as np
 
 from bert_jax import metrics as metrics_lib
 from bert_jax import tokenization
+from bert_jax.data import batching
 from bert_jax.data import datasets
 from bert_jax.heads import RELATION_METHODS, BertForRelation
 from bert_jax.tasks import base
@@ -173,8 +174,8 @@ def encode_relations(tokenizer: tokenization.BertTokenizer, examples,
     ids = ids[:t - 1] + [tokenizer.sep_id]
     word_at = np.asarray(word_at[:t - 1] + [-1] * (t - len(ids) + 1), np.int64)
     kept.append(i)
-    rows['input_ids'].append(finetune.pad_to(ids, t))
-    rows['attention_mask'].append(finetune.pad_to([1] * len(ids), t))
+    rows['input_ids'].append(batching.pad_to(ids, t))
+    rows['attention_mask'].append(batching.pad_to([1] * len(ids), t))
     inside = {r: (word_at >= s) & (word_at < end)
               for r, (s, end) in spans.items()}
     if method == 'entity_pool':
