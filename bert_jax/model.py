@@ -6,7 +6,7 @@ pooled_output [B, H])` in `config.dtype`. Parameters are kept in
 `config.param_dtype` (fp32); softmax runs in fp32 whatever the compute dtype.
 
 Parameter names follow HF's BERT closely so weight conversion is a table
-(see checkpoints.py): `embeddings/{word,position,token_type}_embeddings`,
+(see hf_weights.py): `embeddings/{word,position,token_type}_embeddings`,
 `encoder/layer_{i}/attention/{query,key,value,output}`,
 `attention_LayerNorm`, `intermediate`, `output`, `output_LayerNorm`,
 `pooler/dense`. With `scan_layers=True` the layers live under

@@ -237,10 +237,10 @@ class FillMask:
   """
 
   def __init__(self, model: str | os.PathLike, max_seq_length: int = 512):
-    from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+    from bert_jax import hf_weights  # pylint: disable=g-import-not-at-top
     from bert_jax.heads import BertForPreTraining  # pylint: disable=g-import-not-at-top
     directory = mlm_directory(model)
-    self.bert, self.params, self.tokenizer = checkpoints.load_mlm(directory)
+    self.bert, self.params, self.tokenizer = hf_weights.load_mlm(directory)
     self.model = BertForPreTraining(self.bert)
     self.max_len = min(max_seq_length, self.bert.max_position_embeddings)
     self.mask_id = self.tokenizer.token_to_id('[MASK]')

