@@ -123,14 +123,14 @@ def export(workdir, out, *, checkpoint: str = 'best') -> pathlib.Path:
                                         checkpoint)
   params = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)),
                                   params)
-  state = hf_weights.encoder_hf_state_dict(task.bert, params['bert'],
-                                           pooler=pooler)
+  state = hf_weights.encoder_hf_state_dict(task.bert_config,
+                                           params['bert'], pooler=pooler)
   state.update({f'{torch_name}.{k}': v
                 for k, v in _linear(params, ours).items()})
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   save_file(state, str(out / 'model.safetensors'), metadata={'format': 'pt'})
-  hf = task.bert.to_hf_dict()
+  hf = task.bert_config.to_hf_dict()
   hf['architectures'] = [arch]
   names = getattr(task, 'label_names', None) or getattr(task, 'tag_names',
                                                         None)

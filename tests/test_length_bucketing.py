@@ -141,7 +141,7 @@ def test_cut_batches_give_the_same_loss_gradient_and_eval():
     return jax.jit(jax.value_and_grad(f))(params)
 
   # Dropout masks depend on the shape: compare without dropout.
-  task.model = task.model.clone(config=task.bert.replace(
+  task.model = task.model.clone(config=task.bert_config.replace(
       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
   (v_full, g_full), (v_cut, g_cut) = value_and_grad(full), value_and_grad(cut)
   np.testing.assert_allclose(v_cut, v_full, rtol=1e-5)

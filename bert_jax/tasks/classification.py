@@ -59,9 +59,10 @@ class ClassificationTask(finetune.FinetuneTask):
       raise ValueError(f'config.data.eval has labels absent from training: '
                        f'{sorted(unknown)}')
     self.class_counts = datasets.class_counts(self.train_ds)
-    self.bert = finetune.bert_config(config, self.tokenizer.vocab_size)
+    self.bert_config = finetune.bert_config(config, self.tokenizer.vocab_size)
     self.model = BertForSequenceClassification(
-        self.bert, num_labels=len(self.label_names), pooling=config.pooling)
+        self.bert_config, num_labels=len(self.label_names),
+        pooling=config.pooling)
     self.loss = finetune.loss_spec(config, len(self.label_names),
                                    self.class_counts)
     self.tau = finetune.posthoc_tau(config, self.class_counts,

@@ -272,7 +272,7 @@ def sampler_for(config, labels: Sequence[int], shard_index: int,
 class FinetuneTask(base.Task):
   """The plumbing every fine-tuning task shares.
 
-  Subclasses set `self.bert` (BertConfig), `self.loss` (LossSpec),
+  Subclasses set `self.bert_config` (BertConfig), `self.loss` (LossSpec),
   `self.train_features` and `self.eval_features` (dicts of arrays with a
   leading example axis) in `__init__`, and implement the model-specific
   methods of `base.Task`.
@@ -331,7 +331,7 @@ class FinetuneTask(base.Task):
                            batch['attention_mask'])['params']
 
   def pretrained_params(self, params):
-    return pretrained_bert_params(self.config, params, self.bert)
+    return pretrained_bert_params(self.config, params, self.bert_config)
 
   def init_loss_state(self):
     return self.loss.init_state()

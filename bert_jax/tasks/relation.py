@@ -328,7 +328,7 @@ class RelationTask(finetune.FinetuneTask):
     bert = finetune.bert_config(config, self.tokenizer.vocab_size)
     if self.method == 'entity_embeddings' and bert.num_entity_types < 3:
       bert = bert.replace(num_entity_types=3)   # none, head, tail
-    self.bert = bert
+    self.bert_config = bert
     self.model = BertForRelation(bert, num_labels=len(self.label_names),
                                  method=self.method)
     self.skipped = {}
@@ -400,8 +400,8 @@ class RelationTask(finetune.FinetuneTask):
     embeddings = dict(bert['embeddings'])
     roles = embeddings.pop('entity_embeddings', None)
     bert['embeddings'] = embeddings
-    loaded = finetune.pretrained_bert_params(self.config,
-                                             dict(params, bert=bert), self.bert)
+    loaded = finetune.pretrained_bert_params(
+        self.config, dict(params, bert=bert), self.bert_config)
     if loaded is None or roles is None:
       return loaded
     loaded['bert'] = dict(loaded['bert'])

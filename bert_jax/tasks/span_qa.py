@@ -482,8 +482,8 @@ class SpanQATask(finetune.FinetuneTask):
       if len(set(guids)) != len(guids):
         raise ValueError(f'config.data.{which}={ds.name!r}: question ids are '
                          'not unique, so predictions cannot be keyed by id')
-    self.bert = finetune.bert_config(config, self.tokenizer.vocab_size)
-    self.model = BertForSpanQA(self.bert)
+    self.bert_config = finetune.bert_config(config, self.tokenizer.vocab_size)
+    self.model = BertForSpanQA(self.bert_config)
     t = d.max_seq_length
     self.loss = qa_loss_spec(config, t)
     self.stats, self.truncated = {}, {}
