@@ -264,7 +264,7 @@ def sampler_for(config, labels: Sequence[int], shard_index: int,
     return None
   if not 0 <= q <= 1:
     raise ValueError(f'config.data.sampling_q={q} must be in [0, 1]')
-  # Shards are taken by ArrayIterator from each global batch.
+  # Shards are taken by batching.ArrayIterator from each global batch.
   del shard_index, num_shards
   return sampling.QPowerSampler(labels, q, seed=config.seed)
 

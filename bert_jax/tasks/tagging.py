@@ -1,9 +1,9 @@
 """Token tagging: NER, chunking, word segmentation, POS, with or without a CRF.
 
-Data: a tagging dataset (`msra_ner`, `conll_sample`, `wsj_pos`, `oanc_pos`,
-or a CoNLL file), one tag per word. `config.data.max_train_examples` /
-`max_eval_examples` (0 = all) keep a seeded sample of N sentences of a
-split, for quick runs.
+Data: a tagging dataset (`msra_ner`, `conll_sample`, `wsj_pos`,
+`hkcancor_cws`, `hkcancor_pos`, or a CoNLL file), one tag per word.
+`config.data.max_train_examples` / `max_eval_examples` (0 = all) keep a
+seeded sample of N sentences of a split, for quick runs.
 
 Schemes (`config.data.scheme`, case-insensitive):
   'IOB2', 'BIOES' (alias 'IOBES'), 'BMES'   typed entity spans: tags 'O'
