@@ -6,7 +6,7 @@ the save is complete, so a crash mid-save never leaves a loadable partial
 checkpoint). Restoring takes the target shardings of the current mesh, so a
 checkpoint saved on 8 devices restores on 1 or 4.
 
-This module holds the orbax run state; `checkpoints.py` holds the HF/TF
+This module holds the orbax run state; `hf_weights.py` holds the HF/TF
 weight conversion. The two share nothing.
 """
 

@@ -16,7 +16,7 @@ relation heads, and any parameters beyond the encoder and the linear head
 (a CRF's transitions, for one). The parameters come from the run's best
 checkpoint (else its newest; `--checkpoint=final` for the newest).
 Pretraining runs export themselves to `<workdir>/hf` (`BertForPreTraining`,
-`checkpoints.export_hf`) when they end.
+`hf_weights.export_hf`) when they end.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import checkpoints
+from bert_jax import hf_weights
 from bert_jax import heads
 from bert_jax import runs
 # pylint: enable=g-import-not-at-top
@@ -111,7 +111,7 @@ def export(workdir, out, *, checkpoint: str = 'best') -> pathlib.Path:
     raise UnsupportedHead(
         f'{workdir} is a pretraining run: it exported BertForPreTraining to '
         f'{pathlib.Path(workdir) / "hf"} when it ended '
-        '(checkpoints.export_hf)')
+        '(hf_weights.export_hf)')
   runs.checkpoint_dir(workdir, checkpoint)   # fail before reading data
   task = tasks.get(config.task)(config)
   # Refuse before restoring anything: the head is known from the task.
@@ -123,14 +123,14 @@ def export(workdir, out, *, checkpoint: str = 'best') -> pathlib.Path:
                                         checkpoint)
   params = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)),
                                   params)
-  state = checkpoints.encoder_hf_state_dict(task.bert, params['bert'],
-                                            pooler=pooler)
+  state = hf_weights.encoder_hf_state_dict(task.bert_config,
+                                           params['bert'], pooler=pooler)
   state.update({f'{torch_name}.{k}': v
                 for k, v in _linear(params, ours).items()})
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   save_file(state, str(out / 'model.safetensors'), metadata={'format': 'pt'})
-  hf = task.bert.to_hf_dict()
+  hf = task.bert_config.to_hf_dict()
   hf['architectures'] = [arch]
   names = getattr(task, 'label_names', None) or getattr(task, 'tag_names',
                                                         None)

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from bert_jax import sharding
+from bert_jax.data import batching
 from bert_jax.model import BertModel
 
 # Feature keys of the cached encoder outputs. The pooled output is stored as
@@ -67,7 +68,7 @@ def should_cache(config, task, frozen: Optional[Any]) -> bool:
     logging.info('frozen encoder: %s does not cache encoder outputs; the '
                  'encoder runs forward at each step', type(task).__name__)
     return False
-  bert = task.bert
+  bert = task.bert_config
   if bert.hidden_dropout_prob or bert.attention_probs_dropout_prob:
     logging.warning(
         'frozen encoder with dropout (config.model.hidden_dropout_prob=%s, '
@@ -133,7 +134,6 @@ def cache_encoder_outputs(task, params, config, mesh) -> None:
   feature arrays).
   """
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  from bert_jax.tasks import finetune  # pylint: disable=g-import-not-at-top
   logging.info('frozen encoder: computing its outputs once')
   local_bs = sharding.local_batch_size(config.eval_batch_size)
   encode = jax.jit(task.encoder_outputs)
@@ -141,7 +141,7 @@ def cache_encoder_outputs(task, params, config, mesh) -> None:
     features = getattr(task, which)
     n = len(next(iter(features.values())))
     parts = []
-    for batch in finetune.eval_batches_from(
+    for batch in batching.eval_batches_from(
         features, local_bs, jax.process_index(), jax.process_count()):
       out = encode(params, sharding.make_global_batch(batch, mesh))
       parts.append(jax.device_get(

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax import crf as crf_lib
-from bert_jax.model import (ACTIVATIONS, BertConfig, BertModel, Dropout, _dense,
-                            _layer_norm)
+from bert_jax.model import (ACTIVATIONS, BertConfig, BertModel, Dropout, dense,
+                            layer_norm)
 
 Array = jax.Array
 
@@ -47,9 +47,9 @@ class MLMHead(nn.Module):
     """masked_output: [B, P, H], the encoder at the masked positions;
     embedding_table: [V, H] -> logits float32 [B, P, V]."""
     c = self.config
-    h = _dense(c, c.hidden_size, 'transform_dense')(masked_output)
+    h = dense(c, c.hidden_size, 'transform_dense')(masked_output)
     h = ACTIVATIONS[c.hidden_act](h)
-    h = _layer_norm(c, 'transform_LayerNorm')(h)
+    h = layer_norm(c, 'transform_LayerNorm')(h)
     table = embedding_table.astype(jnp.dtype(c.dtype))
     logits = jnp.einsum('bph,vh->bpv', h, table,
                         preferred_element_type=jnp.float32)
@@ -64,7 +64,7 @@ class NSPHead(nn.Module):
   @nn.compact
   def __call__(self, pooled_output: Array) -> Array:
     """pooled [B, H] -> logits float32 [B, 2]."""
-    return _dense(self.config, 2, 'dense')(pooled_output).astype(jnp.float32)
+    return dense(self.config, 2, 'dense')(pooled_output).astype(jnp.float32)
 
 
 class BertForPreTraining(nn.Module):
@@ -112,8 +112,8 @@ class AttentionPool(nn.Module):
   @nn.compact
   def __call__(self, sequence: Array, mask: Array) -> Array:
     c = self.config
-    scores = _dense(c, 1, 'score')(jnp.tanh(_dense(c, c.hidden_size,
-                                                   'proj')(sequence)))
+    scores = dense(c, 1, 'score')(jnp.tanh(dense(c, c.hidden_size,
+                                                 'proj')(sequence)))
     scores = jnp.where(mask.astype(bool), scores[..., 0].astype(jnp.float32),
                        NEG_LOGIT)
     probs = jax.nn.softmax(scores, axis=-1).astype(sequence.dtype)
@@ -156,7 +156,7 @@ class BertForSequenceClassification(nn.Module):
     x = pool(self.config, self.pooling, seq, pooled, attention_mask)
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
     x = Dropout(rate)(x, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, 'classifier')(x).astype(jnp.float32)
+    return dense(self.config, self.num_labels, 'classifier')(x).astype(jnp.float32)
 
 
 class BertForTokenClassification(nn.Module):
@@ -183,7 +183,7 @@ class BertForTokenClassification(nn.Module):
     seq = Dropout(rate)(seq, deterministic=deterministic)
     if self.crf:
       crf_lib.CRFParams(self.num_labels, name='crf')()
-    return _dense(self.config, self.num_labels, 'tagger')(seq).astype(jnp.float32)
+    return dense(self.config, self.num_labels, 'tagger')(seq).astype(jnp.float32)
 
 
 class BertForRelation(nn.Module):
@@ -237,7 +237,7 @@ class BertForRelation(nn.Module):
       x = seq.reshape(b, -1)   # [h(head marker); h(tail marker)]
     rate = self.config.hidden_dropout_prob if self.dropout is None else self.dropout
     x = Dropout(rate)(x, deterministic=deterministic)
-    return _dense(self.config, self.num_labels, 'relation')(x).astype(jnp.float32)
+    return dense(self.config, self.num_labels, 'relation')(x).astype(jnp.float32)
 
 
 class BertForSpanQA(nn.Module):
@@ -253,7 +253,7 @@ class BertForSpanQA(nn.Module):
                logit_mask=None, deterministic: bool = True):
     seq, _ = BertModel(self.config, name='bert')(
         input_ids, token_type_ids, attention_mask, deterministic=deterministic)
-    logits = _dense(self.config, 2, 'qa')(seq).astype(jnp.float32)
+    logits = dense(self.config, 2, 'qa')(seq).astype(jnp.float32)
     start, end = logits[..., 0], logits[..., 1]
     if logit_mask is None:
       logit_mask = attention_mask

@@ -6,7 +6,7 @@ pooled_output [B, H])` in `config.dtype`. Parameters are kept in
 `config.param_dtype` (fp32); softmax runs in fp32 whatever the compute dtype.
 
 Parameter names follow HF's BERT closely so weight conversion is a table
-(see checkpoints.py): `embeddings/{word,position,token_type}_embeddings`,
+(see hf_weights.py): `embeddings/{word,position,token_type}_embeddings`,
 `encoder/layer_{i}/attention/{query,key,value,output}`,
 `attention_LayerNorm`, `intermediate`, `output`, `output_LayerNorm`,
 `pooler/dense`. With `scan_layers=True` the layers live under
@@ -329,14 +329,20 @@ def key_lengths(mask: Array) -> Array:
   return jnp.maximum(mask.sum(axis=(1, 2, 3)), 1).astype(jnp.int32)
 
 
-def _dense(config: BertConfig, features: int, name: str) -> nn.Dense:
+def dense(config: BertConfig, features: int, name: str) -> nn.Dense:
+  """A Dense layer to `features` outputs as BERT's: computes in
+  `config.dtype`, keeps its params in `config.param_dtype`, draws its
+  kernel from N(0, initializer_range^2), bias zero. The encoder and the
+  heads use it."""
   return nn.Dense(
       features, dtype=jnp.dtype(config.dtype),
       param_dtype=jnp.dtype(config.param_dtype),
       kernel_init=nn.initializers.normal(config.initializer_range), name=name)
 
 
-def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+  """A LayerNorm as BERT's (epsilon `config.layer_norm_eps`, the config's
+  dtypes). The encoder and the heads use it."""
   # Flax computes the LayerNorm statistics in fp32 even for bf16 inputs.
   return nn.LayerNorm(epsilon=config.layer_norm_eps,
                       dtype=jnp.dtype(config.dtype),
@@ -360,7 +366,7 @@ class Embeddings(nn.Module):
                                        'token_type_embeddings')
     if c.num_entity_types:
       self.entity_embeddings = embed(c.num_entity_types, 'entity_embeddings')
-    self.LayerNorm = _layer_norm(c, 'LayerNorm')  # pylint: disable=invalid-name
+    self.LayerNorm = layer_norm(c, 'LayerNorm')  # pylint: disable=invalid-name
     self.dropout = Dropout(c.hidden_dropout_prob)
 
   def __call__(self, input_ids, token_type_ids, position_ids, entity_ids,
@@ -393,9 +399,9 @@ class SelfAttention(nn.Module):
     b, t, _ = x.shape
     split = lambda y: y.reshape(b, -1, c.num_attention_heads, c.head_dim)
     xq = x if query_positions is None else take_positions(x, query_positions)
-    q = split(_dense(c, c.hidden_size, 'query')(xq))
-    k = split(_dense(c, c.hidden_size, 'key')(x))
-    v = split(_dense(c, c.hidden_size, 'value')(x))
+    q = split(dense(c, c.hidden_size, 'query')(xq))
+    k = split(dense(c, c.hidden_size, 'key')(x))
+    v = split(dense(c, c.hidden_size, 'value')(x))
     q = checkpoint_name(q, 'query_proj')
     k = checkpoint_name(k, 'key_proj')
     v = checkpoint_name(v, 'value_proj')
@@ -421,7 +427,7 @@ class SelfAttention(nn.Module):
       probs = Dropout(dropout)(probs, deterministic=False)
       ctx = jnp.einsum('bnqk,bknd->bqnd', probs.astype(v.dtype), v)
     ctx = ctx.reshape(b, -1, c.hidden_size)
-    out = _dense(c, c.hidden_size, 'output')(ctx)
+    out = dense(c, c.hidden_size, 'output')(ctx)
     return checkpoint_name(out, 'attention_out')
 
 
@@ -442,12 +448,12 @@ class EncoderLayer(nn.Module):
         x, mask, query_positions)
     if query_positions is not None:
       x = take_positions(x, query_positions)
-    x = _layer_norm(c, 'attention_LayerNorm')(x + drop(attn))
-    h = ACTIVATIONS[c.hidden_act](_dense(c, c.intermediate_size,
-                                         'intermediate')(x))
-    h = _dense(c, c.hidden_size, 'output')(h)
+    x = layer_norm(c, 'attention_LayerNorm')(x + drop(attn))
+    h = ACTIVATIONS[c.hidden_act](dense(c, c.intermediate_size,
+                                        'intermediate')(x))
+    h = dense(c, c.hidden_size, 'output')(h)
     h = checkpoint_name(h, 'mlp_out')
-    return _layer_norm(c, 'output_LayerNorm')(x + drop(h))
+    return layer_norm(c, 'output_LayerNorm')(x + drop(h))
 
 
 class _ScannedLayer(EncoderLayer):
@@ -500,8 +506,8 @@ class Pooler(nn.Module):
   @nn.compact
   def __call__(self, cls_output: Array) -> Array:
     """cls_output: [B, H], the last layer at [CLS] -> [B, H]."""
-    return jnp.tanh(_dense(self.config, self.config.hidden_size,
-                           'dense')(cls_output))
+    return jnp.tanh(dense(self.config, self.config.hidden_size,
+                          'dense')(cls_output))
 
 
 class BertModel(nn.Module):

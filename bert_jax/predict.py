@@ -102,10 +102,10 @@ _SUFFIX = {'tsv': '.tsv', 'csv': '.csv', 'jsonl': '.jsonl', 'squad': '.json',
 def _per_token_outputs(task, params, batch) -> set[str]:
   """Names of the eval outputs with a sequence axis (axis 1 follows the
   batch's width), found from their shapes at two widths (tracing only)."""
-  from bert_jax.tasks import finetune  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import batching  # pylint: disable=g-import-not-at-top
   t = batch['input_ids'].shape[1]
   shapes = [jax.eval_shape(task.eval_step, params,
-                           finetune.trim_to_bucket(batch, t, w))[1]
+                           batching.trim_to_bucket(batch, t, w))[1]
             for w in (t, t - 1)]
   return {k for k in shapes[0] if shapes[0][k].shape != shapes[1][k].shape}
 
@@ -237,10 +237,10 @@ class FillMask:
   """
 
   def __init__(self, model: str | os.PathLike, max_seq_length: int = 512):
-    from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+    from bert_jax import hf_weights  # pylint: disable=g-import-not-at-top
     from bert_jax.heads import BertForPreTraining  # pylint: disable=g-import-not-at-top
     directory = mlm_directory(model)
-    self.bert, self.params, self.tokenizer = checkpoints.load_mlm(directory)
+    self.bert, self.params, self.tokenizer = hf_weights.load_mlm(directory)
     self.model = BertForPreTraining(self.bert)
     self.max_len = min(max_seq_length, self.bert.max_position_embeddings)
     self.mask_id = self.tokenizer.token_to_id('[MASK]')

@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import progress
+from bert_jax.data import batching
 
 Features = dict[str, np.ndarray]
 
@@ -690,7 +691,9 @@ class PretrainingIterator:
       step apart, which is harmless.
   A final partial batch of each epoch is dropped (a different remainder
   each epoch). The position is `get_state()` (a small JSON-able dict to put
-  in the checkpoint); `set_state` restores it exactly.
+  in the checkpoint); `set_state` restores it exactly. The order, position
+  and host rows follow `bert_jax.data.batching`, as fine-tuning's
+  `ArrayIterator` does.
 
   Yields:
     dict of numpy arrays [b, ...] (e.g. input_ids [b, T] int32).
@@ -713,13 +716,13 @@ class PretrainingIterator:
     self._host_shard = source_is_host_shard
     self._shuffle = shuffle
     step_examples = self._per_host if source_is_host_shard else batch_size
-    self._steps_per_epoch = len(source) // step_examples
-    if self._steps_per_epoch == 0:
+    steps_per_epoch = len(source) // step_examples
+    if steps_per_epoch == 0:
       raise ValueError(f'{len(source)} examples make no batch of '
                        f'{step_examples}')
-    self._epoch = 0
-    self._step = 0
-    self._order: np.ndarray | None = None
+    self._cursor = batching.EpochCursor(self._epoch_order,
+                                        step_size=step_examples,
+                                        steps_per_epoch=steps_per_epoch)
 
   @classmethod
   def from_instances(cls, instances: Sequence[Instance], *,
@@ -744,48 +747,32 @@ class PretrainingIterator:
 
   @property
   def steps_per_epoch(self) -> int:
-    return self._steps_per_epoch
+    return self._cursor.steps_per_epoch
 
-  def _epoch_order(self) -> np.ndarray:
-    if self._order is None:
-      n = len(self._source)
-      if not self._shuffle:
-        self._order = np.arange(n)
-      else:
-        # A SeedSequence over (seed, epoch[, host]) rather than seed + epoch,
-        # so that seed 1 epoch 0 and seed 0 epoch 1 differ.
-        key = [self._seed, self._epoch]
-        if self._host_shard:
-          key.append(self._host_index)
-        self._order = np.random.default_rng(key).permutation(n)
-    return self._order
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    n = len(self._source)
+    if not self._shuffle:
+      return np.arange(n)
+    host = (self._host_index,) if self._host_shard else ()
+    return batching.epoch_rng(self._seed, epoch, *host).permutation(n)
 
   def __iter__(self) -> 'PretrainingIterator':
     return self
 
   def __next__(self) -> Features:
-    order = self._epoch_order()
-    if self._host_shard:
-      start = self._step * self._per_host
-    else:
-      start = self._step * self._batch_size + self._host_index * self._per_host
-    indices = order[start:start + self._per_host]
+    indices = self._cursor.next()
+    if not self._host_shard:   # a global batch: this host's rows of it
+      indices = batching.host_rows(indices, self._host_index, self._per_host)
     if hasattr(self._source, 'get_many'):
       examples = self._source.get_many(indices)
     else:
       examples = [self._source[int(i)] for i in indices]
-    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-    self._step += 1
-    if self._step == self._steps_per_epoch:
-      self._epoch += 1
-      self._step = 0
-      self._order = None
-    return batch
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
   def get_state(self) -> dict[str, int]:
     """The position (and what it is valid for), as plain ints."""
-    return {'epoch': self._epoch, 'step': self._step, 'seed': self._seed,
-            'num_examples': len(self._source),
+    return {'epoch': self._cursor.epoch, 'step': self._cursor.step,
+            'seed': self._seed, 'num_examples': len(self._source),
             'batch_size': self._batch_size, 'num_hosts': self._num_hosts,
             'host_index': self._host_index}
 
@@ -799,15 +786,8 @@ class PretrainingIterator:
     keys = ('seed', 'batch_size', 'num_examples')
     if self._host_shard:
       keys = ('num_hosts', 'host_index') + keys
-    for key in keys:
-      if int(state[key]) != mine[key]:
-        raise ValueError(f'iterator state is for {key}={state[key]}, this '
-                         f'iterator has {mine[key]}')
-    if not 0 <= int(state['step']) < self._steps_per_epoch:
-      raise ValueError(f"step {state['step']} out of range")
-    self._epoch = int(state['epoch'])
-    self._step = int(state['step'])
-    self._order = None
+    batching.check_state(state, {k: mine[k] for k in keys})
+    self._cursor.seek(state['epoch'], state['step'])
 
 
 # --------------------------------------------------------------------------

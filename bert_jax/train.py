@@ -266,10 +266,10 @@ def _check_sequence_length(config, task: base.Task) -> None:
   config key; with `init_from` the table size comes from the pretrained
   config.json, which only the task has read.
   """
-  bert = getattr(task, 'bert', None) or getattr(task, 'bert_config', None)
+  bert = task.bert_config
   data = config.get('data', None)
   max_len = data.get('max_seq_length', None) if data is not None else None
-  limit = getattr(bert, 'max_position_embeddings', None)
+  limit = None if bert is None else bert.max_position_embeddings
   if max_len is not None and limit is not None and max_len > limit:
     source = (f'the config.json of config.model.init_from='
               f'{config.model.init_from!r}' if config.model.get('init_from')

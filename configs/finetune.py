@@ -209,7 +209,7 @@ def _tagging(c: ml_collections.ConfigDict, arg: str) -> None:
     # the run starts). To start from a Chinese encoder instead, set
     # --config.model.init_from to its HF directory (e.g. a bert_jax
     # pretraining run on the msra corpus with this vocab, exported with
-    # checkpoints.export_hf).
+    # hf_weights.export_hf).
     c.data.vocab = 'bert_chinese_vocab'
     c.model.init_from = ''
     c.model.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,

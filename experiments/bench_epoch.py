@@ -147,10 +147,10 @@ def worker_hf_flax(args) -> dict[str, Any]:
   import optax  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_jax import hf_weights  # pylint: disable=g-import-not-at-top
   from bert_jax.data import datasets, registry  # pylint: disable=g-import-not-at-top
   t_import = time.perf_counter()
-  model_dir = str(registry.fetch(checkpoints.SHORT_NAMES['minilm']))
+  model_dir = str(registry.fetch(hf_weights.SHORT_NAMES['minilm']))
   train_ds = datasets.load('drug_reviews', 'train')
   test_ds = datasets.load('drug_reviews', 'test')
   names = list(train_ds.label_names)

@@ -62,10 +62,10 @@ def _drain(iterator, steps: int, batch: int) -> float:
 
 def measure(speeches: int, batch: int, steps: int) -> dict[str, float]:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_jax import hf_weights  # pylint: disable=g-import-not-at-top
   from bert_jax import pretraining_data as pd  # pylint: disable=g-import-not-at-top
   from bert_jax.data import registry  # pylint: disable=g-import-not-at-top
-  vocab = registry.fetch(checkpoints.SHORT_NAMES['minilm']) / 'vocab.txt'
+  vocab = registry.fetch(hf_weights.SHORT_NAMES['minilm']) / 'vocab.txt'
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     corpus = _corpus(tmp / 'corpus', speeches)

@@ -26,7 +26,7 @@ betas (0.9, 0.999), eps 1e-6, weight decay 0.01 off LayerNorm and biases,
 clipping at global norm 1.0; dropout 0.1 on in all three.
 
 Equal work is checked before anything is timed: the bert_jax process creates
-the weights and exports them with `checkpoints.export_hf` (the fine-tuning
+the weights and exports them with `hf_weights.export_hf` (the fine-tuning
 heads go through an .npz); the HF processes load that directory
 (`from_pretrained`, `from_pt=True` for Flax) and must reproduce bert_jax's
 loss and gradient global norm on the same batch with dropout off, within a
@@ -169,12 +169,12 @@ def _ensure_export(weights_dir: pathlib.Path, config, seed: int) -> None:
     return
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_jax import hf_weights  # pylint: disable=g-import-not-at-top
   from bert_jax.heads import BertForPreTraining  # pylint: disable=g-import-not-at-top
   ids = np.zeros((1, 2), np.int32)
   params = jax.jit(lambda k: BertForPreTraining(config).init(
       k, ids, ids, ids, ids[:, :1]))(jax.random.PRNGKey(seed))['params']
-  checkpoints.export_hf(weights_dir, config, jax.device_get(params))
+  hf_weights.export_hf(weights_dir, config, jax.device_get(params))
 
 
 def _bert_jax_params(spec, config, task, batch):
@@ -182,11 +182,11 @@ def _bert_jax_params(spec, config, task, batch):
   a fine-tuning head is initialised fresh and written for the peers."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_jax import hf_weights  # pylint: disable=g-import-not-at-top
   weights_dir = pathlib.Path(spec['weights_dir'])
   _ensure_export(weights_dir, config, spec['seed'])
-  _, loaded, _ = checkpoints.from_pretrained(weights_dir, load_tokenizer=False,
-                                             scan_layers=config.scan_layers)
+  _, loaded, _ = hf_weights.from_pretrained(weights_dir, load_tokenizer=False,
+                                            scan_layers=config.scan_layers)
   workload = spec['workload']
   if workload == 'pretrain':
     return loaded

@@ -2,7 +2,10 @@
 
 `local` runs each run as its own subprocess, N at a time, and records how
 each ended in `<workdir>/sweep_status.json`. `slurm` and `tpu` only write a
-script and print how to start it; they schedule nothing themselves.
+script and print how to start it; they schedule nothing themselves. A run is
+anything with an `index` and a `name` (`sweep.Run`) and its argv; which runs
+exist and what they compute is `experiments.sweep`'s business
+(`sweep.launch` calls these).
 
 Every command is an argv list. `local` execs it without a shell; the scripts
 write each element through `shlex.quote`, so a config value such as
@@ -21,10 +24,12 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from experiments import sweep as sweep_lib
-
 RESULTS = 'results.json'
 LOG = 'train.log'
+
+
+class LaunchError(ValueError):
+  """A launcher option that cannot go into a script (names the option)."""
 
 
 def add_flags(p) -> None:
@@ -42,49 +47,6 @@ def add_flags(p) -> None:
   g.add_argument('--remote_workdir', default='',
                  help='sweep directory as the workers see it (gs://... or a '
                  'shared disk); default --workdir')
-
-
-def launch(args, spec: str, runs: Sequence[sweep_lib.Run]) -> int:
-  workdir = pathlib.Path(args.workdir).resolve()
-  if args.launcher == 'tpu':
-    base = (args.remote_workdir or args.workdir).rstrip('/')
-    python = args.python or 'python3'
-  else:
-    base = str(workdir)
-    python = args.python or sys.executable
-  dirs = [f'{base}/{r.name}' for r in runs]
-  cache = '' if args.no_compilation_cache else (
-      args.compilation_cache_dir or f'{base}/compilation_cache')
-  argvs = [sweep_lib.train_argv(python, spec, r, d, cache)
-           for r, d in zip(runs, dirs)]
-  if args.launcher != 'tpu':   # the workers' directories are not visible here
-    sweep_lib.check_finished(runs, [pathlib.Path(d) for d in dirs])
-  sweep_json = sweep_lib.write_sweep_json(workdir, spec, runs, argvs)
-  print(f'{len(runs)} runs of {spec}; wrote {sweep_json}')
-  if args.launcher == 'slurm':
-    script = write_slurm(workdir, runs, argvs, dirs, parallel=args.parallel,
-                         job_name=args.job_name or f'sweep-{workdir.name}',
-                         options=args.sbatch_option)
-    print(f'Submit with:\n  sbatch {shlex.quote(str(script))}')
-    return 0
-  if args.launcher == 'tpu':
-    script = write_tpu(workdir, runs, argvs, dirs, tpu=args.tpu,
-                       zone=args.zone, repo=args.remote_repo)
-    if args.parallel > 1:
-      print('note: a pod slice runs one run at a time; --parallel is ignored')
-    print(f'Run (from a machine with gcloud):\n  bash {shlex.quote(str(script))}')
-    return 0
-  if args.dry_run:
-    for run, argv in zip(runs, argvs):
-      done = ' (done: results.json exists)' if (
-          pathlib.Path(dirs[run.index]) / RESULTS).exists() else ''
-      print(f'[{run.index}] {run.name}{done}\n    {shlex.join(argv)}')
-    return 0
-  outcomes = run_local(runs, argvs, [pathlib.Path(d) for d in dirs],
-                       parallel=args.parallel,
-                       status_path=workdir / 'sweep_status.json')
-  print(summary(outcomes, workdir))
-  return 1 if any(o['status'] not in ('ok', 'skipped') for o in outcomes) else 0
 
 
 # ------------------------------------------------------------ local
@@ -183,7 +145,7 @@ def summary(outcomes, workdir: pathlib.Path) -> str:
 # ------------------------------------------------------------ slurm
 def _check_line(text: str, what: str) -> str:
   if '\n' in text or '\r' in text:
-    raise sweep_lib.SweepError(f'{what} must be one line: {text!r}')
+    raise LaunchError(f'{what} must be one line: {text!r}')
   return text
 
 

@@ -43,10 +43,12 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import sys
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from bert_jax import config_cli
+from experiments import launchers
 import losses
 
 SEED_KEY = 'seed'
@@ -413,8 +415,62 @@ def write_sweep_json(workdir: pathlib.Path, spec: str, runs: Sequence[Run],
   return out
 
 
+def launch(args, spec: str, runs: Sequence[Run]) -> int:
+  """Writes `<workdir>/sweep.json` and hands the runs to `args.launcher`.
+
+  `args` holds the flags of `main` (and `launchers.add_flags`). A finished
+  run is skipped, after checking it came from this sweep's config
+  (`check_finished`; not for a TPU pod, whose directories are not visible
+  here). Returns the exit status: 0, or 1 when a local run failed.
+  """
+  workdir = pathlib.Path(args.workdir).resolve()
+  if args.launcher == 'tpu':
+    base = (args.remote_workdir or args.workdir).rstrip('/')
+    python = args.python or 'python3'
+  else:
+    base = str(workdir)
+    python = args.python or sys.executable
+  dirs = [f'{base}/{r.name}' for r in runs]
+  cache = '' if args.no_compilation_cache else (
+      args.compilation_cache_dir or f'{base}/compilation_cache')
+  argvs = [train_argv(python, spec, r, d, cache) for r, d in zip(runs, dirs)]
+  if args.launcher != 'tpu':   # the workers' directories are not visible here
+    check_finished(runs, [pathlib.Path(d) for d in dirs])
+  sweep_json = write_sweep_json(workdir, spec, runs, argvs)
+  print(f'{len(runs)} runs of {spec}; wrote {sweep_json}')
+  try:
+    if args.launcher == 'slurm':
+      script = launchers.write_slurm(
+          workdir, runs, argvs, dirs, parallel=args.parallel,
+          job_name=args.job_name or f'sweep-{workdir.name}',
+          options=args.sbatch_option)
+      print(f'Submit with:\n  sbatch {shlex.quote(str(script))}')
+      return 0
+    if args.launcher == 'tpu':
+      script = launchers.write_tpu(workdir, runs, argvs, dirs, tpu=args.tpu,
+                                   zone=args.zone, repo=args.remote_repo)
+      if args.parallel > 1:
+        print('note: a pod slice runs one run at a time; --parallel is '
+              'ignored')
+      print('Run (from a machine with gcloud):\n  bash '
+            f'{shlex.quote(str(script))}')
+      return 0
+  except launchers.LaunchError as e:
+    raise SweepError(str(e)) from e
+  if args.dry_run:
+    for run, argv in zip(runs, argvs):
+      done = ' (done: results.json exists)' if (
+          pathlib.Path(dirs[run.index]) / launchers.RESULTS).exists() else ''
+      print(f'[{run.index}] {run.name}{done}\n    {shlex.join(argv)}')
+    return 0
+  outcomes = launchers.run_local(runs, argvs, [pathlib.Path(d) for d in dirs],
+                                 parallel=args.parallel,
+                                 status_path=workdir / 'sweep_status.json')
+  print(launchers.summary(outcomes, workdir))
+  return 1 if any(o['status'] not in ('ok', 'skipped') for o in outcomes) else 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  from experiments import launchers  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', required=True,
                  help='config file with get_config/sweep, e.g. '
@@ -443,14 +499,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.error('--parallel must be >= 1')
   try:
     path, arg, runs = expand(args.config, args.smoke)
-    return launchers.launch(args, join_spec(path, arg), runs)
+    return launch(args, join_spec(path, arg), runs)
   except SweepError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
 
 
 if __name__ == '__main__':
-  # Through the package, so that launchers and this code share one module
-  # (one SweepError class) rather than `__main__` and `experiments.sweep`.
-  from experiments import sweep as _sweep  # pylint: disable=g-import-not-at-top
-  sys.exit(_sweep.main())
+  sys.exit(main())

@@ -25,7 +25,7 @@ test overrides) go through `experiments.sweep.validate` (each key exists,
 each value survives the command line; stage 2's own runs are validated again
 once the selection has fixed them); the dev split must not be the test
 split, and stage 1 and stage 2 runs of a point may differ only in the seed
-and the eval split. Runs are launched with `experiments.launchers` (one
+and the eval split. Runs are launched with `experiments.sweep.launch` (one
 process per run; a run whose results.json exists is skipped), so rerunning
 the same command resumes: it finishes stage 1, selects, runs stage 2 and
 reports. With `--launcher=slurm|tpu` each stage writes its script and stops;
@@ -43,6 +43,7 @@ import pathlib
 import sys
 from typing import Any, Optional, Sequence
 
+from experiments import launchers
 from experiments import sweep as sweep_lib
 
 # Keys whose values may differ between a point's stage-1 and stage-2 runs.
@@ -338,7 +339,6 @@ def histogram_probes(plan: Plan, selection: dict[str, dict[str, Any]]
 
 # ------------------------------------------------------------ launching
 def _launch(args, plan: Plan, entries: Sequence[Entry], stage_dir) -> int:
-  from experiments import launchers  # pylint: disable=g-import-not-at-top
   runs = [e.run for e in entries]
   for i, run in enumerate(runs):   # launchers index dirs by run.index
     run.index = i
@@ -351,7 +351,7 @@ def _launch(args, plan: Plan, entries: Sequence[Entry], stage_dir) -> int:
     base = args.remote_workdir or args.workdir if args.launcher == 'tpu' else (
         str(pathlib.Path(args.workdir).resolve()))
     stage_args.compilation_cache_dir = f'{base.rstrip("/")}/compilation_cache'
-  return launchers.launch(stage_args, plan.spec_str, runs)
+  return sweep_lib.launch(stage_args, plan.spec_str, runs)
 
 
 def _finished(entries: Sequence[Entry], stage_dir: pathlib.Path) -> bool:
@@ -426,7 +426,6 @@ def run(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  from experiments import launchers  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', required=True,
                  help='config file with tune(arg) and get_config(arg), e.g. '

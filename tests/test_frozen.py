@@ -102,7 +102,7 @@ def test_cache_holds_the_encoder_outputs():
   n, t = f['input_ids'].shape
   assert f[frozen.SEQUENCE].shape == (n, t, 32)
   assert f[frozen.POOLED].shape == (n, 1, 32)
-  seq, pooled = BertModel(task.bert).apply(
+  seq, pooled = BertModel(task.bert_config).apply(
       {'params': params['bert']}, f['input_ids'], f['token_type_ids'],
       f['attention_mask'])
   real = f['attention_mask'] > 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bert_jax import train
-from bert_jax.tasks import finetune
+from bert_jax.data import batching
 from bert_jax.tasks.classification import ClassificationTask
 
 from test_task_classification import tiny  # pylint: disable=g-bad-import-order
@@ -26,8 +26,8 @@ def _features(n=200, seed=0):
 def test_batches_are_cut_to_the_smallest_bucket_holding_them():
   features, lengths = _features()
   buckets = (16, 32, 48, 64)
-  plain = finetune.ArrayIterator(features, global_batch_size=8, seed=3)
-  cut = finetune.ArrayIterator(features, global_batch_size=8, seed=3,
+  plain = batching.ArrayIterator(features, global_batch_size=8, seed=3)
+  cut = batching.ArrayIterator(features, global_batch_size=8, seed=3,
                                lengths=lengths, buckets=buckets)
   seen = set()
   for _ in range(60):
@@ -48,8 +48,8 @@ def test_two_hosts_cut_alike_and_together_make_the_one_host_batch():
   features, lengths = _features()
   kw = dict(global_batch_size=8, seed=1, lengths=lengths, buckets=(24, 64),
             group_by_length=True)
-  one = finetune.ArrayIterator(features, **kw)
-  hosts = [finetune.ArrayIterator(features, shard_index=h, num_shards=2, **kw)
+  one = batching.ArrayIterator(features, **kw)
+  hosts = [batching.ArrayIterator(features, shard_index=h, num_shards=2, **kw)
            for h in range(2)]
   for _ in range(30):
     whole, parts = next(one), [next(h) for h in hosts]
@@ -61,8 +61,8 @@ def test_two_hosts_cut_alike_and_together_make_the_one_host_batch():
 def test_grouping_keeps_the_epoch_and_sorts_within_windows():
   features, lengths = _features(n=1000)
   kw = dict(global_batch_size=10, seed=5, lengths=lengths)
-  plain = finetune.ArrayIterator(features, **kw)
-  grouped = finetune.ArrayIterator(features, group_by_length=True, **kw)
+  plain = batching.ArrayIterator(features, **kw)
+  grouped = batching.ArrayIterator(features, group_by_length=True, **kw)
   steps = plain.steps_per_epoch
   a = [next(plain)['example_index'] for _ in range(steps)]
   b = [next(grouped)['example_index'] for _ in range(steps)]
@@ -77,7 +77,7 @@ def test_grouping_keeps_the_epoch_and_sorts_within_windows():
   # Another epoch, another grouping; same seed, same grouping.
   c = [next(grouped)['example_index'] for _ in range(steps)]
   assert any(not np.array_equal(x, y) for x, y in zip(b, c))
-  again = finetune.ArrayIterator(features, group_by_length=True, **kw)
+  again = batching.ArrayIterator(features, group_by_length=True, **kw)
   for x in b:
     np.testing.assert_array_equal(next(again)['example_index'], x)
 
@@ -86,12 +86,12 @@ def test_grouped_iterator_resumes_mid_epoch():
   features, lengths = _features()
   kw = dict(global_batch_size=8, seed=2, lengths=lengths, buckets=(32, 64),
             group_by_length=True)
-  it = finetune.ArrayIterator(features, **kw)
+  it = batching.ArrayIterator(features, **kw)
   for _ in range(7):
     next(it)
   state = it.get_state()
   expected = [next(it)['example_index'] for _ in range(40)]
-  resumed = finetune.ArrayIterator(features, **kw)
+  resumed = batching.ArrayIterator(features, **kw)
   resumed.set_state(state)
   for x in expected:
     np.testing.assert_array_equal(next(resumed)['example_index'], x)
@@ -104,13 +104,13 @@ def test_bad_buckets_are_named(buckets, message):
   c = tiny()
   c.data.length_buckets = buckets
   with pytest.raises(ValueError, match=f'length_buckets.*{message}'):
-    finetune.length_buckets(c)
+    batching.length_buckets(c)
 
 
 def test_buckets_end_at_max_seq_length_and_exclude_sampling():
   c = tiny()
   c.data.length_buckets = (16, 32)
-  assert finetune.length_buckets(c) == (16, 32, T)
+  assert batching.length_buckets(c) == (16, 32, T)
   c.data.group_by_length = True
   c.data.sampling_q = 0.5
   task = ClassificationTask(c)
@@ -141,7 +141,7 @@ def test_cut_batches_give_the_same_loss_gradient_and_eval():
     return jax.jit(jax.value_and_grad(f))(params)
 
   # Dropout masks depend on the shape: compare without dropout.
-  task.model = task.model.clone(config=task.bert.replace(
+  task.model = task.model.clone(config=task.bert_config.replace(
       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
   (v_full, g_full), (v_cut, g_cut) = value_and_grad(full), value_and_grad(cut)
   np.testing.assert_allclose(v_cut, v_full, rtol=1e-5)
@@ -188,7 +188,7 @@ def test_bucketed_run_equals_unbucketed_run(tmp_path):
                 'log_every': 2, 'model.hidden_dropout_prob': 0.0,
                 'model.attention_probs_dropout_prob': 0.0,
                 'data.max_seq_length': t, 'model.max_position_embeddings': t})
-    assert finetune.length_buckets(c) == ((64, 128, 192, t) if count else ())
+    assert batching.length_buckets(c) == ((64, 128, 192, t) if count else ())
     return train.run(c, tmp_path / name)
 
   plain, cut = run(0, 'plain'), run(4, 'cut')

@@ -3,13 +3,15 @@
 Cutting the last layer's queries to the read positions must give exactly
 the full model's outputs gathered there (values and gradients), in every
 execution mode, and must really do less work (XLA's FLOP count, and the
-FLOP formula behind MFU).
+FLOP formula behind MFU). Also: the layer builders the encoder and the
+heads share (`model.dense`, `model.layer_norm`).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from bert_jax import heads
 from bert_jax import model as model_lib
@@ -134,6 +136,32 @@ def test_key_lengths_are_the_padding_mask_in_length_form():
       q, k, v, key_value_seq_lengths=model_lib.key_lengths(mask),
       implementation='xla')
   np.testing.assert_allclose(by_length, by_mask, atol=1e-6)
+
+
+def test_dense_and_layer_norm_follow_the_config():
+  """The layers the encoder and the heads build: dtypes, init, epsilon."""
+  c = CONFIG.replace(dtype='bfloat16', initializer_range=0.5,
+                     layer_norm_eps=1.0)
+
+  class Both(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return (model_lib.dense(c, 64, 'proj')(x),
+              model_lib.layer_norm(c, 'norm')(x))
+
+  x = jnp.arange(64, dtype=jnp.float32).reshape(2, 32) / 8
+  params = Both().init(jax.random.PRNGKey(0), x)['params']
+  kernel = params['proj']['kernel']
+  assert kernel.shape == (32, 64) and kernel.dtype == jnp.float32
+  assert 0.45 < float(kernel.std()) < 0.55   # N(0, initializer_range^2)
+  assert not params['proj']['bias'].any()
+  projected, normed = Both().apply({'params': params}, x)
+  assert projected.dtype == normed.dtype == jnp.bfloat16
+  x = np.asarray(x)
+  expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True)
+                                                       + 1.0)
+  np.testing.assert_allclose(np.asarray(normed, np.float32), expected,
+                             atol=0.02)
 
 
 def test_cudnn_attention_needs_half_precision():

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from bert_jax import checkpoints  # noqa: E402
+from bert_jax import hf_weights  # noqa: E402
 from bert_jax.data import registry  # noqa: E402
 from bert_jax.heads import BertForPreTraining  # noqa: E402
 from bert_jax.model import BertConfig, BertModel  # noqa: E402
@@ -38,7 +38,7 @@ def sotu_sentences(n: int, seed: int = 0) -> list[str]:
 @pytest.fixture(scope='module')
 def minilm():
   path = registry.fetch('minilm')
-  config, params, _ = checkpoints.from_pretrained(path, load_tokenizer=False)
+  config, params, _ = hf_weights.from_pretrained(path, load_tokenizer=False)
   hf = transformers.BertModel.from_pretrained(str(path)).eval()
   tok = transformers.BertTokenizerFast.from_pretrained(str(path))
   return path, config, params, hf, tok
@@ -78,7 +78,7 @@ def test_minilm_encoder_matches_hf_pytorch_on_64_real_sentences(minilm):
 
 def test_scanned_layout_gives_the_same_outputs(minilm):
   path, config, params, _, tok = minilm
-  sc_config, sc_params, _ = checkpoints.from_pretrained(
+  sc_config, sc_params, _ = hf_weights.from_pretrained(
       path, load_tokenizer=False, scan_layers=True, remat_policy='full')
   assert 'layers' in sc_params['bert']['encoder']
   batch = next(_batches(tok, sotu_sentences(8)))
@@ -86,7 +86,7 @@ def test_scanned_layout_gives_the_same_outputs(minilm):
   b = BertModel(sc_config).apply({'params': sc_params['bert']}, **batch)
   for x, y in zip(a, b):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
-  back = checkpoints.unstack_layers(sc_params, config.num_hidden_layers)
+  back = hf_weights.unstack_layers(sc_params, config.num_hidden_layers)
   jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
 
 
@@ -109,8 +109,8 @@ def test_minilm_export_loads_in_hf_pretraining_and_heads_match(minilm, tmp_path)
   path, config, params, _, tok = minilm
   # MiniLM ships no MLM/NSP heads: they were initialised fresh and tied.
   assert set(params) == {'bert', 'mlm', 'nsp'}
-  out_dir = checkpoints.export_hf(tmp_path / 'export', config, params,
-                                  vocab=path / 'vocab.txt')
+  out_dir = hf_weights.export_hf(tmp_path / 'export', config, params,
+                                 vocab=path / 'vocab.txt')
   hf, info = transformers.BertForPreTraining.from_pretrained(
       str(out_dir), output_loading_info=True)
   assert not info['missing_keys'] and not info['unexpected_keys'], info
@@ -125,7 +125,7 @@ def test_minilm_export_loads_in_hf_pretraining_and_heads_match(minilm, tmp_path)
   assert np.abs(np.asarray(mlm) - hf_mlm).max() < 1e-3  # logits ~ O(10)
   assert np.abs(np.asarray(nsp) - hf_nsp).max() < TOL
   # Import of the export is exact.
-  _, again, _ = checkpoints.from_pretrained(out_dir, load_tokenizer=False)
+  _, again, _ = hf_weights.from_pretrained(out_dir, load_tokenizer=False)
   jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
 
 
@@ -164,7 +164,7 @@ def _random_batch(config, b=4, t=30, seed=0):
 @pytest.mark.parametrize('fmt', ['st', 'bin'])
 def test_random_non_default_config_matches_hf(random_hf, fmt):
   hf, d = random_hf
-  config, params, _ = checkpoints.from_pretrained(d / fmt, load_tokenizer=False)
+  config, params, _ = hf_weights.from_pretrained(d / fmt, load_tokenizer=False)
   for k, v in NON_DEFAULT.items():
     assert getattr(config, k) == v
   batch, positions = _random_batch(config)
@@ -192,8 +192,8 @@ def test_absent_heads_are_the_full_inits_and_heads_false_skips_them(
   enc.mkdir()
   save_file(weights, str(enc / 'model.safetensors'))
   (enc / 'config.json').write_text((d / 'st' / 'config.json').read_text())
-  config, params, _ = checkpoints.from_pretrained(enc, load_tokenizer=False,
-                                                  seed=3)
+  config, params, _ = hf_weights.from_pretrained(enc, load_tokenizer=False,
+                                                 seed=3)
   # Only the missing heads are drawn; they must be the full model's
   # (jitted) init. (Eager init rounds some values 1 ulp apart.)
   ids = np.zeros((1, 2), np.int32)
@@ -202,10 +202,10 @@ def test_absent_heads_are_the_full_inits_and_heads_false_skips_them(
   for head in ('mlm', 'nsp'):
     jax.tree_util.tree_map(np.testing.assert_array_equal, params[head],
                            jax.device_get(full[head]))
-  _, with_heads, _ = checkpoints.from_pretrained(d / 'st', load_tokenizer=False)
+  _, with_heads, _ = hf_weights.from_pretrained(d / 'st', load_tokenizer=False)
   for directory in (enc, d / 'st'):
-    _, bare, _ = checkpoints.from_pretrained(directory, load_tokenizer=False,
-                                             heads=False)
+    _, bare, _ = hf_weights.from_pretrained(directory, load_tokenizer=False,
+                                            heads=False)
     assert set(bare) == {'bert'}
     jax.tree_util.tree_map(np.testing.assert_array_equal, bare['bert'],
                            with_heads['bert'])
@@ -216,33 +216,33 @@ def test_absent_heads_are_the_full_inits_and_heads_false_skips_them(
   broken['cls.predictions.bias'] = np.zeros(5, np.float32)
   save_file(broken, str(bad / 'model.safetensors'))
   (bad / 'config.json').write_text((d / 'st' / 'config.json').read_text())
-  with pytest.raises(checkpoints.CheckpointError, match='cls.predictions.bias'):
-    checkpoints.from_pretrained(bad, load_tokenizer=False, heads=False)
+  with pytest.raises(hf_weights.CheckpointError, match='cls.predictions.bias'):
+    hf_weights.from_pretrained(bad, load_tokenizer=False, heads=False)
 
 
 def test_tf_checkpoint_names_round_trip(random_hf):
   _, d = random_hf
-  config, params, _ = checkpoints.from_pretrained(d / 'st', load_tokenizer=False)
-  names = checkpoints.to_tf_names(config, params)
+  config, params, _ = hf_weights.from_pretrained(d / 'st', load_tokenizer=False)
+  names = hf_weights.to_tf_names(config, params)
   # Google's variable names, plus optimizer slots that must be ignored.
   assert 'bert/encoder/layer_2/attention/self/query/kernel' in names
   assert 'cls/seq_relationship/output_weights' in names
   names['bert/embeddings/word_embeddings/adam_m'] = np.zeros(1)
   names['global_step'] = np.array(7)
-  loaded = checkpoints.load_tf_checkpoint('ckpt', config, reader=lambda _: names)
+  loaded = hf_weights.load_tf_checkpoint('ckpt', config, reader=lambda _: names)
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
 
 
 def test_tf_checkpoint_file_written_with_google_names(random_hf, tmp_path):
   tf = pytest.importorskip('tensorflow')
   _, d = random_hf
-  config, params, _ = checkpoints.from_pretrained(d / 'st', load_tokenizer=False)
+  config, params, _ = hf_weights.from_pretrained(d / 'st', load_tokenizer=False)
   variables = {n: tf.Variable(v, name=n) for n, v in
-               checkpoints.to_tf_names(config, params).items()}
+               hf_weights.to_tf_names(config, params).items()}
   prefix = str(tmp_path / 'bert_model.ckpt')
   # tf.compat.v1 Saver writes the plain variable names Google's code used.
   tf.compat.v1.train.Saver(var_list=variables).save(None, prefix)
-  loaded = checkpoints.load_tf_checkpoint(prefix, config)
+  loaded = hf_weights.load_tf_checkpoint(prefix, config)
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
 
 
@@ -284,55 +284,55 @@ def _copy_hf_dir(src, dst, drop=(), rename=None, reshape=None, extra=None,
 
 def test_missing_directory_and_files(tmp_path):
   with pytest.raises(FileNotFoundError, match='not a directory'):
-    checkpoints.from_pretrained(tmp_path / 'nope')
+    hf_weights.from_pretrained(tmp_path / 'nope')
   with pytest.raises(FileNotFoundError, match='config.json'):
-    checkpoints.from_pretrained(tmp_path)
+    hf_weights.from_pretrained(tmp_path)
   (tmp_path / 'config.json').write_text(json.dumps(dict(NON_DEFAULT, model_type='bert')))
   with pytest.raises(FileNotFoundError, match='model.safetensors'):
-    checkpoints.from_pretrained(tmp_path, load_tokenizer=False)
+    hf_weights.from_pretrained(tmp_path, load_tokenizer=False)
   with pytest.raises(FileNotFoundError, match='vocab.txt'):
-    checkpoints.from_pretrained(tmp_path)
+    hf_weights.from_pretrained(tmp_path)
 
 
 def test_vocab_size_mismatch_names_both_numbers(random_hf, tmp_path):
   _, d = random_hf
   bad = _copy_hf_dir(d / 'st', tmp_path / 'bad', vocab_lines=200)
-  with pytest.raises(checkpoints.CheckpointError, match=r'200 entries.*vocab_size=211'):
-    checkpoints.from_pretrained(bad)
+  with pytest.raises(hf_weights.CheckpointError, match=r'200 entries.*vocab_size=211'):
+    hf_weights.from_pretrained(bad)
 
 
 def test_missing_encoder_key_is_named(random_hf, tmp_path):
   _, d = random_hf
   key = 'bert.encoder.layer.1.attention.self.key.weight'
   bad = _copy_hf_dir(d / 'st', tmp_path / 'bad', drop=[key])
-  with pytest.raises(checkpoints.CheckpointError,
+  with pytest.raises(hf_weights.CheckpointError,
                      match=r'missing.*encoder\.layer\.1\.attention\.self\.key\.weight'):
-    checkpoints.from_pretrained(bad, load_tokenizer=False)
+    hf_weights.from_pretrained(bad, load_tokenizer=False)
 
 
 def test_unknown_key_is_named(random_hf, tmp_path):
   _, d = random_hf
   bad = _copy_hf_dir(d / 'st', tmp_path / 'bad',
                      extra={'bert.encoder.layer.7.output.dense.weight': np.zeros((2, 2), np.float32)})
-  with pytest.raises(checkpoints.CheckpointError, match=r'unknown.*layer\.7'):
-    checkpoints.from_pretrained(bad, load_tokenizer=False)
+  with pytest.raises(hf_weights.CheckpointError, match=r'unknown.*layer\.7'):
+    hf_weights.from_pretrained(bad, load_tokenizer=False)
 
 
 def test_shape_mismatch_names_key_and_shapes(random_hf, tmp_path):
   _, d = random_hf
   key = 'bert.encoder.layer.0.intermediate.dense.weight'
   bad = _copy_hf_dir(d / 'st', tmp_path / 'bad', reshape={key: (81, 48)})
-  with pytest.raises(checkpoints.CheckpointError,
+  with pytest.raises(hf_weights.CheckpointError,
                      match=r'intermediate\.dense\.weight.*\(81, 48\).*expects \(80, 48\)'):
-    checkpoints.from_pretrained(bad, load_tokenizer=False)
+    hf_weights.from_pretrained(bad, load_tokenizer=False)
 
 
 def test_half_a_head_is_an_error_not_a_fresh_init(random_hf, tmp_path):
   _, d = random_hf
   bad = _copy_hf_dir(d / 'st', tmp_path / 'bad',
                      drop=['cls.predictions.transform.dense.bias'])
-  with pytest.raises(checkpoints.CheckpointError, match='mlm weights partly missing'):
-    checkpoints.from_pretrained(bad, load_tokenizer=False)
+  with pytest.raises(hf_weights.CheckpointError, match='mlm weights partly missing'):
+    hf_weights.from_pretrained(bad, load_tokenizer=False)
 
 
 def test_pickled_objects_are_refused(tmp_path):
@@ -342,8 +342,8 @@ def test_pickled_objects_are_refused(tmp_path):
     def __reduce__(self):
       return (print, ('this must never run',))
   torch.save({'x': Evil()}, str(tmp_path / 'pytorch_model.bin'))
-  with pytest.raises(checkpoints.CheckpointError, match='weights_only=True'):
-    checkpoints.from_pretrained(tmp_path, load_tokenizer=False)
+  with pytest.raises(hf_weights.CheckpointError, match='weights_only=True'):
+    hf_weights.from_pretrained(tmp_path, load_tokenizer=False)
 
 
 def test_bad_config_values():

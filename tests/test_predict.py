@@ -18,9 +18,9 @@ import pytest
 from bert_jax import predict
 from bert_jax import runs
 from bert_jax import train
+from bert_jax.data import batching
 from bert_jax.data import datasets
 from bert_jax.data import readers
-from bert_jax.tasks import finetune as finetune_lib
 from configs import finetune
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -133,15 +133,15 @@ def test_task_presets_are_documented_and_bucketed():
   # The fast path is the default for every preset, the main job included.
   for name in finetune.PRESETS:
     c = finetune.get_config(name)
-    buckets = finetune_lib.length_buckets(c)
+    buckets = batching.length_buckets(c)
     assert len(buckets) == 4 and buckets[-1] == c.data.max_seq_length, name
   c = finetune.get_config('drug_reviews')
-  assert finetune_lib.length_buckets(c) == (64, 128, 192, 256)
+  assert batching.length_buckets(c) == (64, 128, 192, 256)
   c.data.length_bucket_count = 0
-  assert finetune_lib.length_buckets(c) == ()
+  assert batching.length_buckets(c) == ()
   c.data.length_bucket_count = -1
   with pytest.raises(ValueError, match='length_bucket_count'):
-    finetune_lib.length_buckets(c)
+    batching.length_buckets(c)
   with pytest.raises(ValueError, match='unknown preset.*classification'):
     finetune.get_config('clasification')
 

@@ -10,6 +10,7 @@ A second family feeds arbitrary bytes to every reader: the only exception
 allowed is DataError, with a line inside the input.
 """
 
+import collections
 import functools
 import json
 
@@ -19,6 +20,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from bert_jax.data import examples as ex
 from bert_jax.data import readers
 from bert_jax.data.readers import ConfigError, DataError
+from bert_jax.data.readers import errors as errors_lib
+from bert_jax.data.readers import lines as lines_lib
+from bert_jax.data.readers import tfds as tfds_reader
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -851,8 +855,8 @@ def tfds_mock(monkeypatch):
   """Mocks tfds.data_source with given records (the path without TF)."""
   tfds = pytest.importorskip('tensorflow_datasets')
   # Mocked builders are never "prepared"; the check is a seam for this.
-  monkeypatch.setattr(readers, '_is_prepared', lambda builder: True)
-  monkeypatch.setattr(readers, '_have_tensorflow', lambda: False)
+  monkeypatch.setattr(tfds_reader, '_is_prepared', lambda builder: True)
+  monkeypatch.setattr(tfds_reader, '_have_tensorflow', lambda: False)
 
   def mock(records):
     return tfds.testing.mock_data(
@@ -942,8 +946,8 @@ def test_tfds_random_mock_data_only_raises_data_error(name, monkeypatch):
   # tfds' own random records are inconsistent (tokens and tags of different
   # lengths, answers outside the context): they must be skipped, counted.
   tfds = pytest.importorskip('tensorflow_datasets')
-  monkeypatch.setattr(readers, '_is_prepared', lambda builder: True)
-  monkeypatch.setattr(readers, '_have_tensorflow', lambda: False)
+  monkeypatch.setattr(tfds_reader, '_is_prepared', lambda builder: True)
+  monkeypatch.setattr(tfds_reader, '_have_tensorflow', lambda: False)
   with tfds.testing.mock_data(num_examples=5):
     try:
       examples, report = readers.read_tfds(name, 'train', on_error='skip')
@@ -956,8 +960,8 @@ def test_tfds_load_path_with_tensorflow(monkeypatch):
   """The tfds.load path; needs TensorFlow, which is an optional extra."""
   tfds = pytest.importorskip('tensorflow_datasets')
   tf = pytest.importorskip('tensorflow')
-  monkeypatch.setattr(readers, '_is_prepared', lambda builder: True)
-  monkeypatch.setattr(readers, '_have_tensorflow', lambda: True)
+  monkeypatch.setattr(tfds_reader, '_is_prepared', lambda builder: True)
+  monkeypatch.setattr(tfds_reader, '_have_tensorflow', lambda: True)
 
   def as_dataset(self, *args, **kwargs):
     del self, args, kwargs
@@ -980,3 +984,38 @@ def test_tfds_not_prepared_is_a_clear_error(tmp_path):
   assert 'tfds build glue/sst2' in str(info.value)
   with pytest.raises(DataError, match='unsupported tfds dataset'):
     readers.read_tfds('mnist', 'train')
+
+
+# ---------------------------------------------------------------------------
+# The helpers the reader modules share (errors.py, lines.py).
+
+
+def test_iter_lines_decodes_line_by_line_and_locates_a_bad_byte():
+  lines = list(lines_lib.iter_lines(b'a\r\n\xffb\nc'))
+  assert [l.number for l in lines] == [1, 2, 3]
+  assert (lines[0].text, lines[2].text) == ('a\r\n', 'c')
+  assert lines[1].error == 'invalid utf-8 (byte 0xff at column 1)'
+  assert lines_lib.strip_eol(lines[0].text) == 'a'
+  error = lines_lib.encoding_error('f.txt', lines[1])
+  assert (error.path, error.line, error.reason) == ('f.txt', 2, 'invalid utf-8')
+  # A fallback encoding decodes the bad line instead, and counts it.
+  notes = collections.Counter()
+  lines = list(lines_lib.iter_lines(b'ok\ncaf\xe9\n', fallback_encoding='cp1252',
+                                    notes=notes))
+  assert [l.text for l in lines] == ['ok\n', 'caf\u00e9\n']
+  assert not any(l.error for l in lines)
+  assert notes == {'lines decoded as cp1252': 1}
+
+
+def test_read_bytes_prefers_given_data_and_names_an_unreadable_file(tmp_path):
+  assert lines_lib.read_bytes(tmp_path / 'absent', b'given') == b'given'
+  with pytest.raises(DataError, match='absent: cannot read file'):
+    lines_lib.read_bytes(tmp_path / 'absent', None)
+  assert lines_lib.source_name(tmp_path / 'x.tsv') == str(tmp_path / 'x.tsv')
+
+
+def test_describe_names_the_type_and_cuts_long_values():
+  assert errors_lib.describe(3) == 'int 3'
+  text = errors_lib.describe('x' * 100)
+  assert text.startswith("str 'xxx") and text.endswith('...')
+  assert len(text) == len('str ') + 40

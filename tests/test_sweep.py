@@ -350,6 +350,14 @@ def test_slurm_script_keeps_a_hostile_value_one_argument(tmp_path, capsys):
   assert not list(tmp_path.glob('PWNED*')) and not list(REPO.glob('PWNED*'))
 
 
+def test_a_multi_line_slurm_option_is_an_error_naming_it(tmp_path, capsys):
+  cfg, out = _config(tmp_path), tmp_path / 'out'
+  assert sweep.main([f'--config={cfg}:base', f'--workdir={out}',
+                     '--launcher=slurm', '--job_name=a\nb']) == 2
+  assert 'error: --job_name must be one line' in capsys.readouterr().err
+  assert not (out / 'sweep.sbatch').exists()
+
+
 def test_tpu_script_quotes_for_both_shells(tmp_path, capsys):
   cfg, out = _evil_config(tmp_path), tmp_path / 'out'
   assert sweep.main([f'--config={cfg}:base', f'--workdir={out}',

@@ -135,7 +135,7 @@ def test_example_limits_draw_a_seeded_sample_in_source_order():
 def test_initial_state_loads_the_encoder_and_draws_only_the_head(tmp_path):
   """train.initial_state: encoder = the file's, head = the full init's."""
   import optax
-  from bert_jax import checkpoints
+  from bert_jax import hf_weights
   from bert_jax.heads import BertForPreTraining
   c = tiny()
   fresh_task = ClassificationTask(c)
@@ -149,9 +149,9 @@ def test_initial_state_loads_the_encoder_and_draws_only_the_head(tmp_path):
                          jax.device_get(state.params), reference)
   # An encoder with other weights, exported in HF format.
   ids = np.zeros((1, 4), np.int32)
-  other = jax.device_get(BertForPreTraining(fresh_task.bert).init(
+  other = jax.device_get(BertForPreTraining(fresh_task.bert_config).init(
       jax.random.PRNGKey(123), ids, ids, ids + 1, ids[:, :2])['params'])
-  checkpoints.export_hf(tmp_path / 'enc', fresh_task.bert, other)
+  hf_weights.export_hf(tmp_path / 'enc', fresh_task.bert_config, other)
   task = ClassificationTask(tiny(**{'model.init_from': str(tmp_path / 'enc')}))
   state = train.initial_state(task, tx, rng, batch)
   params = jax.device_get(state.params)

@@ -154,7 +154,7 @@ def test_entity_pool_masks_cover_exactly_the_entity(data_files, tok):
 
 def test_entity_embeddings_ids(data_files, tok):
   task = relation.RelationTask(tiny_config(data_files, 'entity_embeddings'))
-  assert task.bert.num_entity_types == 3
+  assert task.bert_config.num_entity_types == 3
   f = task.train_features
   for row, i in enumerate(f['example_index']):
     e = task.train_ds.examples[i]
@@ -288,7 +288,8 @@ def test_pretrained_encoder_keeps_fresh_entity_embeddings(data_files):
     relation.RelationTask(c)
   c.model = common_configs.model_config(init_from='minilm')
   task = relation.RelationTask(c)
-  assert task.bert.hidden_size == 384 and task.bert.num_entity_types == 3
+  assert task.bert_config.hidden_size == 384
+  assert task.bert_config.num_entity_types == 3
   batch = next(task.train_iterator(8, 0, 1, seed=0))
   shapes = jax.eval_shape(task.init_params, jax.random.PRNGKey(0), batch)
   fresh = jax.tree_util.tree_map(lambda s: np.full(s.shape, 0.5, s.dtype),

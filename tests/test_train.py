@@ -128,12 +128,12 @@ class _ClassifierTask(base.Task):
 
   def __init__(self):
     super().__init__(None)
-    self.config_bert = BertConfig(vocab_size=50, hidden_size=16,
+    self.bert_config = BertConfig(vocab_size=50, hidden_size=16,
                                   num_hidden_layers=1, num_attention_heads=2,
                                   intermediate_size=32, hidden_dropout_prob=0.0,
                                   attention_probs_dropout_prob=0.0,
                                   max_position_embeddings=16)
-    self.model = BertForSequenceClassification(self.config_bert, num_labels=3)
+    self.model = BertForSequenceClassification(self.bert_config, num_labels=3)
 
   def init_params(self, rng, batch):
     return self.model.init(rng, batch['ids'], batch['ids'] * 0, batch['ids'] * 0 + 1)['params']

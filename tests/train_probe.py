@@ -65,7 +65,7 @@ def tiny_config(workdir: pathlib.Path):
 def export_pretrained(directory: pathlib.Path) -> str:
   """A HF-format directory holding random weights for tiny_config's model
   (seed 123, unlike any run's own init), for runs with model.init_from."""
-  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_jax import hf_weights  # pylint: disable=g-import-not-at-top
   from bert_jax.heads import BertForPreTraining  # pylint: disable=g-import-not-at-top
   from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
   c = pretrain.get_config('tiny')
@@ -74,7 +74,7 @@ def export_pretrained(directory: pathlib.Path) -> str:
   ids = np.zeros((1, 8), np.int32)
   params = jax.jit(BertForPreTraining(config).init)(
       jax.random.PRNGKey(123), ids, ids, ids + 1, ids[:, :2])['params']
-  checkpoints.export_hf(directory, config, jax.device_get(params))
+  hf_weights.export_hf(directory, config, jax.device_get(params))
   return str(directory)
 
 

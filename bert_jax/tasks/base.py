@@ -17,6 +17,7 @@ import numpy as np
 
 from bert_jax import model as model_lib
 import losses
+from bert_jax.model import BertConfig
 
 Batch = Mapping[str, Any]
 MetricSums = dict[str, tuple[jax.Array, jax.Array]]
@@ -32,7 +33,18 @@ class StatefulIterator(Protocol):
 
 
 class Task(abc.ABC):
-  """A training objective: model, data, loss, metrics, predictions."""
+  """A training objective: model, data, loss, metrics, predictions.
+
+  Attributes:
+    config: the run's config.
+    bert_config: the encoder's `BertConfig`, set by the task's `__init__`
+      (with `config.model.init_from`, the pretrained directory's
+      architecture); None for a task without one. The trainer checks
+      `config.data.max_seq_length` against its `max_position_embeddings`
+      before anything compiles.
+  """
+
+  bert_config: Optional[BertConfig] = None
 
   def __init__(self, config):
     self.config = config

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import metrics as metrics_lib
+from bert_jax.data import batching
 from bert_jax.data import datasets
 from bert_jax.heads import BertForSequenceClassification
 from bert_jax.tasks import base
@@ -61,7 +62,7 @@ def encode_texts(tokenizer, ds, max_length: int
   if truncated:
     logging.info('%s/%s: %d of %d inputs truncated to %d tokens', ds.name,
                  ds.split, truncated, len(encs), max_length)
-  pad = lambda rows: np.stack([finetune.pad_to(r, max_length) for r in rows])
+  pad = lambda rows: np.stack([batching.pad_to(r, max_length) for r in rows])
   return dict(input_ids=pad([e.ids for e in encs]),
               token_type_ids=pad([e.token_type_ids for e in encs]),
               attention_mask=pad([e.attention_mask for e in encs]),
@@ -87,9 +88,10 @@ class ClassificationTask(finetune.FinetuneTask):
       raise ValueError(f'config.data.eval has labels absent from training: '
                        f'{sorted(unknown)}')
     self.class_counts = datasets.class_counts(self.train_ds)
-    self.bert = finetune.bert_config(config, self.tokenizer.vocab_size)
+    self.bert_config = finetune.bert_config(config, self.tokenizer.vocab_size)
     self.model = BertForSequenceClassification(
-        self.bert, num_labels=len(self.label_names), pooling=config.pooling)
+        self.bert_config, num_labels=len(self.label_names),
+        pooling=config.pooling)
     self.loss = finetune.loss_spec(config, len(self.label_names),
                                    self.class_counts)
     self.tau = finetune.posthoc_tau(config, self.class_counts,

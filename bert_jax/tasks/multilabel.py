@@ -155,9 +155,10 @@ class MultiLabelTask(finetune.FinetuneTask):
     # Per-label positive counts: the "class counts" of count-based losses.
     self.class_counts = [int(c) for c in
                          self.train_features['labels'].sum(0)]
-    self.bert = finetune.bert_config(config, self.tokenizer.vocab_size)
+    self.bert_config = finetune.bert_config(config, self.tokenizer.vocab_size)
     self.model = BertForSequenceClassification(
-        self.bert, num_labels=len(self.label_names), pooling=config.pooling)
+        self.bert_config, num_labels=len(self.label_names),
+        pooling=config.pooling)
     self.loss = finetune.loss_spec(config, len(self.label_names),
                                    self.class_counts)
     logging.info('multilabel: %d train / %d eval examples, %d labels %s, '

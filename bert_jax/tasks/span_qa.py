@@ -65,6 +65,7 @@ import numpy as np
 
 from bert_jax import metrics as metrics_lib
 from bert_jax import tokenization
+from bert_jax.data import batching
 from bert_jax.data import examples as ex
 from bert_jax.heads import BertForSpanQA
 from bert_jax.tasks import base
@@ -233,9 +234,9 @@ def build_features(tokenizer: tokenization.BertTokenizer,
       # window so the task can drop it from training.
       if not e.is_impossible and answer is None:
         start_pos = end_pos = -1
-      rows['input_ids'].append(finetune.pad_to(ids, t))
-      rows['token_type_ids'].append(finetune.pad_to(types, t))
-      rows['logit_mask'].append(finetune.pad_to(allowed, t))
+      rows['input_ids'].append(batching.pad_to(ids, t))
+      rows['token_type_ids'].append(batching.pad_to(types, t))
+      rows['logit_mask'].append(batching.pad_to(allowed, t))
       rows['start_positions'].append(start_pos)
       rows['end_positions'].append(end_pos)
       rows['example_index'].append(i)
@@ -481,8 +482,8 @@ class SpanQATask(finetune.FinetuneTask):
       if len(set(guids)) != len(guids):
         raise ValueError(f'config.data.{which}={ds.name!r}: question ids are '
                          'not unique, so predictions cannot be keyed by id')
-    self.bert = finetune.bert_config(config, self.tokenizer.vocab_size)
-    self.model = BertForSpanQA(self.bert)
+    self.bert_config = finetune.bert_config(config, self.tokenizer.vocab_size)
+    self.model = BertForSpanQA(self.bert_config)
     t = d.max_seq_length
     self.loss = qa_loss_spec(config, t)
     self.stats, self.truncated = {}, {}

@@ -1,9 +1,9 @@
 """Token tagging: NER, chunking, word segmentation, POS, with or without a CRF.
 
-Data: a tagging dataset (`msra_ner`, `conll_sample`, `wsj_pos`, `oanc_pos`,
-or a CoNLL file), one tag per word. `config.data.max_train_examples` /
-`max_eval_examples` (0 = all) keep a seeded sample of N sentences of a
-split, for quick runs.
+Data: a tagging dataset (`msra_ner`, `conll_sample`, `wsj_pos`,
+`hkcancor_cws`, `hkcancor_pos`, or a CoNLL file), one tag per word.
+`config.data.max_train_examples` / `max_eval_examples` (0 = all) keep a
+seeded sample of N sentences of a split, for quick runs.
 
 Schemes (`config.data.scheme`, case-insensitive):
   'IOB2', 'BIOES' (alias 'IOBES'), 'BMES'   typed entity spans: tags 'O'
@@ -405,9 +405,9 @@ class TaggingTask(finetune.FinetuneTask):
       raise ValueError('config.data.sampling_q samples sentences by their '
                        'rarest entity type; a segmentation scheme '
                        f'({self.scheme}) has no types')
-    self.bert = finetune.bert_config(config, self.tokenizer.vocab_size)
+    self.bert_config = finetune.bert_config(config, self.tokenizer.vocab_size)
     self.model = BertForTokenClassification(
-        self.bert, num_labels=len(self.tag_names), crf=self.use_crf)
+        self.bert_config, num_labels=len(self.tag_names), crf=self.use_crf)
     self.loss = finetune.loss_spec(config, len(self.tag_names),
                                    self.class_counts)
     self.tau = finetune.posthoc_tau(config, self.class_counts, self.tag_names,

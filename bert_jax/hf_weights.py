@@ -11,6 +11,9 @@ that `transformers.BertForPreTraining.from_pretrained` loads.
 
 HF and TF names are a table (`_layer_table`, `_top_table`), so adding a weight
 is one line.
+
+A run's own checkpoints (train state and data position, orbax) are
+`checkpointing.py`'s.
 """
 
 from __future__ import annotations
