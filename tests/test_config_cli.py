@@ -131,7 +131,9 @@ def _readme_inline_overrides():
   the commands above), with the backticks' quoting removed."""
   text = ROOT.joinpath('README.md').read_text()
   found = re.findall(r"`(--config\.[A-Za-z0-9_.]+=[^`\s]+)`", text)
-  return sorted({arg.replace("'", '') for arg in found})
+  # `--config.key=value` and `<...>` are placeholders, not overrides.
+  return sorted({arg.replace("'", '') for arg in found
+                 if not arg.startswith('--config.key=') and '<' not in arg})
 
 
 README_INLINE = _readme_inline_overrides()
