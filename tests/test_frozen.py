@@ -41,12 +41,7 @@ def tiny(preset='drug_reviews', **overrides):
   c.log_every, c.eval_every, c.checkpoint_every = 4, 0, 1000
   c.optim.update(lr=1e-2, warmup_fraction=None, warmup_steps=None,
                  freeze='^bert/')
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)   # 'data.max_seq_length': 32, ...
   return c
 
 

@@ -40,12 +40,7 @@ def tiny(preset, **overrides):
   c.total_steps, c.num_epochs = 8, 0.0
   c.log_every, c.checkpoint_every = 4, 1000
   c.optim.update(lr=3e-3)
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)   # 'data.max_seq_length': 32, ...
   return c
 
 

@@ -24,12 +24,7 @@ def tiny(preset='drug_reviews', **overrides):
   c.total_steps, c.num_epochs = 40, 0.0
   c.log_every, c.eval_every, c.checkpoint_every = 10, 0, 1000
   c.optim.update(lr=3e-3, warmup_fraction=None, warmup_steps=None)
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)   # 'data.max_seq_length': 32, ...
   return c
 
 
