@@ -125,29 +125,51 @@ def unpack(batch) -> Optional[tuple[jax.Array, jax.Array]]:
   return batch[SEQUENCE], batch[POOLED][:, 0]
 
 
-def cache_encoder_outputs(task, params, config, mesh) -> None:
+def cache_encoder_outputs(task, params, config, mesh) -> bool:
   """Adds the encoder's outputs to `task.train_features` and
-  `task.eval_features`, computed once with `params` (dropout off).
+  `task.eval_features` in place, computed once with `params` (dropout off).
 
   Batches of `config.eval_batch_size` rows, split over hosts as evaluation
-  is; every host gathers every row (each host's iterator indexes the whole
-  feature arrays).
+  is; every host gathers and keeps every row (each host's iterator indexes
+  the whole feature arrays). Returns False, caching nothing, when the cache
+  would exceed `config.cache_frozen_encoder_max_gib` on a host.
   """
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  logging.info('frozen encoder: computing its outputs once')
   local_bs = sharding.local_batch_size(config.eval_batch_size)
+  global_bs = local_bs * jax.process_count()
   encode = jax.jit(task.encoder_outputs)
+  splits = {}
   for which in ('train_features', 'eval_features'):
     features = getattr(task, which)
     n = len(next(iter(features.values())))
-    parts = []
-    for batch in batching.eval_batches_from(
-        features, local_bs, jax.process_index(), jax.process_count()):
-      out = encode(params, sharding.make_global_batch(batch, mesh))
-      parts.append(jax.device_get(
-          multihost_utils.process_allgather(out, tiled=True)))
-    cached = {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
+    abstract = {k: jax.ShapeDtypeStruct((global_bs,) + v.shape[1:], v.dtype)
+                for k, v in features.items()}
+    if 'weights' not in abstract:   # eval_batches_from adds it
+      abstract['weights'] = jax.ShapeDtypeStruct((global_bs,), np.float32)
+    splits[which] = (n, jax.eval_shape(encode, params, abstract))
+  size = sum(n * int(np.prod(s.shape[1:])) * s.dtype.itemsize
+             for n, shapes in splits.values() for s in shapes.values())
+  limit = config.get('cache_frozen_encoder_max_gib', 8.0)
+  if size > limit * 2**30:
+    logging.warning(
+        'frozen encoder: its outputs would take %.1f GiB per host, over '
+        'config.cache_frozen_encoder_max_gib=%s; not cached, the encoder '
+        'runs forward at each step', size / 2**30, limit)
+    return False
+  logging.info('frozen encoder: computing its outputs once (%.1f GiB)',
+               size / 2**30)
+  for which, (n, shapes) in splits.items():
+    features = getattr(task, which)
+    cached = {k: np.empty((n,) + s.shape[1:], s.dtype)
+              for k, s in shapes.items()}
+    for start, batch in zip(range(0, n, global_bs), batching.eval_batches_from(
+        features, local_bs, jax.process_index(), jax.process_count())):
+      out = jax.device_get(multihost_utils.process_allgather(
+          encode(params, sharding.make_global_batch(batch, mesh)), tiled=True))
+      rows = min(global_bs, n - start)   # the rest of the last batch is padding
+      for k, v in out.items():
+        cached[k][start:start + rows] = v[:rows]
     features.update(cached)
-    logging.info('frozen encoder: cached its outputs for %d %s examples '
-                 '(%.1f MB)', n, which.split('_')[0],
-                 sum(v.nbytes for v in cached.values()) / 2**20)
+    logging.info('frozen encoder: cached its outputs for %d %s examples',
+                 n, which.split('_')[0])
+  return True

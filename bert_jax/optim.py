@@ -5,9 +5,11 @@ The trainer calls::
   optim.check_config(config.optim)   # early, before any data is read
   tx, schedule = optim.make_optimizer(config.optim, params, total_steps)
   logging.info('\\n%s', optim.describe(params, config.optim))
+  frozen = optim.frozen_mask(config.optim, params)   # gradients stop there
 
-and later logs ``schedule(optim.update_count(opt_state))``, the learning rate
-the next optimizer update will use.
+and logs ``schedule(step // grad_accum_steps)``, the learning rate of the
+step's optimizer update (``schedule(optim.update_count(opt_state))`` gives
+the same from the optimizer state).
 
 `params` is the Flax 'params' collection (nested dicts; FrozenDict is fine, as
 are `jax.ShapeDtypeStruct` leaves from `jax.eval_shape`, since only paths and

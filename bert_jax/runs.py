@@ -49,8 +49,11 @@ def _without_old_model_defaults(values: dict) -> dict:
   `init_from` only `init_from` and the execution fields are kept.
   """
   model = values.get('model') or {}
-  fields = set(model_lib.BertConfig.__dataclass_fields__)
-  if not (model.get('init_from') and fields <= set(model)):
+  # Every architecture field written out: an old config (new execution
+  # fields such as last_layer_at_outputs may be missing from it).
+  architecture = (set(model_lib.BertConfig.__dataclass_fields__)
+                  - set(model_lib.execution_fields()))
+  if not (model.get('init_from') and architecture <= set(model)):
     return values
   keep = set(model_lib.execution_fields()) | {'init_from'}
   return dict(values, model={k: v for k, v in model.items() if k in keep})

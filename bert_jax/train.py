@@ -71,7 +71,8 @@ def train_step(state: TrainState, batch, *, task: base.Task,
 
   `frozen_mask`: a tree of Python bools like the params (`optim.frozen_mask`)
   or None. Gradients stop at frozen leaves, so no backward pass is built for
-  what only they need (their updates were zero anyway).
+  what only they need (their updates were zero anyway); the logged
+  `grad_norm` is therefore that of the trainable leaves.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   grad_fn = jax.value_and_grad(
@@ -378,13 +379,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     # The peeked batch is replayed: rewind the iterator to its beginning.
     train_iter.set_state(initial_position)
   if frozen.should_cache(config, task, frozen_mask):
+    # Adds the cache to the task's feature arrays in place: the iterator
+    # over them serves it from the next batch on.
     frozen.cache_encoder_outputs(task, state.params, config, mesh)
-    # A fresh iterator over the features that now carry the cache, at the
-    # same position.
-    position = train_iter.get_state()
-    train_iter = task.train_iterator(local_bs, jax.process_index(),
-                                     jax.process_count(), config.seed)
-    train_iter.set_state(position)
 
   writer = _writer(workdir)
   writer.write_hparams({k: str(v) for k, v in config.to_dict().items()

@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   # With the whole encoder frozen (optim.freeze) and its dropout 0, compute
   # its outputs once and train the head on them (bert_jax/frozen.py).
   c.cache_frozen_encoder = True
+  c.cache_frozen_encoder_max_gib = 8.0   # per host; larger: not cached
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address='', num_processes=1, process_id=0))
   return c

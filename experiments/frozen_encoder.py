@@ -17,6 +17,7 @@ import argparse
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,8 @@ FROZEN = ["--config.optim.freeze=^bert/", '--config.model.hidden_dropout_prob=0'
 
 def run(name: str, extra: list[str], root: pathlib.Path) -> dict:
   workdir = root / name
+  # Fresh: a finished workdir would be resumed, not retrained.
+  shutil.rmtree(workdir, ignore_errors=True)
   cmd = [sys.executable, '-m', 'bert_jax.main',
          '--config=configs/finetune.py:drug_reviews', f'--workdir={workdir}',
          '--alsologtostderr'] + FROZEN + extra

@@ -270,6 +270,13 @@ def test_an_old_run_config_loses_the_architecture_init_from_ignored(tmp_path):
   model = runs.load_run_config(tmp_path).model.to_dict()
   assert set(model) == set(model_lib.execution_fields()) | {'init_from'}
   assert model['dtype'] == 'bfloat16' and model['init_from'] == 'minilm'
+  # Older still: written before an execution field existed.
+  older = {k: v for k, v in old_model.items() if k != 'last_layer_at_outputs'}
+  tmp_path.joinpath('config.json').write_text(json.dumps(
+      {'task': 'classification', 'model': older}))
+  assert set(runs.load_run_config(tmp_path).model.to_dict()) == (
+      set(model_lib.execution_fields()) - {'last_layer_at_outputs'}
+      | {'init_from'})
   # A fresh old run keeps every field; a new one is left as written.
   for section in (dict(old_model, init_from=''),
                   {'init_from': 'minilm', 'hidden_size': 384}):

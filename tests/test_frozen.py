@@ -91,8 +91,8 @@ def test_stop_gradients_removes_the_encoder_backward():
 def test_cache_holds_the_encoder_outputs():
   task = ClassificationTask(tiny(pooling='mean'))
   params, _ = _params_and_batch(task)
-  frozen.cache_encoder_outputs(task, params, task.config,
-                               sharding.make_mesh(None))
+  assert frozen.cache_encoder_outputs(task, params, task.config,
+                                      sharding.make_mesh(None))
   f = task.train_features
   n, t = f['input_ids'].shape
   assert f[frozen.SEQUENCE].shape == (n, t, 32)
@@ -115,6 +115,19 @@ def test_cache_holds_the_encoder_outputs():
   loss = lambda batch: task.train_loss(params, batch, rng, {})[0]
   assert _dots(loss, cached) == 1 < _dots(loss, plain)
   np.testing.assert_allclose(loss(cached), loss(plain), rtol=1e-5)
+
+
+def test_a_cache_over_its_size_limit_is_not_made():
+  task = ClassificationTask(tiny(pooling='mean',
+                                 cache_frozen_encoder_max_gib=1e-4))
+  params, _ = _params_and_batch(task)
+  # 48 train + 24 eval rows of [32, 32] + [1, 32] float32: 0.28 MB > 0.1 MB.
+  assert not frozen.cache_encoder_outputs(task, params, task.config,
+                                          sharding.make_mesh(None))
+  assert frozen.SEQUENCE not in task.train_features
+  task.config.cache_frozen_encoder_max_gib = 1e-3
+  assert frozen.cache_encoder_outputs(task, params, task.config,
+                                      sharding.make_mesh(None))
 
 
 def test_should_cache_only_when_exact():
@@ -154,6 +167,7 @@ def _numbers(row):
 @pytest.mark.parametrize('preset,overrides', [
     ('drug_reviews', {}),                          # pooled output
     ('drug_reviews', {'pooling': 'mean'}),         # sequence output, buckets
+    ('drug_reviews', {'pooling': 'attention'}),    # a head with its own params
     ('conll_sample', {'crf': True}),               # tagging with a CRF
 ])
 def test_run_on_the_cache_equals_the_run_without(tmp_path, monkeypatch,

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import model as model_lib
-import losses
 from bert_jax.model import BertConfig
+import losses
 
 Batch = Mapping[str, Any]
 MetricSums = dict[str, tuple[jax.Array, jax.Array]]
