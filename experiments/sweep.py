@@ -253,6 +253,26 @@ def _same(a: Any, b: Any) -> bool:
           and isinstance(b, float) and float(a) == b)
 
 
+def _check_loss(config) -> None:
+  """The loss package knows each loss's keys."""
+  try:
+    losses.check_keys({k: v for k, v in config.loss.to_dict().items()
+                       if v is not None})
+  except ValueError as e:
+    raise ValueError(f'config.loss: {e}') from e
+
+
+def _check_model(config) -> None:
+  """BertConfig's fields are the model section's keys (imported here: the
+  model's flax imports only for a sweep over model keys)."""
+  from bert_jax.tasks import base as task_base  # pylint: disable=g-import-not-at-top
+  task_base.model_fields(config)
+
+
+# Free-form config sections a sweep may set, and the check of each.
+_FREE_FORM_CHECKS = {'loss': _check_loss, 'model': _check_model}
+
+
 def validate(spec_path: str, arg: Optional[str], runs: Sequence[Run],
              module=None) -> None:
   """Raises SweepError listing every bad (run, key), before anything runs."""
@@ -284,29 +304,20 @@ def validate(spec_path: str, arg: Optional[str], runs: Sequence[Run],
       if problem:
         errors.append(f'{where}: {problem}')
         bad = True
-    if not bad and any(k.startswith('loss.') for k in run.overrides):
-      # The loss section is free-form: the loss package knows its keys.
+    free = [s for s in _FREE_FORM_CHECKS
+            if any(k.startswith(s + '.') for k in run.overrides)]
+    if not bad and free:
+      # Free-form sections: the code that reads them knows their keys.
       trial = copy.deepcopy(config)
       for key, value in run.overrides.items():
         _assign(trial, key, value)
-      try:
-        losses.check_keys({k: v for k, v in trial.loss.to_dict().items()
-                           if v is not None})
-      except ValueError as e:
-        errors.append(f'{where}: config.loss: {e}')
-        bad = True
-    if not bad and any(k.startswith('model.') for k in run.overrides):
-      # So is the model section: BertConfig's fields are its keys (imported
-      # here: the model's flax imports only for a sweep over model keys).
-      from bert_jax.tasks import base as task_base  # pylint: disable=g-import-not-at-top
-      trial = copy.deepcopy(config)
-      for key, value in run.overrides.items():
-        _assign(trial, key, value)
-      try:
-        task_base.model_fields(trial)
-      except ValueError as e:
-        errors.append(f'{where}: {e}')
-        bad = True
+      for section in free:
+        try:
+          _FREE_FORM_CHECKS[section](trial)
+        except ValueError as e:
+          errors.append(f'{where}: {e}')
+          bad = True
+          break
     if bad:
       continue
     # The value each run will really get: catches values that change type
