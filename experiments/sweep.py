@@ -433,7 +433,12 @@ def launch(args, spec: str, runs: Sequence[Run]) -> int:
   run is skipped, after checking it came from this sweep's config
   (`check_finished`; not for a TPU pod, whose directories are not visible
   here). Returns the exit status: 0, or 1 when a local run failed.
+  `run.index` must be the run's position in `runs` (the launchers, the
+  array script and sweep.json index by it).
   """
+  if [r.index for r in runs] != list(range(len(runs))):
+    raise SweepError(f'{spec}: run indices {[r.index for r in runs]} are not '
+                     'their positions 0..n-1')
   workdir = pathlib.Path(args.workdir).resolve()
   if args.launcher == 'tpu':
     base = (args.remote_workdir or args.workdir).rstrip('/')
@@ -469,9 +474,9 @@ def launch(args, spec: str, runs: Sequence[Run]) -> int:
   except launchers.LaunchError as e:
     raise SweepError(str(e)) from e
   if args.dry_run:
-    for run, argv in zip(runs, argvs):
+    for run, argv, d in zip(runs, argvs, dirs):
       done = ' (done: results.json exists)' if (
-          pathlib.Path(dirs[run.index]) / launchers.RESULTS).exists() else ''
+          pathlib.Path(d) / launchers.RESULTS).exists() else ''
       print(f'[{run.index}] {run.name}{done}\n    {shlex.join(argv)}')
     return 0
   outcomes = launchers.run_local(runs, argvs, [pathlib.Path(d) for d in dirs],

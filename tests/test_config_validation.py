@@ -58,6 +58,15 @@ CASES = [
      'config.model.scan_layers: wrong type'),
     ('architecture_unlike_init_from', 'finetune',
      ['--config.model.hidden_size=64'], 'config.model.hidden_size=64'),
+    # A fresh model's vocabulary size is its vocab's: a different one set
+    # by hand is an error, not silently replaced.
+    ('vocab_size_unlike_vocab_finetune', 'finetune',
+     ['--config.model.init_from=', '--config.data.vocab=minilm',
+      '--config.model.vocab_size=999'],
+     'config.model.vocab_size=999'),
+    ('vocab_size_unlike_vocab_pretrain', 'pretrain',
+     ['--config.data.vocab=minilm', '--config.model.vocab_size=999'],
+     'config.model.vocab_size=999'),
     ('wrong_type', 'pretrain', ['--config.batch_size=abc'],
      'config.batch_size'),
     ('negative_lr', 'pretrain', ['--config.optim.lr=-1'], 'config.optim.lr'),

@@ -165,6 +165,14 @@ def test_a_command_line_model_override_reaches_bert_config():
   bert = finetune.bert_config(config, vocab_size=123)
   assert (bert.hidden_size, bert.num_attention_heads, bert.scan_layers,
           bert.vocab_size) == (64, 2, True, 123)
+  # A vocabulary size set by hand must be the vocab's (not replaced).
+  with config.unlocked():
+    config.model.vocab_size = 123
+  assert finetune.bert_config(config, vocab_size=123).vocab_size == 123
+  config.model.vocab_size = 999
+  with pytest.raises(ValueError, match=r'config\.model\.vocab_size=999, but '
+                     r'the vocab .* has 123 entries'):
+    finetune.bert_config(config, vocab_size=123)
   # A misspelled model key parses (the section is free-form) and the run's
   # first check names it.
   config, _, _ = config_cli.parse([

@@ -106,6 +106,27 @@ def test_expands_names_and_writes_sweep_json(tmp_path, capsys):
   assert not (out / 'loss=ce,seed=0').exists()    # dry run: nothing ran
 
 
+def test_dry_run_marks_finished_runs_and_launch_checks_indices(tmp_path,
+                                                              capsys):
+  cfg = _config(tmp_path)
+  out = tmp_path / 'out'
+  (out / 'loss=ce,seed=1').mkdir(parents=True)
+  (out / 'loss=ce,seed=1' / 'results.json').write_text('{}')
+  assert sweep.main([f'--config={cfg}:base', f'--workdir={out}',
+                     '--dry_run', '--no_compilation_cache']) == 0
+  printed = capsys.readouterr().out
+  assert '[1] loss=ce,seed=1 (done' in printed
+  assert '[0] loss=ce,seed=0\n' in printed
+  # The launchers index runs by position: a subset keeping its sweep
+  # indices is refused, not launched into the wrong directories.
+  runs = sweep.name_runs([{'seed': 0}, {'seed': 1}])[1:]
+  args = sweep.argparse.Namespace(
+      workdir=str(out), launcher='local', python=None, dry_run=True,
+      no_compilation_cache=True, compilation_cache_dir='', parallel=1)
+  with pytest.raises(sweep.SweepError, match=r'indices \[1\] are not'):
+    sweep.launch(args, f'{cfg}:base', runs)
+
+
 def test_short_names_stay_unique():
   runs = sweep.name_runs([{'loss.alpha': 1.0, 'optim.alpha': 2, 'seed': 0},
                           {'loss.name': 'x', 'model.name': 'y'}])

@@ -75,7 +75,8 @@ def bert_config(config, vocab_size: int) -> BertConfig:
   config.json and config.model sets the `model.execution_fields()` (those it
   leaves out take BertConfig's defaults, not the directory's); an
   architecture field it sets must equal the directory's, else ValueError
-  naming it. Without, vocab_size is the tokenizer's.
+  naming it. Without, vocab_size is the tokenizer's (`vocab_size`); a
+  config.model.vocab_size that differs from it is a ValueError.
   """
   fields = base.model_fields(config)
   init_from = config.model.get('init_from')
@@ -93,6 +94,12 @@ def bert_config(config, vocab_size: int) -> BertConfig:
             'architecture; leave the key out (or set it to None) to start '
             f'from it. Set with init_from: {", ".join(execution_fields())}')
     return bert
+  if fields.get('vocab_size', vocab_size) != vocab_size:
+    raise ValueError(
+        f"config.model.vocab_size={fields['vocab_size']}, but the vocab "
+        f'(config.data.vocab={config.data.get("vocab")!r}) has {vocab_size} '
+        'entries: a fresh model takes its vocabulary size from the vocab; '
+        'leave the key out (or set it to None)')
   try:
     return BertConfig(**dict(fields, vocab_size=vocab_size))
   except (TypeError, ValueError) as e:

@@ -121,10 +121,12 @@ class PretrainingTask(base.Task):
     self._vocab_path = resolve_vocab(config)
     self.tokenizer = tokenization.BertTokenizer.from_vocab(self._vocab_path)
     if self.tokenizer.vocab_size != self.bert_config.vocab_size:
-      if config.model.get('init_from'):
+      if config.model.get('init_from') or config.model.get('vocab_size'):
         raise ValueError(
             f'config.model.vocab_size={self.bert_config.vocab_size} but the '
-            f'vocab has {self.tokenizer.vocab_size} entries')
+            f'vocab {self._vocab_path} has {self.tokenizer.vocab_size} '
+            'entries: leave config.model.vocab_size out (or None) and a fresh '
+            'model takes the vocab\'s size')
       # A fresh model takes its vocabulary size from the vocab.
       self.bert_config = self.bert_config.replace(
           vocab_size=self.tokenizer.vocab_size)
