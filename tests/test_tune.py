@@ -146,11 +146,22 @@ def test_ablation_presets_are_fair_and_validate():
     assert spec['tuning_seeds'] == [0] and spec['final_seeds'] == [0, 1, 2]
     assert spec['dev']['data.eval_split'] != 'test'
   full = ablation.tune('drug_reviews')
-  assert full['config_arg'] == 'drug_reviews,max_len=96,epochs=4'
+  assert full['config_arg'] == 'drug_reviews,max_len=64,epochs=2'
   assert set(full['variants']) == set(ablation.TUNE_VARIANTS)
   assert full['variants']['ce_posthoc_la']['metric'] == 'adjusted_macro_f1'
   assert ablation.tune('msra_ner,max_len=32')['config_arg'] == (
-      'msra_ner,max_len=32,train_examples=2000,eval_examples=1000,epochs=4')
+      'msra_ner,max_len=32,model=tiny,train_examples=2000,eval_examples=1000,'
+      'epochs=6')
+  # A pretrained encoder replaces the budget's fresh tiny model.
+  arg = ablation.tune('msra_ner,init_from=/enc')['config_arg']
+  assert 'init_from=/enc' in arg and 'model=' not in arg
+  tiny = ablation.get_config('hkcancor_cws,model=tiny').model
+  assert (tiny.init_from, tiny.hidden_size, tiny.num_hidden_layers) == (
+      '', 128, 2)
+  with pytest.raises(ValueError, match='fresh model'):
+    ablation.get_config('msra_ner,model=tiny,init_from=/enc')
+  with pytest.raises(ValueError, match=r"unknown item 'model=huge'"):
+    ablation.get_config('msra_ner,model=huge')
   have = list(ablation.TUNE_VARIANTS)
   plan, module = tune.load_plan(
       f'{ABLATION}:drug_reviews,variants={"+".join(have)}')
