@@ -20,6 +20,7 @@ from bert_jax.data import readers
 from bert_jax.tasks import multilabel
 from bert_jax.tasks.multilabel import MultiLabelTask
 from configs import finetune
+from tests import frozen_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -389,6 +390,15 @@ def test_empty_label_lists(data, tmp_path):
   with pytest.raises(readers.DataError, match=rf"train.jsonl:{first}: field "
                      "'labels': no labels"):
     MultiLabelTask(tiny(train_path, dev, **{'data.allow_empty_labels': False}))
+
+
+@pytest.mark.parametrize('pooling', ['pooler', 'mean'])
+def test_multilabel_head_reads_cached_encoder_outputs(data, pooling):
+  train_path, dev_path = data
+  frozen_check.assert_cache_replays(MultiLabelTask(tiny(
+      train_path, dev_path, pooling=pooling,
+      **{'model.hidden_dropout_prob': 0.0,
+         'model.attention_probs_dropout_prob': 0.0})))
 
 
 @pytest.mark.parametrize('loss', [

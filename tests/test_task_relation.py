@@ -20,6 +20,7 @@ from bert_jax.data import registry
 from bert_jax.tasks import relation
 from configs import common as common_configs
 from configs import finetune as finetune_configs
+from tests import frozen_check
 
 # (label, templates); {h} is the head (<e1>), {t} the tail (<e2>).
 RELATIONS = (
@@ -331,6 +332,14 @@ def test_methods_train(data_files, method):
                 steps=40)
   # Means over an epoch (4 batches of 8 of the 36 examples) at start and end.
   assert np.mean(history[-4:]) < 0.5 * np.mean(history[:4]), history
+
+
+@pytest.mark.parametrize('method', ['entity_markers', 'entity_pool',
+                                    'entity_embeddings'])
+def test_relation_heads_read_cached_encoder_outputs(data_files, method):
+  # tiny_config has both encoder dropouts 0.
+  frozen_check.assert_cache_replays(
+      relation.RelationTask(tiny_config(data_files, method)))
 
 
 def test_tiny_run_entity_markers(data_files, tmp_path):

@@ -23,6 +23,7 @@ from bert_jax.data import readers
 from bert_jax.tasks import finetune
 from bert_jax.tasks import span_qa
 from configs import finetune as finetune_configs
+from tests import frozen_check
 
 # Short windows: the question keeps 20 tokens, a window 64 - 20 - 3 = 41 or
 # more passage tokens, advancing 24 at a time.
@@ -447,6 +448,12 @@ def test_summarize_eval_maps_shuffled_and_padded_outputs(squad_files):
   assert [r['guid'] for r in rows] == [e.guid for e in task.eval_ds.examples]
   assert set(rows[0]) == {'guid', 'question', 'prediction', 'gold'}
   assert 'EM 100.00' in out['report']
+
+
+def test_the_span_head_reads_cached_encoder_outputs(squad_files):
+  config = tiny_config(*squad_files)
+  config.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  frozen_check.assert_cache_replays(span_qa.SpanQATask(config))
 
 
 def test_tiny_run_loss_falls(squad_files, tmp_path, capsys):
