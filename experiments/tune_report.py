@@ -122,6 +122,15 @@ def compare(groups: dict[str, report_lib.Group], baseline: str,
   return out
 
 
+def per_class_f1(group: report_lib.Group) -> dict[str, list[float]]:
+  """class -> [mean, sample std] of the test F1 over the group's runs
+  (`f1/<class>` of each run's final eval; std nan for one run)."""
+  runs = [report_lib.scalar_metrics(r.final_eval) for r in group.runs]
+  keys = sorted({k for r in runs for k in r if k.startswith('f1/')})
+  return {k[len('f1/'):]: list(report_lib.mean_std(
+      [r.get(k, math.nan) for r in runs])[:2]) for k in keys}
+
+
 # ------------------------------------------------------------ plots
 def _scored(group: report_lib.Group, metric: str) -> report_lib.Group:
   """A post-hoc variant (metric `adjusted_*`) with its adjusted per-class
@@ -317,6 +326,19 @@ def write_report(workdir, plan, rows, selection, stage2, *,
         ('**' if t == selection[v]['trial'] else '')
         for t, o in enumerate(trials)))
 
+  per_class = {v: per_class_f1(_scored(g, metric_of[v]))
+               for v, g in groups.items()}
+  classes = sorted({c for pc in per_class.values() for c in pc})
+  if classes:
+    lines += ['', '## Per-class F1 on test (mean ± std over the final seeds; '
+              'post-hoc variants: their adjusted predictions)', '']
+    lines += report_lib._table(  # pylint: disable=protected-access
+        ['variant'] + classes,
+        [[f'`{v}`'] + [f'{_fmt(per_class[v][c][0], 3)} ± '
+                       f'{_fmt(per_class[v][c][1], 3)}'
+                       if c in per_class[v] else '—' for c in classes]
+         for v in plan.trials if v in per_class])
+
   plots = []
   p = report_lib.plot_per_class(
       [_scored(g, metric_of[v]) for v, g in groups.items()],
@@ -353,7 +375,8 @@ def write_report(workdir, plan, rows, selection, stage2, *,
                      dev_seeds=dev_rows.get((v, t)))
                 for t, o in enumerate(plan.trials[v])],
           selected=plan.trials[v][selection[v]['trial']],
-          dev=selection[v]['dev'], test=test.get(v))
+          dev=selection[v]['dev'], test=test.get(v),
+          per_class_f1=per_class.get(v))
               for v in plan.trials},
       differences=cmp)
   (workdir / 'report.json').write_text(json.dumps(report_json, indent=2,

@@ -351,6 +351,7 @@ def _check_report(out, variants):
     assert set(g) >= {'selected', 'dev', 'test', 'grid'}
     assert len(g['grid']) == 2 and g['selected'] in [t['point'] for t in g['grid']]
     assert g['test']['n'] == 3 and g['test']['seeds'] == [0, 1, 2]
+    assert set(g['per_class_f1']) == {'negative', 'neutral', 'positive'}
   for v in variants:
     if v == 'ce':
       continue
@@ -358,7 +359,7 @@ def _check_report(out, variants):
     assert set(d) >= {'ci', 'p_holm', 'p', 'diff'}, d
     assert d['ci'][0] <= d['ci'][1] and 0 < d['p_holm'] <= 1
   text = (out / 'report.md').read_text()
-  assert '**Budget:**' in text and 'Holm' in text
+  assert '**Budget:**' in text and 'Holm' in text and '## Per-class F1' in text
   for png in ('per_class_f1.png', 'dev_vs_hparams.png', 'gold_prob_hist.png'):
     assert (out / png).stat().st_size > 5_000
   return rep
@@ -455,6 +456,18 @@ def _group(name, preds, gold, seeds=(0, 1, 2)):
     runs.append(report_lib.RunResult(f'{name}-{s}', {'seed': s},
                                      pathlib.Path('.'), results, rows))
   return report_lib.Group(name, {}, runs)
+
+
+def test_per_class_f1_mean_and_sample_std_over_seeds():
+  from experiments import report as report_lib  # pylint: disable=g-import-not-at-top
+  from experiments import tune_report  # pylint: disable=g-import-not-at-top
+  runs = [report_lib.RunResult(f'r{s}', {'seed': s}, pathlib.Path('.'), dict(
+      final_eval={'f1/a': a, 'f1/b': b, 'accuracy': 0.5}), None)
+          for s, (a, b) in enumerate([(0.5, 0.0), (0.7, 0.2), (0.9, 0.1)])]
+  got = tune_report.per_class_f1(report_lib.Group('g', {}, runs))
+  assert set(got) == {'a', 'b'}
+  assert got['a'] == pytest.approx([0.7, 0.2])     # std of .5 .7 .9: 0.2
+  assert got['b'] == pytest.approx([0.1, 0.1])
 
 
 def test_compare_differences_intervals_and_holm():
