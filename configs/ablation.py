@@ -218,7 +218,8 @@ def sweep(add, arg: str = 'drug_reviews') -> None:
 # `tune(arg)` returns plain data (no I/O); experiments/tune.py validates it.
 # Each variant: `fixed` overrides, a `search` space (a list of axes, each a
 # list of override dicts; the trials are their product, the first axis
-# varying slowest, in this order: ties on dev go to the earlier trial), and
+# varying slowest, in this order: ties on the dev metric go to the lower
+# dev cross-entropy, then to the earlier trial), and
 # optionally the dev `metric` it is selected on (post-hoc logit adjustment is
 # selected and tested on its adjusted predictions).
 

@@ -13,8 +13,9 @@ and final seeds, the baseline and the selection metric.
   Stage 1 (`<workdir>/stage1/<run>`): every trial x tuning seed, trained on
     train and evaluated on dev.
   Selection (`<workdir>/selection.json`): per variant, the trial with the
-    best dev metric averaged over the tuning seeds; ties (within 1e-12) go to
-    the earliest trial in the declared search order.
+    best dev metric averaged over the tuning seeds; ties (within 1e-12), e.g.
+    trials that all predict the majority class, go to the lower mean dev
+    cross-entropy, then to the earliest trial in the declared search order.
   Stage 2 (`<workdir>/stage2/<run>`): each variant's selected point x final
     seeds, trained on the same training data and evaluated once on test.
   Report (`<workdir>/report.md`, `report.json`, plots): `experiments.tune_report`.
@@ -258,7 +259,7 @@ def read_results(path: pathlib.Path) -> Optional[dict[str, Any]]:
 def dev_table(plan: Plan, stage1: Sequence[Entry], stage_dir: pathlib.Path
               ) -> list[dict[str, Any]]:
   """One row per stage-1 run: variant, trial, seed, run, dev (None: not
-  finished)."""
+  finished), dev_loss (the dev `ce_loss`, the tie-break; None if absent)."""
   rows = []
   for e in stage1:
     results = read_results(stage_dir / e.run.name)
@@ -269,8 +270,10 @@ def dev_table(plan: Plan, stage1: Sequence[Entry], stage_dir: pathlib.Path
         raise TuneError(f'{stage_dir / e.run.name}: no dev metric {metric!r}; '
                         f'it has {sorted(results["final_eval"])}')
       value = float(results['final_eval'][metric])
+    loss = (results or {}).get('final_eval', {}).get('ce_loss')
     rows.append(dict(variant=e.variant, trial=e.trial, seed=e.seed,
-                     run=e.run.name, dev=value))
+                     run=e.run.name, dev=value,
+                     dev_loss=None if loss is None else float(loss)))
   return rows
 
 
@@ -279,12 +282,16 @@ def select(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
   Args:
     rows: dicts with `variant`, `trial` (its index in the declared search
-      order), `seed` and `dev` (the metric; None = the run did not finish).
+      order), `seed`, `dev` (the metric; None = the run did not finish) and
+      optionally `dev_loss` (the dev cross-entropy).
 
   Returns:
     variant -> dict(trial, dev (the mean), means: {trial: mean}).
-    A non-finite mean never wins (it is -inf in the comparison); ties (within
-    1e-12) go to the lowest trial index, i.e. the earliest in the config.
+    A non-finite mean never wins (it is -inf in the comparison). Ties (within
+    1e-12; small dev sets tie often, e.g. every trial that predicts only
+    the majority class) go to the lower mean `dev_loss` where every tied
+    trial has a finite one, then to the lowest trial index, i.e. the
+    earliest in the config.
 
   Raises:
     TuneError: a run has no result yet, or a variant's trials have different
@@ -295,9 +302,12 @@ def select(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     raise TuneError(f'{len(missing)} stage-1 run(s) have no result: '
                     f'{missing[:5]}')
   by_variant: dict[str, dict[int, dict[int, float]]] = {}
+  losses: dict[tuple[str, int], list] = {}
   for r in rows:
     by_variant.setdefault(r['variant'], {}).setdefault(r['trial'], {})[
         r['seed']] = r['dev']
+    losses.setdefault((r['variant'], r['trial']), []).append(
+        r.get('dev_loss'))
   out = {}
   for variant, trials in by_variant.items():
     seed_sets = {tuple(sorted(s)) for s in trials.values()}
@@ -307,9 +317,20 @@ def select(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     means = {t: float(sum(s.values()) / len(s)) for t, s in trials.items()}
     score = {t: m if math.isfinite(m) else -math.inf for t, m in means.items()}
     best = max(score.values())
-    trial = min(t for t, m in score.items() if m >= best - TIE_TOL)
+    tied = sorted(t for t, m in score.items() if m >= best - TIE_TOL)
+    loss = {t: _mean_finite(losses[(variant, t)]) for t in tied}
+    if len(tied) > 1 and all(l is not None for l in loss.values()):
+      tied = [t for t in tied if loss[t] <= min(loss.values()) + TIE_TOL]
+    trial = tied[0]
     out[variant] = dict(trial=trial, dev=means[trial], means=means)
   return out
+
+
+def _mean_finite(values) -> Optional[float]:
+  """The mean of `values`, None unless every one is a finite number."""
+  if not values or any(v is None or not math.isfinite(v) for v in values):
+    return None
+  return float(sum(values) / len(values))
 
 
 def histogram_probes(plan: Plan, selection: dict[str, dict[str, Any]]
@@ -374,8 +395,9 @@ def run(args) -> int:
   _write_json(workdir / 'tune.json', dict(
       config=plan.spec_str, spec=plan.spec, trials=plan.trials,
       selection_rule='per variant, the trial with the highest dev metric '
-      'averaged over the tuning seeds; ties (within 1e-12) go to the earliest '
-      'trial in the declared search order'))
+      'averaged over the tuning seeds; ties (within 1e-12) go to the lower '
+      'mean dev cross-entropy, then to the earliest trial in the declared '
+      'search order'))
   n2 = len(plan.trials) * len(plan.spec['final_seeds'])
   print(f'{plan.spec_str}: {len(plan.trials)} variants x '
         f'{len(next(iter(plan.trials.values())))} trials x '

@@ -273,8 +273,9 @@ def write_report(workdir, plan, rows, selection, stage2, *,
       f"**Protocol:** {len(plan.trials)} variants x {n_trials} trials "
       f"(the same for every variant) x tuning seeds {spec['tuning_seeds']}, "
       f"scored on dev `{spec['dev']}`; per variant the trial with the best "
-      f"mean dev `{spec['metric']}` (ties within 1e-12: the earliest trial "
-      f"in the declared order) is trained with final seeds "
+      f"mean dev `{spec['metric']}` (ties within 1e-12: the lower mean dev "
+      f"cross-entropy, then the earliest trial in the declared order) is "
+      f"trained with final seeds "
       f"{spec['final_seeds']} and evaluated once on test `{spec['test']}` "
       f'({n_test} examples).',
       f"**Intervals:** difference from `{baseline}` in the test metric "

@@ -50,6 +50,28 @@ def test_selection_ties_go_to_the_earliest_trial_whatever_the_row_order():
   assert tune.select(_rows(table))['dsc']['trial'] == 2
 
 
+def test_selection_ties_go_to_the_lower_dev_loss_then_the_earliest():
+  # Trials 0-2 tie on the metric (all predict the majority class, say);
+  # trial 2 fits dev best. Trial 3 is worse on the metric: its loss is moot.
+  rows = _rows({('focal', t, 0): d for t, d in
+                enumerate([0.263, 0.263, 0.263, 0.1])})
+  for r, loss in zip(rows, [0.9, 0.8, 0.7, 0.1]):
+    r['dev_loss'] = loss
+  assert tune.select(rows)['focal']['trial'] == 2
+  assert tune.select(rows[::-1])['focal']['trial'] == 2
+  # Equal losses, or a tied trial without one: the earliest trial.
+  rows[2]['dev_loss'] = 0.8
+  assert tune.select(rows)['focal']['trial'] == 1
+  rows[1]['dev_loss'] = None
+  assert tune.select(rows)['focal']['trial'] == 0
+  # Two tuning seeds: the mean loss decides (trial 1: 0.6 < trial 0: 0.65).
+  rows = _rows({('ce', 0, 0): 0.5, ('ce', 0, 1): 0.5,
+                ('ce', 1, 0): 0.4, ('ce', 1, 1): 0.6})
+  for r, loss in zip(rows, [0.5, 0.8, 0.9, 0.3]):
+    r['dev_loss'] = loss
+  assert tune.select(rows)['ce']['trial'] == 1
+
+
 def test_selection_refuses_missing_runs_and_uneven_seeds():
   with pytest.raises(tune.TuneError, match='no result'):
     tune.select(_rows({('ce', 0, 0): 0.5, ('ce', 1, 0): None}))
