@@ -263,14 +263,14 @@ def dev_table(plan: Plan, stage1: Sequence[Entry], stage_dir: pathlib.Path
   rows = []
   for e in stage1:
     results = read_results(stage_dir / e.run.name)
-    value = None
+    value = loss = None
     if results is not None:
       metric = plan.metric(e.variant)
       if metric not in results['final_eval']:
         raise TuneError(f'{stage_dir / e.run.name}: no dev metric {metric!r}; '
                         f'it has {sorted(results["final_eval"])}')
       value = float(results['final_eval'][metric])
-    loss = (results or {}).get('final_eval', {}).get('ce_loss')
+      loss = results['final_eval'].get('ce_loss')
     rows.append(dict(variant=e.variant, trial=e.trial, seed=e.seed,
                      run=e.run.name, dev=value,
                      dev_loss=None if loss is None else float(loss)))

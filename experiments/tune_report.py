@@ -327,8 +327,8 @@ def write_report(workdir, plan, rows, selection, stage2, *,
         ('**' if t == selection[v]['trial'] else '')
         for t, o in enumerate(trials)))
 
-  per_class = {v: per_class_f1(_scored(g, metric_of[v]))
-               for v, g in groups.items()}
+  scored = {v: _scored(g, metric_of[v]) for v, g in groups.items()}
+  per_class = {v: per_class_f1(g) for v, g in scored.items()}
   classes = sorted({c for pc in per_class.values() for c in pc})
   if classes:
     lines += ['', '## Per-class F1 on test (mean ± std over the final seeds; '
@@ -342,7 +342,7 @@ def write_report(workdir, plan, rows, selection, stage2, *,
 
   plots = []
   p = report_lib.plot_per_class(
-      [_scored(g, metric_of[v]) for v, g in groups.items()],
+      list(scored.values()),
       workdir / 'per_class_f1.png', f"{len(spec['final_seeds'])} final seeds")
   if p:
     plots.append(('Per-class F1 on test by variant (post-hoc variants: '

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 
 
-def _dots(fn, *args) -> int:
-  """Matrix products (dot_general) in fn's traced program."""
+def dots(fn, *args) -> int:
+  """Matrix products (dot_general) in fn's traced program, nested ones too."""
   return len(re.findall(r'\bdot_general\b', str(jax.make_jaxpr(fn)(*args))))
 
 
@@ -27,7 +27,7 @@ def assert_cache_replays(task, n: int = 8) -> None:
     return task.train_loss(params, batch, rng, state)[0]
 
   cached = dict(train, **task.encoder_outputs(params, train))
-  assert _dots(loss, cached) < _dots(loss, train)
+  assert dots(loss, cached) < dots(loss, train)
   np.testing.assert_allclose(loss(cached), loss(train), rtol=1e-5, atol=1e-6)
   ev = {k: v[:n] for k, v in task.eval_features.items()}
   ev_cached = dict(ev, **task.encoder_outputs(params, ev))

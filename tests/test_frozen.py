@@ -8,7 +8,6 @@ the cache must hold), and a run that executes the encoder at every step
 """
 
 import json
-import re
 
 import jax
 import numpy as np
@@ -21,6 +20,7 @@ from bert_jax import train
 from bert_jax.model import BertModel
 from bert_jax.tasks.classification import ClassificationTask
 from configs import finetune
+from tests import frozen_check
 
 
 def tiny(preset='drug_reviews', **overrides):
@@ -51,11 +51,6 @@ def _params_and_batch(task):
   return params, batch
 
 
-def _dots(fn, *args) -> int:
-  """Matrix products (dot_general) in fn's traced program, nested ones too."""
-  return len(re.findall(r'\bdot_general\b', str(jax.make_jaxpr(fn)(*args))))
-
-
 def test_frozen_mask_on_real_parameter_paths():
   task = ClassificationTask(tiny())
   params, _ = _params_and_batch(task)
@@ -75,12 +70,12 @@ def test_stop_gradients_removes_the_encoder_backward():
   rng = jax.random.PRNGKey(1)
   loss = lambda p: task.train_loss(p, batch, rng, {})[0]
   stopped = lambda p: loss(frozen.stop_gradients(p, mask))
-  forward = _dots(loss, params)
+  forward = frozen_check.dots(loss, params)
   # The full backward multiplies twice per forward product (input and weight
   # gradients); with the encoder frozen only the classifier's weight gradient
   # is added to the forward.
-  assert _dots(jax.grad(loss), params) >= 2 * forward
-  assert _dots(jax.grad(stopped), params) <= forward + 1
+  assert frozen_check.dots(jax.grad(loss), params) >= 2 * forward
+  assert frozen_check.dots(jax.grad(stopped), params) <= forward + 1
   g_full, g_stop = jax.grad(loss)(params), jax.grad(stopped)(params)
   for leaf in jax.tree.leaves(g_stop['bert']):
     assert not np.any(leaf)
@@ -113,7 +108,7 @@ def test_cache_holds_the_encoder_outputs():
   cached = {k: v[:8] for k, v in f.items()}
   plain = {k: v for k, v in cached.items() if not k.startswith('encoder_out/')}
   loss = lambda batch: task.train_loss(params, batch, rng, {})[0]
-  assert _dots(loss, cached) == 1 < _dots(loss, plain)
+  assert frozen_check.dots(loss, cached) == 1 < frozen_check.dots(loss, plain)
   np.testing.assert_allclose(loss(cached), loss(plain), rtol=1e-5)
 
 
