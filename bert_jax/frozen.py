@@ -149,7 +149,7 @@ def cache_encoder_outputs(task, params, config, mesh) -> bool:
     splits[which] = (n, jax.eval_shape(encode, params, abstract))
   size = sum(n * int(np.prod(s.shape[1:])) * s.dtype.itemsize
              for n, shapes in splits.values() for s in shapes.values())
-  limit = config.get('cache_frozen_encoder_max_gib', 8.0)
+  limit = config.cache_frozen_encoder_max_gib   # configs/common.py
   if size > limit * 2**30:
     logging.warning(
         'frozen encoder: its outputs would take %.1f GiB per host, over '

@@ -37,6 +37,16 @@ def tiny_tsv(tmp_path_factory) -> pathlib.Path:
   return path
 
 
+@pytest.fixture(scope='module')
+def tiny_vocab(tmp_path_factory) -> pathlib.Path:
+  """A 12-entry WordPiece vocab: smaller than any pretrained model's."""
+  path = tmp_path_factory.mktemp('vocab') / 'vocab.txt'
+  path.write_text('\n'.join(['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]',
+                             'the', 'a', 'review', 'was', 'great', 'awful',
+                             '##s']) + '\n')
+  return path
+
+
 def _pretrain(flags):
   return ['--config=configs/pretrain.py:tiny'] + flags
 
@@ -67,6 +77,10 @@ CASES = [
     ('vocab_size_unlike_vocab_pretrain', 'pretrain',
      ['--config.data.vocab=minilm', '--config.model.vocab_size=999'],
      'config.model.vocab_size=999'),
+    # Pretraining on from a checkpoint: the weights fix the size.
+    ('vocab_unlike_init_from_pretrain', 'pretrain',
+     ['--config.model.init_from=minilm', '--config.data.vocab={vocab}'],
+     'config.model.init_from=\'minilm\''),
     ('wrong_type', 'pretrain', ['--config.batch_size=abc'],
      'config.batch_size'),
     ('negative_lr', 'pretrain', ['--config.optim.lr=-1'], 'config.optim.lr'),
@@ -104,9 +118,10 @@ CASES = [
 
 @pytest.mark.parametrize('job,flags,expected', [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
-def test_bad_config_fails_fast_naming_the_key(tmp_path, tiny_tsv, job, flags,
-                                              expected):
+def test_bad_config_fails_fast_naming_the_key(tmp_path, tiny_tsv, tiny_vocab,
+                                              job, flags, expected):
   workdir = tmp_path / 'run'
+  flags = [f.format(vocab=tiny_vocab) for f in flags]
   args = _pretrain(flags) if job == 'pretrain' else _finetune(tiny_tsv, flags)
   proc = subprocess.run(
       [sys.executable, '-m', 'bert_jax.main', f'--workdir={workdir}'] + args,

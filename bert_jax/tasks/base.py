@@ -136,6 +136,18 @@ def model_fields(config) -> dict[str, Any]:
   return model_lib.checked_fields(section, 'config.model', also=('init_from',))
 
 
+def check_vocab_size(fields: dict[str, Any], vocab_size: int, vocab) -> None:
+  """A fresh model takes its vocabulary size from its vocab (`vocab_size`
+  entries, read from `vocab`): a `config.model.vocab_size` that differs is a
+  ValueError naming both, never silently replaced."""
+  if fields.get('vocab_size', vocab_size) != vocab_size:
+    raise ValueError(
+        f"config.model.vocab_size={fields['vocab_size']}, but the vocab "
+        f'({vocab}) has {vocab_size} entries: a fresh model takes its '
+        'vocabulary size from the vocab; leave the key out (or set it to '
+        'None)')
+
+
 def nll_pair(logits: jax.Array, labels: jax.Array, weights: jax.Array
              ) -> tuple[jax.Array, jax.Array]:
   """(sum, count) of the softmax negative log-likelihood: logits [..., C],

@@ -94,12 +94,8 @@ def bert_config(config, vocab_size: int) -> BertConfig:
             'architecture; leave the key out (or set it to None) to start '
             f'from it. Set with init_from: {", ".join(execution_fields())}')
     return bert
-  if fields.get('vocab_size', vocab_size) != vocab_size:
-    raise ValueError(
-        f"config.model.vocab_size={fields['vocab_size']}, but the vocab "
-        f'(config.data.vocab={config.data.get("vocab")!r}) has {vocab_size} '
-        'entries: a fresh model takes its vocabulary size from the vocab; '
-        'leave the key out (or set it to None)')
+  base.check_vocab_size(fields, vocab_size,
+                        f'config.data.vocab={config.data.get("vocab")!r}')
   try:
     return BertConfig(**dict(fields, vocab_size=vocab_size))
   except (TypeError, ValueError) as e:

@@ -121,13 +121,15 @@ class PretrainingTask(base.Task):
     self._vocab_path = resolve_vocab(config)
     self.tokenizer = tokenization.BertTokenizer.from_vocab(self._vocab_path)
     if self.tokenizer.vocab_size != self.bert_config.vocab_size:
-      if config.model.get('init_from') or config.model.get('vocab_size'):
+      init_from = config.model.get('init_from')
+      if init_from:
         raise ValueError(
-            f'config.model.vocab_size={self.bert_config.vocab_size} but the '
-            f'vocab {self._vocab_path} has {self.tokenizer.vocab_size} '
-            'entries: leave config.model.vocab_size out (or None) and a fresh '
-            'model takes the vocab\'s size')
-      # A fresh model takes its vocabulary size from the vocab.
+            f'config.model.vocab_size={self.bert_config.vocab_size} (the '
+            f'size the weights of config.model.init_from={init_from!r} must '
+            f'have), but the vocab {self._vocab_path} has '
+            f'{self.tokenizer.vocab_size} entries')
+      base.check_vocab_size(base.model_fields(config),
+                            self.tokenizer.vocab_size, self._vocab_path)
       self.bert_config = self.bert_config.replace(
           vocab_size=self.tokenizer.vocab_size)
     self.model = BertForPreTraining(self.bert_config)
