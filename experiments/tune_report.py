@@ -200,8 +200,19 @@ def plot_dev_vs_hparams(plan, rows, selection, path) -> pathlib.Path:
   return path
 
 
+def has_gold_probs(run: report_lib.RunResult) -> bool:
+  """Whether the run's predictions carry class probabilities (classification:
+  `probs` per example; tagging without a CRF: `gold_probs` per word)."""
+  return bool(run.predictions) and ('probs' in run.predictions[0] or
+                                    'gold_probs' in run.predictions[0])
+
+
 def gold_probs(run: report_lib.RunResult) -> np.ndarray:
-  """The softmax probability of the gold class of every test example."""
+  """The softmax probability of the gold class of every test example, or of
+  every test word the model tagged (tagging), float64 [N]."""
+  if 'gold_probs' in run.predictions[0]:
+    return np.asarray([p for r in run.predictions for p in r['gold_probs']
+                       if p is not None], np.float64)
   names = list(run.final_eval['per_class'])
   index = {n: i for i, n in enumerate(names)}
   return np.asarray([r['probs'][index[r['label']]] for r in run.predictions])
@@ -218,7 +229,7 @@ def plot_gold_prob(entries: Sequence[tuple[str, list]], path):
     ax.set_title(f'{label} ({len(runs)} seed(s))', fontsize=8)
     ax.set_xlabel('p(gold class) on test')
     ax.axvline(0.5, color='gray', ls=':', lw=1)
-  axes[0][0].set_ylabel('test examples')
+  axes[0][0].set_ylabel('test examples (tagging: words)')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -353,8 +364,7 @@ def write_report(workdir, plan, rows, selection, stage2, *,
   for label, variant, point in spec.get('histogram', ()):
     runs = probes.get(label) or (groups[variant].runs if variant in groups and
                                  label not in probes else None)
-    if runs and all(r.predictions and 'probs' in r.predictions[0]
-                    for r in runs):
+    if runs and all(has_gold_probs(r) for r in runs):
       hist.append((label, runs))
   if hist:
     plots.append(('Gold-class probability on test', plot_gold_prob(

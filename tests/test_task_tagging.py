@@ -192,6 +192,37 @@ def test_truncated_words_are_predicted_O():
   assert 'cut off' in out['report']
 
 
+def test_gold_probs_are_the_gold_tags_softmax_at_each_first_piece():
+  """Each eval row's `gold_probs` (the tune report's histogram): per word,
+  softmax(logits at its first sub-token)[gold tag]; None for a cut word.
+  Checked on random logits, with rows shuffled as the trainer gathers them."""
+  task = tagging.TaggingTask(tiny_config('conll_sample', max_seq_length=16))
+  f = task.eval_features
+  rng = np.random.default_rng(0)
+  logits = 3 * rng.normal(size=f['labels'].shape + (len(task.tag_names),))
+  outputs = dict(logits=logits.astype(np.float32), weights=f['weights'],
+                 example_index=f['example_index'])
+  order = rng.permutation(len(logits))
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 0.0},
+                            {k: v[order] for k, v in outputs.items()})
+  row_of = {int(i): r for r, i in enumerate(f['example_index'])
+            if f['weights'][r] > 0}
+  cut = 0
+  for i, (row, e) in enumerate(zip(out['_predictions'], task.eval_ds.examples)):
+    z = logits[row_of[i]]
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    first = task.eval_first[i]
+    assert len(row['gold_probs']) == len(e.words)
+    for w, (pos, tag) in enumerate(zip(first, e.tags)):
+      if pos < 0:
+        assert row['gold_probs'][w] is None
+        cut += 1
+      else:
+        assert row['gold_probs'][w] == pytest.approx(
+            p[pos, task.tag_names.index(tag)], abs=1e-6)
+  assert cut == task.stats['eval']['truncated_words'] > 0
+
+
 def test_posthoc_logit_adjustment_per_token():
   """adjusted_* metrics and adjusted_pred come from argmax(z - tau log pi)
   per token, pi the training tag frequencies (a NumPy reference)."""

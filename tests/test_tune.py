@@ -492,6 +492,29 @@ def test_per_class_f1_mean_and_sample_std_over_seeds():
   assert got['b'] == pytest.approx([0.1, 0.1])
 
 
+def test_gold_probs_read_classification_and_tagging_predictions():
+  from experiments import report as report_lib  # pylint: disable=g-import-not-at-top
+  from experiments import tune_report  # pylint: disable=g-import-not-at-top
+  classification = report_lib.RunResult('c', {}, pathlib.Path('.'), dict(
+      final_eval={'per_class': {'neg': {}, 'pos': {}}}), [
+          dict(guid='a', label='pos', probs=[0.2, 0.8]),
+          dict(guid='b', label='neg', probs=[0.6, 0.4])])
+  # Tagging: one probability per word the model tagged; cut words (None)
+  # are left out.
+  tagging = report_lib.RunResult('t', {}, pathlib.Path('.'), dict(
+      final_eval={}), [dict(guid='s1', gold_probs=[0.9, None, 0.3]),
+                       dict(guid='s2', gold_probs=[0.5])])
+  no_probs = report_lib.RunResult('n', {}, pathlib.Path('.'), dict(
+      final_eval={}), [dict(guid='s1', gold=['O'], pred=['O'])])
+  np.testing.assert_array_equal(tune_report.gold_probs(classification),
+                                [0.8, 0.6])
+  np.testing.assert_array_equal(tune_report.gold_probs(tagging),
+                                [0.9, 0.3, 0.5])
+  assert tune_report.has_gold_probs(classification)
+  assert tune_report.has_gold_probs(tagging)
+  assert not tune_report.has_gold_probs(no_probs)
+
+
 def test_compare_differences_intervals_and_holm():
   from experiments import tune_report  # pylint: disable=g-import-not-at-top
   gold = ['a', 'b'] * 10

@@ -357,6 +357,21 @@ def word_tags(first_positions: np.ndarray, token_preds: np.ndarray,
   return names[ids].tolist()
 
 
+def word_gold_probs(first_positions: np.ndarray, token_logits: np.ndarray,
+                    gold_ids: Sequence[int]) -> list[Optional[float]]:
+  """Softmax probability of each word's gold tag at its first sub-token.
+
+  first_positions: int [num_words]; token_logits: float [T, C]; gold_ids:
+  num_words class ids. A word without a kept first sub-token gets None (it
+  is predicted the fallback tag, not by the model).
+  """
+  logits = np.asarray(token_logits, np.float64)
+  logp = logits - logits.max(-1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+  return [round(float(np.exp(logp[f, g])), 6) if f >= 0 else None
+          for f, g in zip(first_positions, gold_ids)]
+
+
 def crf_word_tags(first_positions: np.ndarray, word_preds: np.ndarray,
                   tag_names: Sequence[str], fallback: str) -> list[str]:
   """Word-level tags from a CRF path over the kept words.
@@ -677,6 +692,16 @@ class TaggingTask(finetune.FinetuneTask):
     out['report'] = self._report(out, table, note)
     rows = [dict(guid=e.guid, words=list(e.words), gold=list(e.tags), pred=p)
             for e, p in zip(self.eval_ds.examples, preds)]
+    if not self.use_crf:
+      # The model's probability of each gold tag (the tune report's
+      # histogram); a CRF's emissions are not probabilities.
+      keep = outputs['weights'] > 0
+      for i, logits in zip(outputs['example_index'][keep],
+                           outputs['logits'][keep]):
+        e = self.eval_ds.examples[int(i)]
+        rows[int(i)]['gold_probs'] = word_gold_probs(
+            self.eval_first[int(i)], logits,
+            [self.tag_index[t] for t in e.tags])
     if self.kind == 'segmentation':
       for row in rows:
         row['gold_text'] = self.segmented_text(row['words'], row['gold'])
