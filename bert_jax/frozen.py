@@ -62,7 +62,7 @@ def encoder_frozen(frozen: Optional[Any]) -> bool:
 
 def should_cache(config, task, frozen: Optional[Any]) -> bool:
   """Whether this run caches the encoder's outputs (see the module doc)."""
-  if not encoder_frozen(frozen) or not config.get('cache_frozen_encoder', True):
+  if not encoder_frozen(frozen) or not config.cache_frozen_encoder:
     return False
   if not getattr(task, 'caches_encoder', False):
     logging.info('frozen encoder: %s does not cache encoder outputs; the '

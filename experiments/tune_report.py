@@ -208,11 +208,13 @@ def has_gold_probs(run: report_lib.RunResult) -> bool:
 
 
 def gold_probs(run: report_lib.RunResult) -> np.ndarray:
-  """The softmax probability of the gold class of every test example, or of
-  every test word the model tagged (tagging), float64 [N]."""
+  """The softmax probability of the gold class of every test example, or
+  (tagging) of every test word the model tagged whose gold tag is not `O`,
+  float64 [N]. `O` words, most of an NER test set, would swamp the plot."""
   if 'gold_probs' in run.predictions[0]:
-    return np.asarray([p for r in run.predictions for p in r['gold_probs']
-                       if p is not None], np.float64)
+    return np.asarray([p for r in run.predictions
+                       for p, g in zip(r['gold_probs'], r['gold'])
+                       if p is not None and g != 'O'], np.float64)
   names = list(run.final_eval['per_class'])
   index = {n: i for i, n in enumerate(names)}
   return np.asarray([r['probs'][index[r['label']]] for r in run.predictions])
@@ -229,7 +231,7 @@ def plot_gold_prob(entries: Sequence[tuple[str, list]], path):
     ax.set_title(f'{label} ({len(runs)} seed(s))', fontsize=8)
     ax.set_xlabel('p(gold class) on test')
     ax.axvline(0.5, color='gray', ls=':', lw=1)
-  axes[0][0].set_ylabel('test examples (tagging: words)')
+  axes[0][0].set_ylabel('test examples (tagging: words not O)')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

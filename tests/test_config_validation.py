@@ -121,7 +121,7 @@ CASES = [
 def test_bad_config_fails_fast_naming_the_key(tmp_path, tiny_tsv, tiny_vocab,
                                               job, flags, expected):
   workdir = tmp_path / 'run'
-  flags = [f.format(vocab=tiny_vocab) for f in flags]
+  flags = [f.replace('{vocab}', str(tiny_vocab)) for f in flags]
   args = _pretrain(flags) if job == 'pretrain' else _finetune(tiny_tsv, flags)
   proc = subprocess.run(
       [sys.executable, '-m', 'bert_jax.main', f'--workdir={workdir}'] + args,

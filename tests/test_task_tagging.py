@@ -203,8 +203,14 @@ def test_gold_probs_are_the_gold_tags_softmax_at_each_first_piece():
   outputs = dict(logits=logits.astype(np.float32), weights=f['weights'],
                  example_index=f['example_index'])
   order = rng.permutation(len(logits))
-  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 0.0},
-                            {k: v[order] for k, v in outputs.items()})
+  shuffled = {k: v[order] for k, v in outputs.items()}
+  # A weight-0 padding row that repeats example 0 with other logits, after
+  # the real one (as the trainer pads the last batch): it must be ignored.
+  pad = dict(logits=shuffled['logits'][:1] + 5, weights=np.zeros(1, np.float32),
+             example_index=np.zeros(1, f['example_index'].dtype))
+  out = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 0.0}, {
+      k: np.concatenate([shuffled[k], pad[k].astype(shuffled[k].dtype)])
+      for k in outputs})
   row_of = {int(i): r for r, i in enumerate(f['example_index'])
             if f['weights'][r] > 0}
   cut = 0
@@ -221,6 +227,18 @@ def test_gold_probs_are_the_gold_tags_softmax_at_each_first_piece():
         assert row['gold_probs'][w] == pytest.approx(
             p[pos, task.tag_names.index(tag)], abs=1e-6)
   assert cut == task.stats['eval']['truncated_words'] > 0
+
+
+def test_a_crf_run_records_no_gold_probs():
+  """A CRF's emissions are not probabilities: no `gold_probs` in its rows."""
+  c = tiny_config('conll_sample', max_seq_length=24, max_eval_examples=8)
+  c.crf = True
+  task = tagging.TaggingTask(c)
+  f = task.eval_features
+  outputs = dict(one_hot_outputs(task), crf_tags=f['word_labels'])
+  rows = task.summarize_eval({'ce_loss': 0.0, 'accuracy': 1.0},
+                             outputs)['_predictions']
+  assert rows and all('gold_probs' not in r for r in rows)
 
 
 def test_posthoc_logit_adjustment_per_token():

@@ -499,11 +499,13 @@ def test_gold_probs_read_classification_and_tagging_predictions():
       final_eval={'per_class': {'neg': {}, 'pos': {}}}), [
           dict(guid='a', label='pos', probs=[0.2, 0.8]),
           dict(guid='b', label='neg', probs=[0.6, 0.4])])
-  # Tagging: one probability per word the model tagged; cut words (None)
-  # are left out.
+  # Tagging: one probability per word the model tagged whose gold tag is
+  # not O; cut words (None) are left out.
   tagging = report_lib.RunResult('t', {}, pathlib.Path('.'), dict(
-      final_eval={}), [dict(guid='s1', gold_probs=[0.9, None, 0.3]),
-                       dict(guid='s2', gold_probs=[0.5])])
+      final_eval={}), [
+          dict(guid='s1', gold=['B-PER', 'E-PER', 'O', 'S-LOC'],
+               gold_probs=[0.9, None, 0.99, 0.3]),
+          dict(guid='s2', gold=['S-ORG'], gold_probs=[0.5])])
   no_probs = report_lib.RunResult('n', {}, pathlib.Path('.'), dict(
       final_eval={}), [dict(guid='s1', gold=['O'], pred=['O'])])
   np.testing.assert_array_equal(tune_report.gold_probs(classification),

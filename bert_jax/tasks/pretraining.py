@@ -124,12 +124,17 @@ class PretrainingTask(base.Task):
       init_from = config.model.get('init_from')
       if init_from:
         raise ValueError(
-            f'config.model.vocab_size={self.bert_config.vocab_size} (the '
-            f'size the weights of config.model.init_from={init_from!r} must '
-            f'have), but the vocab {self._vocab_path} has '
-            f'{self.tokenizer.vocab_size} entries')
-      base.check_vocab_size(base.model_fields(config),
-                            self.tokenizer.vocab_size, self._vocab_path)
+            f'config.data.vocab={config.data.vocab!r} ({self._vocab_path}) '
+            f'has {self.tokenizer.vocab_size} entries, but the model that '
+            f'loads config.model.init_from={init_from!r} has '
+            f'config.model.vocab_size={self.bert_config.vocab_size}: leave '
+            'config.data.vocab empty to use the checkpoint\'s own vocab, or '
+            'set config.model.vocab_size to the checkpoint\'s size')
+      base.check_vocab_size(
+          base.model_fields(config), self.tokenizer.vocab_size,
+          f'config.data.vocab={config.data.vocab!r}' if config.data.vocab
+          else f'trained with config.data.vocab_size='
+          f'{config.data.vocab_size}')
       self.bert_config = self.bert_config.replace(
           vocab_size=self.tokenizer.vocab_size)
     self.model = BertForPreTraining(self.bert_config)
