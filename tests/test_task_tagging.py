@@ -432,8 +432,9 @@ def test_tiny_run_loss_falls(tmp_path, preset, loss):
   rows = [json.loads(l) for l in
           (tmp_path / 'run' / 'predictions.jsonl').read_text().splitlines()]
   assert len(rows) == 32
-  assert set(rows[0]) == {'guid', 'words', 'gold', 'pred'}
-  assert len(rows[0]['pred']) == len(rows[0]['words'])
+  assert set(rows[0]) == {'guid', 'words', 'gold', 'pred', 'gold_probs'}
+  assert len(rows[0]['pred']) == len(rows[0]['gold_probs']) == len(
+      rows[0]['words'])
   assert written['best']['step'] == 40   # best_metric = span_f1 is a key
 
 
