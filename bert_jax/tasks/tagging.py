@@ -357,18 +357,15 @@ def word_tags(first_positions: np.ndarray, token_preds: np.ndarray,
   return names[ids].tolist()
 
 
-def word_gold_probs(first_positions: np.ndarray, token_logits: np.ndarray,
+def word_gold_probs(first_positions: np.ndarray, token_probs: np.ndarray,
                     gold_ids: Sequence[int]) -> list[Optional[float]]:
-  """Softmax probability of each word's gold tag at its first sub-token.
+  """Probability of each word's gold tag at its first sub-token.
 
-  first_positions: int [num_words]; token_logits: float [T, C]; gold_ids:
-  num_words class ids. A word without a kept first sub-token gets None (it
-  is predicted the fallback tag, not by the model).
+  first_positions: int [num_words]; token_probs: float [T, C] (softmax of
+  the logits); gold_ids: num_words class ids. A word without a kept first
+  sub-token gets None (it is predicted the fallback tag, not by the model).
   """
-  logits = np.asarray(token_logits, np.float64)
-  logp = logits - logits.max(-1, keepdims=True)
-  logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-  return [round(float(np.exp(logp[f, g])), 6) if f >= 0 else None
+  return [round(float(token_probs[f, g]), 6) if f >= 0 else None
           for f, g in zip(first_positions, gold_ids)]
 
 
@@ -696,12 +693,12 @@ class TaggingTask(finetune.FinetuneTask):
       # The model's probability of each gold tag (the tune report's
       # histogram); a CRF's emissions are not probabilities.
       keep = outputs['weights'] > 0
-      for i, logits in zip(outputs['example_index'][keep],
-                           outputs['logits'][keep]):
+      probs = np.asarray(jax.nn.softmax(
+          np.asarray(outputs['logits'][keep], np.float32), -1))
+      for i, p in zip(outputs['example_index'][keep], probs):
         e = self.eval_ds.examples[int(i)]
         rows[int(i)]['gold_probs'] = word_gold_probs(
-            self.eval_first[int(i)], logits,
-            [self.tag_index[t] for t in e.tags])
+            self.eval_first[int(i)], p, [self.tag_index[t] for t in e.tags])
     if self.kind == 'segmentation':
       for row in rows:
         row['gold_text'] = self.segmented_text(row['words'], row['gold'])
