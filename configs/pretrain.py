@@ -59,9 +59,7 @@ def get_config(arg: str = 'tiny') -> ml_collections.ConfigDict:
     c.sharding = 'fsdp'
     c.mesh.update(data=1, fsdp=-1)
   elif arg == 'minilm_continued':
-    c.model.init_from = 'minilm'
-    c.model.update(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                   intermediate_size=1536)
+    c.model.init_from = 'minilm'   # its config.json fixes the architecture
     c.data.corpus = 'bbc'
     c.data.vocab = 'minilm'
     c.data.dupe_factor = 1

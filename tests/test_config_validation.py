@@ -77,10 +77,18 @@ CASES = [
     ('vocab_size_unlike_vocab_pretrain', 'pretrain',
      ['--config.data.vocab=minilm', '--config.model.vocab_size=999'],
      'config.model.vocab_size=999'),
-    # Pretraining on from a checkpoint: the weights fix the size.
+    # Pretraining on from a checkpoint: its config.json fixes the
+    # architecture (tiny's sizes differ from MiniLM's) and the vocab size.
+    ('architecture_unlike_init_from_pretrain', 'pretrain',
+     ['--config.model.init_from=minilm'],
+     'but the config.json of config.model.init_from=\'minilm\''),
     ('vocab_unlike_init_from_pretrain', 'pretrain',
-     ['--config.model.init_from=minilm', '--config.data.vocab={vocab}'],
-     'config.model.init_from=\'minilm\''),
+     ['--config.model.init_from=minilm', '--config.data.vocab={vocab}',
+      '--config.model.hidden_size=None', '--config.model.num_hidden_layers=None',
+      '--config.model.num_attention_heads=None',
+      '--config.model.intermediate_size=None',
+      '--config.model.max_position_embeddings=None'],
+     'but the checkpoint config.model.init_from=\'minilm\' has vocab_size='),
     ('wrong_type', 'pretrain', ['--config.batch_size=abc'],
      'config.batch_size'),
     ('negative_lr', 'pretrain', ['--config.optim.lr=-1'], 'config.optim.lr'),

@@ -223,6 +223,26 @@ def test_execution_fields_are_what_init_from_lets_config_model_set(pretrained):
       finetune.bert_config(c, 7)
 
 
+def test_pretraining_from_init_from_takes_the_checkpoint_architecture(
+    pretrained):
+  """Pretraining on from a checkpoint builds the model its weights fit,
+  by fine-tuning's rule; without init_from, config.model's own sizes."""
+  directory, saved = pretrained
+  bert = pretraining.bert_config_from(_config(init_from=str(directory),
+                                               dtype='bfloat16'))
+  for key in FIELDS:
+    if key not in model_lib.execution_fields():
+      assert getattr(bert, key) == getattr(saved, key), key
+  assert bert.dtype == 'bfloat16' and bert.hidden_dropout_prob == 0.1
+  with pytest.raises(ValueError, match=r'^config\.model\.hidden_size=64, but '
+                     r'the config\.json of config\.model\.init_from='):
+    pretraining.bert_config_from(_config(init_from=str(directory),
+                                         hidden_size=64))
+  fresh = pretraining.bert_config_from(_config(hidden_size=64,
+                                                num_attention_heads=2))
+  assert fresh.hidden_size == 64 and fresh.vocab_size == BertConfig().vocab_size
+
+
 def _unlike(value):
   """A value of the same type unlike `value`."""
   if isinstance(value, (int, float)):

@@ -68,15 +68,16 @@ def posthoc_tau(config, class_counts: Sequence[int], names: Sequence[str],
   return float(tau)
 
 
-def bert_config(config, vocab_size: int) -> BertConfig:
+def bert_config(config, vocab_size: Optional[int]) -> BertConfig:
   """config.model -> BertConfig (BertConfig's defaults where it is silent).
 
   With init_from, the architecture comes from the pretrained directory's
   config.json and config.model sets the `model.execution_fields()` (those it
   leaves out take BertConfig's defaults, not the directory's); an
   architecture field it sets must equal the directory's, else ValueError
-  naming it. Without, vocab_size is the tokenizer's (`vocab_size`); a
-  config.model.vocab_size that differs from it is a ValueError.
+  naming it (`vocab_size` is not used). Without, vocab_size is the
+  tokenizer's (`vocab_size`); a config.model.vocab_size that differs from it
+  is a ValueError.
   """
   fields = base.model_fields(config)
   init_from = config.model.get('init_from')

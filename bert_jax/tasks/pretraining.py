@@ -39,13 +39,19 @@ from bert_jax.data import registry
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig
 from bert_jax.tasks import base
+from bert_jax.tasks import finetune
 
 MASKINGS = ('dynamic', 'static')
 
 
 def bert_config_from(config) -> BertConfig:
-  """BertConfig from `config.model` (architecture + execution options; the
-  defaults are BertConfig's). With init_from too: the weights must fit it."""
+  """BertConfig of the model to pretrain. With config.model.init_from the
+  checkpoint's config.json fixes the architecture (vocab_size included) and
+  config.model adds execution options, as in fine-tuning
+  (`finetune.bert_config`); else config.model with BertConfig's defaults,
+  whose vocab_size the task then sets from its vocab."""
+  if config.model.get('init_from'):
+    return finetune.bert_config(config, vocab_size=None)
   fields = base.model_fields(config)
   try:
     return BertConfig(**fields)
@@ -125,11 +131,10 @@ class PretrainingTask(base.Task):
       if init_from:
         raise ValueError(
             f'config.data.vocab={config.data.vocab!r} ({self._vocab_path}) '
-            f'has {self.tokenizer.vocab_size} entries, but the model that '
-            f'loads config.model.init_from={init_from!r} has '
-            f'config.model.vocab_size={self.bert_config.vocab_size}: leave '
-            'config.data.vocab empty to use the checkpoint\'s own vocab, or '
-            'set config.model.vocab_size to the checkpoint\'s size')
+            f'has {self.tokenizer.vocab_size} entries, but the checkpoint '
+            f'config.model.init_from={init_from!r} has vocab_size='
+            f'{self.bert_config.vocab_size}: leave config.data.vocab empty '
+            'to use the checkpoint\'s own vocab, or name a vocab of that size')
       base.check_vocab_size(
           base.model_fields(config), self.tokenizer.vocab_size,
           f'config.data.vocab={config.data.vocab!r}' if config.data.vocab
