@@ -82,6 +82,20 @@ VARIANTS = {
 # span QA's classes are token positions, which have none.
 NEEDS_CLASS_COUNTS = ('weighted_ce', 'class_balanced_ce', 'logit_adjusted_ce',
                       'ce_posthoc_la', 'ce_q0', 'ce_q0.5')
+# Variants that sample tagging sentences by their rarest entity type; a
+# segmentation scheme (`seg_*`: B/M/E/S of words, no types) has none.
+NEEDS_ENTITY_TYPES = ('ce_q0', 'ce_q0.5', 'ce_qpower')
+
+
+def runnable(names: list[str], preset: str) -> list[str]:
+  """`names` less the variants `preset`'s task cannot run (span QA: no
+  class counts; word segmentation: no entity types)."""
+  task = finetune.PRESETS[preset][0] if preset in finetune.PRESETS else ''
+  scheme = (finetune.get_config(preset).data.get('scheme', '').lower()
+            if task == 'tagging' else '')
+  return [v for v in names
+          if not (task == 'span_qa' and v in NEEDS_CLASS_COUNTS)
+          and not (scheme.startswith('seg_') and v in NEEDS_ENTITY_TYPES)]
 
 
 def parse_arg(arg: str) -> ml_collections.ConfigDict:
@@ -199,9 +213,7 @@ def sweep(add, arg: str = 'drug_reviews') -> None:
   """One run per (seed, variant); seed-major, so a partly finished sweep
   already has every variant for the first seeds."""
   a = parse_arg(arg)
-  task = finetune.PRESETS[a.preset][0] if a.preset in finetune.PRESETS else ''
-  names = [v for v in _chosen(a, VARIANTS, arg)
-           if task != 'span_qa' or v not in NEEDS_CLASS_COUNTS]
+  names = runnable(_chosen(a, VARIANTS, arg), a.preset)
   for seed in SEEDS[:a.seeds]:
     for name in names:
       add(**VARIANTS[name], seed=seed)
@@ -310,7 +322,8 @@ def tune(arg: str = 'drug_reviews') -> dict:
     dev, test: overrides that make a run evaluate on the dev / test split.
     tuning_seeds, final_seeds: seeds of stage 1 / stage 2.
     baseline: the variant the others are compared with.
-    variants: name -> dict(fixed=overrides, search=[axis, ...], metric=...).
+    variants: name -> dict(fixed=overrides, search=[axis, ...], metric=...),
+      for the variants the preset's task can run (`runnable`).
     histogram: [(label, variant, point)]: runs whose test gold-class
       probabilities are histogrammed (the variant's selected point where it
       matches `point`, else its best trial at `point`, one final seed).
@@ -331,7 +344,7 @@ def tune(arg: str = 'drug_reviews') -> dict:
       given.add('model')
     items += [f'{k}={v}' for k, v in budget.items() if k not in given]
   variants = {}
-  for name in _chosen(a, TUNE_VARIANTS, arg):
+  for name in runnable(_chosen(a, TUNE_VARIANTS, arg), preset):
     fixed, key_axis = TUNE_VARIANTS[name]
     # smoke: the tiny fresh model's one learning rate (2 trials a variant).
     lrs = (SMOKE_LR,) if a.smoke else TUNE_LRS[preset]

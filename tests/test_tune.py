@@ -184,6 +184,26 @@ def test_ablation_presets_are_fair_and_validate():
     ablation.get_config('msra_ner,model=tiny,init_from=/enc')
   with pytest.raises(ValueError, match=r"unknown item 'model=huge'"):
     ablation.get_config('msra_ner,model=huge')
+  # Word segmentation has no entity types to resample sentences by (the
+  # tagging task refuses data.sampling_q there): its ablation leaves out
+  # q-power resampling, and only that; msra_ner's keeps it.
+  from bert_jax.tasks import tagging  # pylint: disable=g-import-not-at-top
+  for preset in ablation.TUNE_PRESETS:
+    config = ablation.get_config(preset)
+    if config.task != 'tagging':
+      continue
+    canonical = tagging.SCHEMES.get(config.data.scheme.upper(), 'auto')
+    segmentation = tagging.scheme_kind(canonical) == 'segmentation'
+    trials = [t for v in ablation.tune(preset)['variants'].values()
+              for t in [v['fixed']] + [o for axis in v['search'] for o in axis]]
+    assert any('data.sampling_q' in t for t in trials) != segmentation, preset
+  cws = ablation.tune('hkcancor_cws')['variants']
+  assert set(ablation.TUNE_VARIANTS) - set(cws) == {'ce_qpower'}
+  assert set(ablation.tune('msra_ner')['variants']) == set(ablation.TUNE_VARIANTS)
+  swept = []
+  ablation.sweep(lambda **o: swept.append(o), 'hkcancor_cws,seeds=1')
+  assert len(swept) == len(ablation.VARIANTS) - 2
+  assert not any('data.sampling_q' in o for o in swept)
   have = list(ablation.TUNE_VARIANTS)
   plan, module = tune.load_plan(
       f'{ABLATION}:drug_reviews,variants={"+".join(have)}')
