@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 RESULTS = 'results.json'
 LOG = 'train.log'
@@ -60,9 +60,12 @@ def _tail(path: pathlib.Path, n: int = 3) -> list[str]:
 
 def run_local(runs, argvs, dirs: Sequence[pathlib.Path], *, parallel: int,
               status_path: pathlib.Path, poll_s: float = 0.2,
-              cwd: Optional[str] = None) -> list[dict[str, Any]]:
+              cwd: Optional[str] = None,
+              on_ok: Optional[Callable[[pathlib.Path], None]] = None
+              ) -> list[dict[str, Any]]:
   """Runs every run without results.json, `parallel` at a time; a failure
-  is recorded and the others go on. Returns one outcome dict per run."""
+  is recorded and the others go on. `on_ok(run_dir)` is called as each run
+  finishes with its results. Returns one outcome dict per run."""
   outcomes: list[Optional[dict[str, Any]]] = [None] * len(runs)
   pending = []
   for run, argv, d in zip(runs, argvs, dirs):
@@ -83,6 +86,8 @@ def run_local(runs, argvs, dirs: Sequence[pathlib.Path], *, parallel: int,
     run, d = runs[index], dirs[index]
     if rc == 0 and (d / RESULTS).exists():
       status = 'ok'
+      if on_ok is not None:
+        on_ok(d)
     elif rc == 0:   # e.g. preempted: a checkpoint, no results; rerun resumes
       status = 'incomplete'
     else:

@@ -45,7 +45,7 @@ import pathlib
 import re
 import shlex
 import sys
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from bert_jax import config_cli
 from experiments import launchers
@@ -426,13 +426,15 @@ def write_sweep_json(workdir: pathlib.Path, spec: str, runs: Sequence[Run],
   return out
 
 
-def launch(args, spec: str, runs: Sequence[Run]) -> int:
+def launch(args, spec: str, runs: Sequence[Run],
+           on_ok: Optional[Callable[[pathlib.Path], None]] = None) -> int:
   """Writes `<workdir>/sweep.json` and hands the runs to `args.launcher`.
 
   `args` holds the flags of `main` (and `launchers.add_flags`). A finished
   run is skipped, after checking it came from this sweep's config
   (`check_finished`; not for a TPU pod, whose directories are not visible
   here). Returns the exit status: 0, or 1 when a local run failed.
+  `on_ok(run_dir)`: called as each local run finishes with its results.
   `run.index` must be the run's position in `runs` (the launchers, the
   array script and sweep.json index by it).
   """
@@ -481,7 +483,8 @@ def launch(args, spec: str, runs: Sequence[Run]) -> int:
     return 0
   outcomes = launchers.run_local(runs, argvs, [pathlib.Path(d) for d in dirs],
                                  parallel=args.parallel,
-                                 status_path=workdir / 'sweep_status.json')
+                                 status_path=workdir / 'sweep_status.json',
+                                 on_ok=on_ok)
   print(launchers.summary(outcomes, workdir))
   return 1 if any(o['status'] not in ('ok', 'skipped') for o in outcomes) else 0
 

@@ -31,6 +31,13 @@ process per run; a run whose results.json exists is skipped), so rerunning
 the same command resumes: it finishes stage 1, selects, runs stage 2 and
 reports. With `--launcher=slurm|tpu` each stage writes its script and stops;
 run it, then rerun this command (the stage's results must be visible here).
+
+Disk: a finished run is skipped, never resumed, so the local launcher
+deletes its `checkpoints/` (resume state) as it finishes; a stage-1 trial
+loses `best/` too, and a stage-2 run keeps `best/` (the tested model, for
+`bert_jax.predict` / `export`). Its results.json, predictions and logs stay.
+A MiniLM ablation would otherwise keep about 35 GB. `--keep_checkpoints`
+keeps everything.
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import pathlib
+import shutil
 import sys
 from typing import Any, Optional, Sequence
 
@@ -372,7 +381,22 @@ def _launch(args, plan: Plan, entries: Sequence[Entry], stage_dir) -> int:
     base = args.remote_workdir or args.workdir if args.launcher == 'tpu' else (
         str(pathlib.Path(args.workdir).resolve()))
     stage_args.compilation_cache_dir = f'{base.rstrip("/")}/compilation_cache'
-  return sweep_lib.launch(stage_args, plan.spec_str, runs)
+  on_ok = None if args.keep_checkpoints else functools.partial(
+      prune_finished_run, keep_best=stage_dir.name == 'stage2')
+  return sweep_lib.launch(stage_args, plan.spec_str, runs, on_ok=on_ok)
+
+
+def prune_finished_run(run_dir: pathlib.Path, keep_best: bool) -> None:
+  """Deletes a finished run's `checkpoints/`, and `best/` unless
+  `keep_best`; checkpoints stay where they are its only saved model. A run
+  without results.json is left whole (it may be resumed)."""
+  if read_results(run_dir) is None:
+    return
+  doomed = ['best'] if not keep_best else []
+  if not keep_best or (run_dir / 'best').is_dir():
+    doomed.append('checkpoints')
+  for name in doomed:
+    shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def _finished(entries: Sequence[Entry], stage_dir: pathlib.Path) -> bool:
@@ -463,6 +487,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--python', default=None)
   p.add_argument('--compilation_cache_dir', default='')
   p.add_argument('--no_compilation_cache', action='store_true')
+  p.add_argument('--keep_checkpoints', action='store_true',
+                 help="keep each finished run's checkpoints/ and best/ "
+                 '(by default deleted, but for the stage-2 best/)')
   p.add_argument('--num_resamples', type=int, default=2000,
                  help='two-level bootstrap replicates')
   launchers.add_flags(p)

@@ -434,12 +434,42 @@ def test_smoke_protocol_end_to_end(tmp_path, monkeypatch):
   assert {r['run'] for r in sel['rows']} == {
       p.parent.name for p in (out / 'stage1').glob('*/results.json')}
   assert len(list((out / 'stage2').glob('*/results.json'))) == 6
+  # Finished runs keep no resume state; stage 2 keeps the tested models.
+  assert not list(out.glob('stage*/*/checkpoints'))
+  assert not list((out / 'stage1').glob('*/best'))
+  assert len(list((out / 'stage2').glob('*/best/best.json'))) == 6
   first = (out / 'report.json').read_text()
   assert tune.main([f'--config={CI_SMOKE}', '--smoke',
                     f'--workdir={out}']) == 0
   assert (out / 'report.json').read_text() == first   # nothing retrained
   assert rep['groups']['ce']['dev'] == max(
       t['dev'] for t in rep['groups']['ce']['grid'])
+
+
+def test_prune_finished_run_keeps_what_a_finished_run_still_needs(tmp_path):
+  def run(name, results=True, best=True):
+    d = tmp_path / name
+    (d / 'checkpoints' / '10').mkdir(parents=True)
+    if best:
+      (d / 'best').mkdir()
+    if results:
+      (d / 'results.json').write_text(json.dumps({'final_eval': {'f1': 1}}))
+    (d / 'predictions.jsonl').write_text('{}\n')
+    return d
+  def left(d):
+    return sorted(p.name for p in d.iterdir())
+  d = run('trial')
+  tune.prune_finished_run(d, keep_best=False)
+  assert left(d) == ['predictions.jsonl', 'results.json']
+  d = run('final')
+  tune.prune_finished_run(d, keep_best=True)
+  assert left(d) == ['best', 'predictions.jsonl', 'results.json']
+  d = run('final_without_best', best=False)   # its only saved model
+  tune.prune_finished_run(d, keep_best=True)
+  assert left(d) == ['checkpoints', 'predictions.jsonl', 'results.json']
+  d = run('unfinished', results=False)         # may be resumed
+  tune.prune_finished_run(d, keep_best=False)
+  assert left(d) == ['best', 'checkpoints', 'predictions.jsonl']
 
 
 @pytest.mark.slow
