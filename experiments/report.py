@@ -43,7 +43,8 @@ _NOT_METRICS = re.compile(r'(^|_)(num|total|truncated|windows)(_|$)|'
 HEADLINE = ('accuracy', 'macro_f1', 'minority_f1', 'adjusted_accuracy',
             'adjusted_macro_f1', 'adjusted_minority_f1', 'span_f1',
             'span_macro_f1', 'adjusted_span_f1', 'exact_match', 'f1',
-            'macro_f1_excl_other', 'adjusted_macro_f1_excl_other')
+            'macro_f1_excl_other', 'adjusted_macro_f1_excl_other',
+            'seg_f1', 'adjusted_seg_f1', 'token_accuracy')
 
 
 @dataclasses.dataclass
@@ -233,20 +234,42 @@ def relation_scorer(classes: Sequence[str], other: Optional[str]) -> Scorer:
 
 
 def tagging_scorer(scheme: str) -> Scorer:
-  """Strict micro span F1 (`bert_jax.metrics.span_f1`) from per-sentence
-  gold / predicted / correct span counts."""
+  """Per-sentence counts of the tagging task's own metric for `scheme` (a
+  canonical name, `bert_jax.tasks.tagging.resolve_scheme`):
+    span schemes: strict micro span F1 (`span_f1`, `metrics.span_f1`);
+    segmentation (`seg_*`): word F1 (`seg_f1`, `metrics.segmentation_scores`);
+    'none' (POS): token accuracy (`token_accuracy`)."""
   from bert_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import tagging  # pylint: disable=g-import-not-at-top
+
+  if scheme == 'none':
+    def token_stats(rows):
+      return np.asarray([(sum(g == p for g, p in zip(r['gold'], r['pred'])),
+                          len(r['gold'])) for r in rows], np.float64)
+
+    def token_metrics(sums):
+      return dict(token_accuracy=_div(sums[:, 0], sums[:, 1]))
+    return token_stats, token_metrics
+
+  segmentation = tagging.scheme_kind(scheme) == 'segmentation'
+  if segmentation:
+    def units(tags):
+      return set(metrics_lib.segment_words(tags, tagging.SEGMENTATION[scheme]))
+  else:
+    def units(tags):
+      return set(metrics_lib.extract_spans(tags, scheme))
 
   def stats(rows):
     out = []
     for r in rows:
-      gold = set(metrics_lib.extract_spans(r['gold'], scheme))
-      pred = set(metrics_lib.extract_spans(r['pred'], scheme))
+      gold, pred = units(r['gold']), units(r['pred'])
       out.append((len(gold), len(pred), len(gold & pred)))
     return np.asarray(out, np.float64)
 
+  name = 'seg_f1' if segmentation else 'span_f1'
+
   def metrics(sums):
-    return dict(span_f1=_div(2 * sums[:, 2], sums[:, 0] + sums[:, 1]))
+    return {name: _div(2 * sums[:, 2], sums[:, 0] + sums[:, 1])}
   return stats, metrics
 
 

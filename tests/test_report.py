@@ -180,6 +180,25 @@ def test_tagging_scorer_matches_span_f1():
   assert got == pytest.approx(metrics_lib.span_f1(gold, pred, 'IOB2')['micro_f1'])
 
 
+def test_tagging_scorer_scores_segmentation_and_pos_as_the_task_does():
+  # Segmentation: word F1 as the SIGHAN scorer (metrics.segmentation_scores).
+  gold = [list('BES'), list('BMES'), list('SS')]
+  pred = [list('BES'), list('BEBE'), list('BE')]
+  stats, score = report.tagging_scorer('seg_BMES')
+  s = stats([dict(gold=g, pred=p) for g, p in zip(gold, pred)])
+  want = metrics_lib.segmentation_scores(gold, pred, 'BMES',
+                                         [list('abc'), list('defg'), list('hi')],
+                                         train_words=set())
+  assert s.sum(0).tolist() == [want['num_true'], want['num_pred'],
+                               want['num_correct']] == [6, 5, 2]
+  assert score(s.sum(0, keepdims=True))['seg_f1'][0] == pytest.approx(want['f1'])
+  # POS (scheme none): token accuracy, 3 of 5 words here.
+  stats, score = report.tagging_scorer('none')
+  s = stats([dict(gold=['NN', 'VB', 'DT'], pred=['NN', 'NN', 'DT']),
+             dict(gold=['JJ', 'NN'], pred=['JJ', 'VB'])])
+  assert score(s.sum(0, keepdims=True))['token_accuracy'][0] == pytest.approx(0.6)
+
+
 # ------------------------------------------------------------ the report
 def _ablation(tmp_path):
   wrong = _shift(LABELS)
