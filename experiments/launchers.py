@@ -87,7 +87,10 @@ def run_local(runs, argvs, dirs: Sequence[pathlib.Path], *, parallel: int,
     if rc == 0 and (d / RESULTS).exists():
       status = 'ok'
       if on_ok is not None:
-        on_ok(d)
+        try:
+          on_ok(d)
+        except Exception as e:  # pylint: disable=broad-except
+          print(f'[{index}] {run.name}: after the run: {e!r}', file=sys.stderr)
     elif rc == 0:   # e.g. preempted: a checkpoint, no results; rerun resumes
       status = 'incomplete'
     else:

@@ -242,6 +242,7 @@ def tagging_scorer(scheme: str) -> Scorer:
   from bert_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from bert_jax.tasks import tagging  # pylint: disable=g-import-not-at-top
 
+  scheme = tagging.SCHEMES.get(scheme.upper(), scheme)
   if scheme == 'none':
     def token_stats(rows):
       return np.asarray([(sum(g == p for g, p in zip(r['gold'], r['pred'])),

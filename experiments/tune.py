@@ -32,12 +32,13 @@ the same command resumes: it finishes stage 1, selects, runs stage 2 and
 reports. With `--launcher=slurm|tpu` each stage writes its script and stops;
 run it, then rerun this command (the stage's results must be visible here).
 
-Disk: a finished run is skipped, never resumed, so the local launcher
-deletes its `checkpoints/` (resume state) as it finishes; a stage-1 trial
-loses `best/` too, and a stage-2 run keeps `best/` (the tested model, for
-`bert_jax.predict` / `export`). Its results.json, predictions and logs stay.
-A MiniLM ablation would otherwise keep about 35 GB. `--keep_checkpoints`
-keeps everything.
+Disk: as each local run finishes, its `best/` is deleted (the run's scores
+come from its final state, not from the best-on-eval checkpoint), and a
+stage-1 trial's `checkpoints/` too. A stage-2 run keeps `checkpoints/`: the
+tested model, for `bert_jax.predict` / `export`, and the state a copy of
+the run resumes from to be evaluated again. results.json, predictions and
+logs stay. 117 MiniLM runs would otherwise keep about 40 GB.
+`--keep_checkpoints` keeps everything.
 """
 
 from __future__ import annotations
@@ -382,20 +383,17 @@ def _launch(args, plan: Plan, entries: Sequence[Entry], stage_dir) -> int:
         str(pathlib.Path(args.workdir).resolve()))
     stage_args.compilation_cache_dir = f'{base.rstrip("/")}/compilation_cache'
   on_ok = None if args.keep_checkpoints else functools.partial(
-      prune_finished_run, keep_best=stage_dir.name == 'stage2')
+      prune_finished_run, keep_final=stage_dir.name == 'stage2')
   return sweep_lib.launch(stage_args, plan.spec_str, runs, on_ok=on_ok)
 
 
-def prune_finished_run(run_dir: pathlib.Path, keep_best: bool) -> None:
-  """Deletes a finished run's `checkpoints/`, and `best/` unless
-  `keep_best`; checkpoints stay where they are its only saved model. A run
-  without results.json is left whole (it may be resumed)."""
+def prune_finished_run(run_dir: pathlib.Path, keep_final: bool) -> None:
+  """Deletes a finished run's `best/`, and its `checkpoints/` unless
+  `keep_final`. A run without results.json is left whole (it may be
+  resumed)."""
   if read_results(run_dir) is None:
     return
-  doomed = ['best'] if not keep_best else []
-  if not keep_best or (run_dir / 'best').is_dir():
-    doomed.append('checkpoints')
-  for name in doomed:
+  for name in ['best'] + ([] if keep_final else ['checkpoints']):
     shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
@@ -489,7 +487,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--no_compilation_cache', action='store_true')
   p.add_argument('--keep_checkpoints', action='store_true',
                  help="keep each finished run's checkpoints/ and best/ "
-                 '(by default deleted, but for the stage-2 best/)')
+                 "(by default deleted, but for stage 2's checkpoints/)")
   p.add_argument('--num_resamples', type=int, default=2000,
                  help='two-level bootstrap replicates')
   launchers.add_flags(p)

@@ -204,6 +204,8 @@ def test_ablation_presets_are_fair_and_validate():
   ablation.sweep(lambda **o: swept.append(o), 'hkcancor_cws,seeds=1')
   assert len(swept) == len(ablation.VARIANTS) - 2
   assert not any('data.sampling_q' in o for o in swept)
+  with pytest.raises(ValueError, match=r"cannot run \['ce_qpower'\]"):
+    ablation.tune('hkcancor_cws,variants=ce+ce_qpower')
   have = list(ablation.TUNE_VARIANTS)
   plan, module = tune.load_plan(
       f'{ABLATION}:drug_reviews,variants={"+".join(have)}')
@@ -435,9 +437,9 @@ def test_smoke_protocol_end_to_end(tmp_path, monkeypatch):
       p.parent.name for p in (out / 'stage1').glob('*/results.json')}
   assert len(list((out / 'stage2').glob('*/results.json'))) == 6
   # Finished runs keep no resume state; stage 2 keeps the tested models.
-  assert not list(out.glob('stage*/*/checkpoints'))
-  assert not list((out / 'stage1').glob('*/best'))
-  assert len(list((out / 'stage2').glob('*/best/best.json'))) == 6
+  assert not list(out.glob('stage*/*/best'))
+  assert not list((out / 'stage1').glob('*/checkpoints'))
+  assert len(list((out / 'stage2').glob('*/checkpoints/*'))) >= 6
   first = (out / 'report.json').read_text()
   assert tune.main([f'--config={CI_SMOKE}', '--smoke',
                     f'--workdir={out}']) == 0
@@ -447,11 +449,10 @@ def test_smoke_protocol_end_to_end(tmp_path, monkeypatch):
 
 
 def test_prune_finished_run_keeps_what_a_finished_run_still_needs(tmp_path):
-  def run(name, results=True, best=True):
+  def run(name, results=True):
     d = tmp_path / name
     (d / 'checkpoints' / '10').mkdir(parents=True)
-    if best:
-      (d / 'best').mkdir()
+    (d / 'best').mkdir()
     if results:
       (d / 'results.json').write_text(json.dumps({'final_eval': {'f1': 1}}))
     (d / 'predictions.jsonl').write_text('{}\n')
@@ -459,16 +460,13 @@ def test_prune_finished_run_keeps_what_a_finished_run_still_needs(tmp_path):
   def left(d):
     return sorted(p.name for p in d.iterdir())
   d = run('trial')
-  tune.prune_finished_run(d, keep_best=False)
+  tune.prune_finished_run(d, keep_final=False)
   assert left(d) == ['predictions.jsonl', 'results.json']
-  d = run('final')
-  tune.prune_finished_run(d, keep_best=True)
-  assert left(d) == ['best', 'predictions.jsonl', 'results.json']
-  d = run('final_without_best', best=False)   # its only saved model
-  tune.prune_finished_run(d, keep_best=True)
+  d = run('final')      # the scored final state stays
+  tune.prune_finished_run(d, keep_final=True)
   assert left(d) == ['checkpoints', 'predictions.jsonl', 'results.json']
   d = run('unfinished', results=False)         # may be resumed
-  tune.prune_finished_run(d, keep_best=False)
+  tune.prune_finished_run(d, keep_final=False)
   assert left(d) == ['best', 'checkpoints', 'predictions.jsonl']
 
 

@@ -121,9 +121,10 @@ class PretrainingTask(base.Task):
     self.bert_config = bert_config_from(config)
     if d.max_seq_length > self.bert_config.max_position_embeddings:
       raise ValueError(
-          f'config.data.max_seq_length={d.max_seq_length} exceeds '
-          f'config.model.max_position_embeddings='
-          f'{self.bert_config.max_position_embeddings}')
+          f'config.data.max_seq_length={d.max_seq_length} exceeds the '
+          f'model\'s max_position_embeddings='
+          f'{self.bert_config.max_position_embeddings} (config.model\'s, or '
+          'the config.json of config.model.init_from)')
     self._vocab_path = resolve_vocab(config)
     self.tokenizer = tokenization.BertTokenizer.from_vocab(self._vocab_path)
     if self.tokenizer.vocab_size != self.bert_config.vocab_size:
