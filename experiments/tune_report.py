@@ -231,7 +231,7 @@ def plot_gold_prob(entries: Sequence[tuple[str, list]], path):
     ax.set_title(f'{label} ({len(runs)} seed(s))', fontsize=8)
     ax.set_xlabel('p(gold class) on test')
     ax.axvline(0.5, color='gray', ls=':', lw=1)
-  axes[0][0].set_ylabel('test examples (tagging: words, those tagged O left out)')
+  axes[0][0].set_ylabel('test examples (tagging: non-O words)')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
