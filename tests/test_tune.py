@@ -195,7 +195,7 @@ def test_ablation_presets_are_fair_and_validate():
     canonical = tagging.SCHEMES.get(config.data.scheme.upper(), 'auto')
     segmentation = tagging.scheme_kind(canonical) == 'segmentation'
     trials = [t for v in ablation.tune(preset)['variants'].values()
-              for t in [v['fixed']] + [o for axis in v['search'] for o in axis]]
+              for t in tune.expand_trials(v)]
     assert any('data.sampling_q' in t for t in trials) != segmentation, preset
   cws = ablation.tune('hkcancor_cws')['variants']
   assert set(ablation.TUNE_VARIANTS) - set(cws) == {'ce_qpower'}
